@@ -1,0 +1,187 @@
+"""Array namespace, dtype rules and numerically stable special functions.
+
+Everything backend-specific that a loss's math needs lives here, behind functions that take
+``*, xp``. Loss modules call these and ``xp.*`` only. Where a backend ships a fused, stable
+kernel (``torch.nn.functional.softplus``, ``jax.nn.logsumexp``) it is used; otherwise the
+function is written once with array-API calls.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import array_api_compat
+
+__all__ = [
+    "namespace",
+    "backend",
+    "is_floating",
+    "compute_dtype",
+    "upcast",
+    "softplus",
+    "sigmoid",
+    "logsumexp",
+    "finite_bound",
+]
+
+
+def namespace(*arrays):
+    """The array-API namespace shared by ``arrays`` (``None`` entries are skipped)."""
+    present = [a for a in arrays if a is not None]
+    try:
+        return array_api_compat.array_namespace(*present)
+    except TypeError as exc:
+        kinds = ", ".join(sorted({type(a).__module__.split(".")[0] + "." + type(a).__name__ for a in present}))
+        raise TypeError(
+            f"losskit needs arrays of one library (NumPy, PyTorch, JAX, ...); got {kinds}. "
+            "Convert them to the type of `pred` first."
+        ) from exc
+
+
+@functools.lru_cache(maxsize=None)
+def _backend_of(xp) -> str:
+    if array_api_compat.is_torch_namespace(xp):
+        return "torch"
+    if array_api_compat.is_jax_namespace(xp):
+        return "jax"
+    if array_api_compat.is_numpy_namespace(xp):
+        return "numpy"
+    return getattr(xp, "__name__", "other")
+
+
+def backend(xp) -> str:
+    """'numpy', 'torch', 'jax' or the namespace's module name (e.g. 'array_api_strict')."""
+    return _backend_of(xp)
+
+
+def is_floating(x, xp) -> bool:
+    try:
+        return bool(xp.isdtype(x.dtype, "real floating"))
+    except (TypeError, ValueError, AttributeError):
+        # bfloat16 and other extension dtypes that isdtype does not know
+        try:
+            xp.finfo(x.dtype)
+            return True
+        except (TypeError, ValueError):
+            return False
+
+
+@functools.lru_cache(maxsize=None)
+def _compute_dtype(dtype, xp):
+    return xp.float32 if xp.finfo(dtype).bits < 32 else dtype
+
+
+def compute_dtype(dtype, xp):
+    """Dtype the math runs in: float32 for float16/bfloat16, the input dtype otherwise."""
+    return _compute_dtype(dtype, xp)
+
+
+def upcast(x, xp):
+    """``x`` in its compute dtype (no copy when it already is)."""
+    dt = _compute_dtype(x.dtype, xp)
+    return x if dt == x.dtype else xp.astype(x, dt)
+
+
+@functools.lru_cache(maxsize=None)
+def finite_bound(dtype, xp) -> float:
+    """Half the largest finite value of ``dtype``: logits are clipped here so that products
+    such as ``y * z`` stay finite when ``z`` is ±inf (a sure prediction)."""
+    return float(xp.finfo(dtype).max) / 2
+
+
+# --- softplus, sigmoid, logsumexp -------------------------------------------------------
+
+
+def softplus(x, *, xp):
+    """log(1 + exp(x)), stable for every finite and infinite x."""
+    name = _backend_of(xp)
+    if name == "torch":
+        import torch.nn.functional as F
+
+        # Above the threshold softplus(x) == x to within one ulp of the dtype.
+        return F.softplus(x, threshold=20.0 if x.dtype != _torch_float64() else 40.0)
+    if name == "jax":
+        import jax
+
+        return jax.nn.softplus(x)
+    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def sigmoid(x, *, xp):
+    """1 / (1 + exp(-x)), without overflow for large |x|."""
+    name = _backend_of(xp)
+    if name == "torch":
+        import torch
+
+        return torch.sigmoid(x)
+    if name == "jax":
+        import jax
+
+        return jax.nn.sigmoid(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0, e) / (1.0 + e)
+
+
+def logsumexp(x, *, axis, xp, keepdims=False):
+    """log Σ exp(x) along ``axis``; -inf entries contribute nothing, an all -inf slice gives -inf."""
+    name = _backend_of(xp)
+    if name == "torch":
+        import torch
+
+        return torch.logsumexp(x, dim=axis, keepdim=keepdims)
+    if name == "jax":
+        import jax
+
+        return jax.nn.logsumexp(x, axis=axis, keepdims=keepdims)
+    m = xp.max(x, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+@functools.lru_cache(maxsize=1)
+def _torch_float64():
+    import torch
+
+    return torch.float64
+
+
+def is_tracing(x) -> bool:
+    """True when ``x`` is a symbolic value (a JAX tracer, or a tensor under torch.compile),
+    where data-dependent checks cannot run."""
+    mod = type(x).__module__
+    if mod.startswith("jax"):
+        import jax
+
+        return isinstance(x, jax.core.Tracer)
+    if mod.startswith("torch"):
+        import torch
+
+        return torch.compiler.is_compiling()
+    return False
+
+
+def as_float(value) -> float | None:
+    """``value`` as a Python float if it is a plain number, else None (an array)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+
+def class_ids_onehot(ids, num_classes: int, dtype, xp):
+    """One-hot of integer ``ids`` along a new trailing axis, in ``dtype``."""
+    return xp.astype(ids[..., None] == xp.arange(num_classes, device=_device(ids)), dtype)
+
+
+def gather_classes(values, ids, xp):
+    """``values[ids]`` for a 1-D ``values`` (per class) and integer ``ids`` of any shape."""
+    flat = xp.take(values, xp.reshape(ids, (-1,)), axis=0)
+    return xp.reshape(flat, ids.shape)
+
+
+def _device(x):
+    try:
+        return array_api_compat.device(x)
+    except Exception:  # tracers without a committed device
+        return None

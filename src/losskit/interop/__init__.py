@@ -1,0 +1,1 @@
+"""Framework bridges. Only these modules import torch or jax, and only when used."""

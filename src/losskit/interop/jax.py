@@ -1,0 +1,95 @@
+"""JAX bridge: every declared loss becomes a ``jax.custom_jvp`` function.
+
+The JVP rule pushes the tangent of ``pred`` through the closed-form gradient, so ``jax.grad``
+(by transposing that linear map), ``jax.jit`` and ``jax.vmap`` use it; ``jax.hessian``
+differentiates the closed-form gradient once more. Tangents of the other inputs (soft
+targets, weights, array options) go through ordinary JAX autodiff of the same declaration's
+value; symbolic zeros keep that free when they are not differentiated.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
+
+from .._loss import CLASS_AXIS, Call, evaluate
+
+
+def _is_zero(t) -> bool:
+    return t is None or isinstance(t, SymbolicZero)
+
+
+@functools.lru_cache(maxsize=512)
+def _function(call: Call):
+    class_axis = call.spec.kind == CLASS_AXIS
+
+    def plain(pred, target, c, valid, aux):
+        return evaluate(call, pred, target, c, valid, aux, jnp, "value")
+
+    @jax.custom_jvp
+    def loss(pred, target, c, valid, aux):
+        return plain(pred, target, c, valid, aux)
+
+    def loss_jvp(primals, tangents):
+        pred, target, c, valid, aux = primals
+        d_pred, d_target, d_c, _, d_aux = tangents
+        if _is_zero(d_pred):
+            out = plain(pred, target, c, valid, aux)
+            tangent = jnp.zeros_like(out)
+        else:
+            # per-sample closed-form gradient (c = 1), then the reduction's multiplier
+            out, g = evaluate(call, pred, target, c, valid, aux, jnp, "value_and_grad")
+            directional = g * d_pred
+            if class_axis:
+                directional = jnp.sum(directional, axis=-1)
+            tangent = jnp.sum(directional) if call.reduction != "none" else directional
+            tangent = tangent.astype(out.dtype)
+        other_zero = _is_zero(d_target) and _is_zero(d_c) and all(_is_zero(a) for a in jax.tree_util.tree_leaves(d_aux, is_leaf=_is_zero))
+        if not other_zero:
+            tangent = tangent + _other_tangent(plain, pred, target, c, valid, aux, d_target, d_c, d_aux)
+        return out, tangent
+
+    loss.defjvp(loss_jvp, symbolic_zeros=True)
+    return loss
+
+
+def _other_tangent(plain, pred, target, c, valid, aux, d_target, d_c, d_aux):
+    def zero_like(x, t):
+        return jnp.zeros_like(x) if _is_zero(t) else t
+
+    def f(target_, c_, aux_):
+        return plain(pred, target_, c_, valid, aux_)
+
+    float_target = jnp.issubdtype(jnp.result_type(target), jnp.floating)
+    args, tans = [], []
+    fixed = {}
+    if float_target and not _is_zero(d_target):
+        args.append(target), tans.append(d_target)
+    else:
+        fixed["target"] = target
+    # c and aux: differentiate only the float array leaves with non-zero tangents
+    c_arr = jnp.asarray(c)
+    args.append(c_arr), tans.append(zero_like(c_arr, d_c))
+    aux_leaves, treedef = jax.tree_util.tree_flatten(aux)
+    d_leaves = jax.tree_util.tree_leaves(d_aux, is_leaf=_is_zero) if d_aux is not None else [None] * len(aux_leaves)
+    aux_leaves = [jnp.asarray(a) for a in aux_leaves]
+    args.extend(aux_leaves)
+    tans.extend(zero_like(a, t) for a, t in zip(aux_leaves, d_leaves))
+
+    def g(*xs):
+        xs = list(xs)
+        t = fixed["target"] if "target" in fixed else xs.pop(0)
+        c_ = xs.pop(0)
+        a_ = jax.tree_util.tree_unflatten(treedef, xs)
+        return f(t, c_, a_)
+
+    return jax.jvp(g, tuple(args), tuple(tans))[1]
+
+
+def value(call, pred, target, c, valid, aux):
+    if isinstance(c, float):
+        c = jnp.asarray(c, dtype=jnp.result_type(pred.dtype, jnp.float32))
+    return _function(call)(pred, target, c, valid, aux)

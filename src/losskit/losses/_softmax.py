@@ -1,0 +1,64 @@
+"""Softmax-family math shared by cross-entropy, KL divergence and their relatives.
+
+Every softmax loss here is written as a cross-entropy against an *effective target weight*
+vector q (per class, non-negative) plus terms that do not depend on the logits z:
+
+    ℓ = Σ_k q_k (LSE(z) − z_k),   ∂ℓ/∂z = (Σq)·softmax(z) − q,   ∂²ℓ/∂z_k² = (Σq)·p_k(1 − p_k)
+
+Classes with q_k = 0 contribute nothing, even where z_k = −inf (action masks), so rows with
+impossible classes stay finite. The class axis is the last one here; ``prepare`` moves it.
+"""
+
+from __future__ import annotations
+
+from .. import _validate
+from .._array import logsumexp
+from .._loss import Prepared, upcast_target
+
+
+def weighted_nll(z, q, xp, lse=None):
+    """Σ_k q_k (LSE(z) − z_k), with 0·∞ = 0."""
+    if lse is None:
+        lse = logsumexp(z, axis=-1, xp=xp)
+    terms = q * (lse[..., None] - z)
+    return xp.sum(xp.where(q == 0, xp.zeros_like(terms), terms), axis=-1)
+
+
+def softmax_from_lse(z, lse, xp):
+    return xp.exp(z - lse[..., None])
+
+
+def weighted_nll_grad(z, q, xp, lse=None):
+    if lse is None:
+        lse = logsumexp(z, axis=-1, xp=xp)
+    p = softmax_from_lse(z, lse, xp)
+    return xp.sum(q, axis=-1)[..., None] * p - q
+
+
+def weighted_nll_hess(z, q, xp, lse=None):
+    if lse is None:
+        lse = logsumexp(z, axis=-1, xp=xp)
+    p = softmax_from_lse(z, lse, xp)
+    return xp.sum(q, axis=-1)[..., None] * p * (1.0 - p)
+
+
+def normalize_axis(axis, ndim: int, loss: str) -> int:
+    if not isinstance(axis, int) or isinstance(axis, bool):
+        raise TypeError(f"{loss}: `axis` must be an int, got {axis!r}.")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{loss}: `axis`={axis} is out of range for logits with {ndim} dimensions.")
+    return axis % ndim
+
+
+def prepare_dense_target(pred, target, o, xp, validate, loss, target_name="target"):
+    """Logits and a target distribution of the same shape; class axis moved last."""
+    if pred.ndim == 0:
+        raise ValueError(f"{loss}: logits need a class axis, got a 0-d array.")
+    axis = normalize_axis(o["axis"], pred.ndim, loss)
+    _validate.check_same_shape(pred, target, "logits", target_name, loss)
+    _validate.check_floating(target, target_name, loss, xp)
+    target = upcast_target(target, pred, xp)
+    if axis != pred.ndim - 1:
+        pred, target = xp.moveaxis(pred, axis, -1), xp.moveaxis(target, axis, -1)
+        return Prepared(pred, target, tuple(pred.shape[:-1]), axis=axis)
+    return Prepared(pred, target, tuple(pred.shape[:-1]))

@@ -1,0 +1,380 @@
+"""Classification losses: binary cross-entropy (logits and probabilities) and softmax
+cross-entropy."""
+
+from __future__ import annotations
+
+from .. import _validate
+from .._array import (
+    class_ids_onehot,
+    compute_dtype,
+    finite_bound,
+    gather_classes,
+    is_floating,
+    logsumexp,
+    sigmoid,
+    softplus,
+)
+from .._loss import CLASS_AXIS, ELEMENTWISE, Prepared, declare
+from . import _softmax
+
+# --- binary cross-entropy on logits ------------------------------------------------------
+
+
+def _bce_clip(z, xp):
+    # ±inf logits are sure predictions: clipping to half the dtype's range keeps y·z finite,
+    # so a right sure prediction costs exactly 0 and a wrong one a huge finite value.
+    b = finite_bound(z.dtype, xp)
+    return xp.clip(z, -b, b)
+
+
+def _bce_posw(y, o):
+    pw = o["pos_weight"]
+    return None if pw is None else (1.0 + (pw - 1.0) * y, pw * y)
+
+
+def _bce_value(z, y, o, xp):
+    zc = _bce_clip(z, xp)
+    pw = _bce_posw(y, o)
+    if pw is None:
+        return softplus(zc, xp=xp) - y * zc
+    return pw[0] * softplus(zc, xp=xp) - pw[1] * zc
+
+
+def _bce_value_sum(z, y, o, xp):
+    if o["pos_weight"] is not None:
+        return xp.sum(_bce_value(z, y, o, xp))
+    zc = _bce_clip(z, xp)
+    return xp.sum(softplus(zc, xp=xp)) - xp.sum(y * zc)
+
+
+def _bce_grad(z, y, o, xp):
+    pw = _bce_posw(y, o)
+    s = sigmoid(z, xp=xp)
+    return s - y if pw is None else pw[0] * s - pw[1]
+
+
+def _bce_hess(z, y, o, xp):
+    s = sigmoid(z, xp=xp)
+    h = s * (1.0 - s)
+    pw = _bce_posw(y, o)
+    return h if pw is None else pw[0] * h
+
+
+def _bce_grad_and_hess(z, y, o, xp):
+    s = sigmoid(z, xp=xp)
+    h = s * (1.0 - s)
+    pw = _bce_posw(y, o)
+    if pw is None:
+        return s - y, h
+    return pw[0] * s - pw[1], pw[0] * h
+
+
+def _bce_prepare(pred, target, o, xp, validate, loss):
+    _validate.check_same_shape(pred, target, "logits", "target", loss)
+    pw = o["pos_weight"]
+    if pw is not None and not isinstance(pw, (int, float)):
+        shape = tuple(pw.shape)
+        if shape not in ((), (pred.shape[-1] if pred.ndim else 1,)):
+            raise ValueError(
+                f"{loss}: `pos_weight` must be a number, a 0-d array or have shape ({pred.shape[-1] if pred.ndim else 1},) "
+                f"(one weight per column of the last axis), got shape {shape}."
+            )
+        o["pos_weight"] = xp.astype(pw, compute_dtype(pred.dtype, xp))
+    dt = compute_dtype(pred.dtype, xp)
+    return Prepared(pred, target if target.dtype == dt else xp.astype(target, dt), tuple(pred.shape))
+
+
+def _bce_check(o, loss):
+    pw = o["pos_weight"]
+    if isinstance(pw, (int, float)) and not isinstance(pw, bool):
+        o["pos_weight"] = _validate.check_number(pw, "pos_weight", loss, low=0.0)
+
+
+binary_cross_entropy = declare(
+    name="binary_cross_entropy",
+    family="classification",
+    kind=ELEMENTWISE,
+    formula=r"\ell(z, y) = \operatorname{softplus}(z) - y z = \max(z, 0) - y z + \log(1 + e^{-|z|})",
+    gradient=r"\partial_z \ell = \sigma(z) - y",
+    hessian=r"\partial_z^2 \ell = \sigma(z)(1 - \sigma(z))",
+    domain="logits z real or ±inf; targets y in [0, 1] (soft labels allowed); pos_weight >= 0",
+    reference="Cox, The Regression Analysis of Binary Sequences, JRSS B 20 (1958); Bishop, PRML §4.3.2",
+    use_when="Binary or multi-label classification from logits; the stable form of log-loss.",
+    value=_bce_value,
+    grad=_bce_grad,
+    hess=_bce_hess,
+    grad_and_hess=_bce_grad_and_hess,
+    value_sum=_bce_value_sum,
+    options={"pos_weight": None},
+    array_options=("pos_weight",),
+    check=_bce_check,
+    prepare=_bce_prepare,
+    pred_name="logits",
+    doc=r"""Binary cross-entropy on logits (log-loss), in the stable softplus form.
+
+.. math:: \ell(z, y) = \operatorname{softplus}(z) - y\,z, \qquad
+          \partial_z\ell = \sigma(z) - y, \qquad \partial_z^2\ell = \sigma(z)(1 - \sigma(z))
+
+With ``pos_weight`` = w (a number, or one per column of the last axis, as in PyTorch):
+:math:`\ell = (1 + (w - 1)y)\,\operatorname{softplus}(z) - w y z`, the positive term weighted
+by w. Equals ``torch.nn.functional.binary_cross_entropy_with_logits`` and
+``optax.sigmoid_binary_cross_entropy``. Targets may be soft (any y in [0, 1]).
+
+Use it for binary and multi-label classification; prefer it to ``binary_cross_entropy_from_probs``
+whenever logits are available (no clamping, exact gradients). Logits of ±inf are sure
+predictions: a right one costs 0, a wrong one a huge finite value; gradients stay exact.
+
+Reference: Bishop, *Pattern Recognition and Machine Learning* (2006), §4.3.2.
+
+Example:
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.binary_cross_entropy(np.array([0.0, 2.0]), np.array([1.0, 1.0]))), 6)
+    0.410091
+""",
+)
+
+# --- binary cross-entropy on probabilities -----------------------------------------------
+
+
+def _clip_probs(p, xp):
+    eps = float(xp.finfo(p.dtype).eps)
+    return xp.clip(p, eps, 1.0 - eps)
+
+
+def _bcep_value(p, y, o, xp):
+    pc = _clip_probs(p, xp)
+    return -(y * xp.log(pc) + (1.0 - y) * xp.log1p(-pc))
+
+
+def _bcep_grad(p, y, o, xp):
+    pc = _clip_probs(p, xp)
+    return (pc - y) / (pc * (1.0 - pc))
+
+
+def _bcep_hess(p, y, o, xp):
+    pc = _clip_probs(p, xp)
+    q = 1.0 - pc
+    return y / (pc * pc) + (1.0 - y) / (q * q)
+
+
+def _bcep_check_values(p, y, o, xp, loss):
+    _validate.check_probabilities(p, "probs", loss, xp)
+    _validate.check_probabilities(y, "target", loss, xp)
+
+
+binary_cross_entropy_from_probs = declare(
+    name="binary_cross_entropy_from_probs",
+    family="classification",
+    kind=ELEMENTWISE,
+    formula=r"\ell(p, y) = -[y \log \tilde p + (1 - y) \log(1 - \tilde p)],\ \tilde p = \operatorname{clip}(p, \varepsilon, 1 - \varepsilon)",
+    gradient=r"\partial_p \ell = (\tilde p - y) / (\tilde p (1 - \tilde p))",
+    hessian=r"\partial_p^2 \ell = y / \tilde p^2 + (1 - y) / (1 - \tilde p)^2",
+    domain="probabilities p and targets y in [0, 1]; epsilon = machine epsilon of the compute dtype",
+    reference="Bishop, PRML §4.3.2; clamp as in Keras (epsilon) rather than PyTorch (log >= -100)",
+    use_when="Only when the model outputs probabilities; prefer binary_cross_entropy on logits.",
+    value=_bcep_value,
+    grad=_bcep_grad,
+    hess=_bcep_hess,
+    check_values=_bcep_check_values,
+    pred_name="probs",
+    doc=r"""Binary cross-entropy on probabilities.
+
+.. math:: \ell(p, y) = -[y\log\tilde p + (1 - y)\log(1 - \tilde p)], \quad
+          \tilde p = \operatorname{clip}(p, \varepsilon, 1 - \varepsilon)
+
+.. math:: \partial_p\ell = \frac{\tilde p - y}{\tilde p(1 - \tilde p)}, \qquad
+          \partial_p^2\ell = \frac{y}{\tilde p^2} + \frac{1 - y}{(1 - \tilde p)^2}
+
+ε is the machine epsilon of the compute dtype (1.19e-7 in float32 and for half inputs,
+2.2e-16 in float64), so ``p`` = 0 or 1 gives a finite value (at most −log ε: 15.9 in float32,
+36.0 in float64) and a finite gradient. Inside [ε, 1 − ε] this equals
+``torch.nn.functional.binary_cross_entropy``; PyTorch instead clamps each log at −100, so the
+two differ only for p within ε of 0 or 1. The gradient outside the clip is the formula at the
+clipped p (it keeps its sign instead of vanishing). ``validate=True`` checks that ``probs`` and
+``target`` lie in [0, 1].
+
+Use it only when the model produces probabilities; with logits use ``binary_cross_entropy``,
+which needs no clamp.
+
+Reference: Bishop, *Pattern Recognition and Machine Learning* (2006), §4.3.2.
+
+Example:
+    >>> import numpy as np, losskit as lk
+    >>> round(float(lk.binary_cross_entropy_from_probs(np.array([0.5, 0.9]), np.array([1.0, 1.0]))), 6)
+    0.399245
+""",
+)
+
+# --- softmax cross-entropy ---------------------------------------------------------------
+
+
+def _ce_check(o, loss):
+    o["label_smoothing"] = _validate.check_number(o["label_smoothing"], "label_smoothing", loss, low=0.0, high=1.0)
+    ii = o["ignore_index"]
+    if ii is not None and (not isinstance(ii, int) or isinstance(ii, bool)):
+        raise TypeError(f"{loss}: `ignore_index` must be an int or None, got {ii!r}.")
+
+
+def _ce_prepare(pred, target, o, xp, validate, loss):
+    cw = o["class_weight"]
+    if is_floating(target, xp):
+        if o["ignore_index"] is not None:
+            raise ValueError(
+                f"{loss}: `ignore_index` applies to integer class ids; with probability targets use `mask`."
+            )
+        prep = _softmax.prepare_dense_target(pred, target, o, xp, validate, loss)
+        kind = "probs"
+    else:
+        if pred.ndim == 0:
+            raise ValueError(f"{loss}: logits need a class axis, got a 0-d array.")
+        axis = _softmax.normalize_axis(o["axis"], pred.ndim, loss)
+        expected = tuple(pred.shape[:axis]) + tuple(pred.shape[axis + 1 :])
+        if not xp.isdtype(target.dtype, "integral"):
+            raise TypeError(f"{loss}: `target` must hold integer class ids or float probabilities, got dtype {target.dtype}.")
+        if tuple(target.shape) != expected:
+            hint = ""
+            if tuple(target.shape) == expected + (1,):
+                hint = " It has a trailing axis of size 1: pass target[..., 0]."
+            elif tuple(target.shape) == tuple(pred.shape):
+                hint = " Integer ids have the shape of the logits without the class axis; one-hot targets must be float."
+            raise ValueError(
+                f"{loss}: integer `target` must have the shape of the logits without axis {axis}, "
+                f"i.e. {expected}; got {tuple(target.shape)} for logits {tuple(pred.shape)}.{hint}"
+            )
+        num_classes = int(pred.shape[axis])
+        ii = o["ignore_index"]
+        valid = None
+        ids = target
+        if ii is not None:
+            valid = target != ii
+            ids = xp.where(valid, target, xp.zeros_like(target))
+        if validate:
+            _validate.check_class_ids(target, num_classes, ii, loss, xp)
+        if axis != pred.ndim - 1:
+            pred = xp.moveaxis(pred, axis, -1)
+        prep = Prepared(
+            pred,
+            ids,
+            tuple(pred.shape[:-1]),
+            valid=valid,
+            denom=None if cw is None else gather_classes(cw, ids, xp),
+            axis=None if axis == pred.ndim - 1 else axis,
+        )
+        kind = "ids"
+    if cw is not None:
+        c = int(prep.pred.shape[-1])
+        if tuple(cw.shape) != (c,):
+            raise ValueError(f"{loss}: `class_weight` must have shape ({c},) (one weight per class), got {tuple(cw.shape)}.")
+        o["class_weight"] = xp.astype(cw, compute_dtype(pred.dtype, xp))
+        if prep.denom is not None:
+            prep = Prepared(prep.pred, prep.target, prep.sample_shape, prep.valid, xp.astype(prep.denom, compute_dtype(pred.dtype, xp)), axis=prep.axis)
+    return Prepared(prep.pred, prep.target, prep.sample_shape, prep.valid, prep.denom, {"target_kind": kind}, prep.axis)
+
+
+def _ce_q(z, t, o, xp):
+    """Effective per-class target weights q (see ``_softmax``)."""
+    a = o["label_smoothing"]
+    cw = o["class_weight"]
+    num_classes = z.shape[-1]
+    q = class_ids_onehot(t, num_classes, z.dtype, xp) if o["target_kind"] == "ids" else t
+    if a:
+        q = (1.0 - a) * q + (a / num_classes) * xp.astype(z != -xp.inf, z.dtype)
+    return q if cw is None else q * cw
+
+
+def _ce_value(z, t, o, xp):
+    if o["target_kind"] == "probs":
+        return _softmax.weighted_nll(z, _ce_q(z, t, o, xp), xp)
+    # integer ids: gather instead of building the one-hot
+    cw = o["class_weight"]
+    a = o["label_smoothing"]
+    lse = logsumexp(z, axis=-1, xp=xp)
+    nll = lse - xp.take_along_axis(z, t[..., None], axis=-1)[..., 0]
+    if cw is not None:
+        nll = nll * gather_classes(cw, t, xp)
+    if not a:
+        return nll
+    per_class = lse[..., None] - z
+    if cw is not None:
+        per_class = per_class * cw
+    smooth = xp.sum(xp.where(z == -xp.inf, xp.zeros_like(per_class), per_class), axis=-1)
+    return (1.0 - a) * nll + (a / z.shape[-1]) * smooth
+
+
+def _ce_grad(z, t, o, xp):
+    return _softmax.weighted_nll_grad(z, _ce_q(z, t, o, xp), xp)
+
+
+def _ce_hess(z, t, o, xp):
+    return _softmax.weighted_nll_hess(z, _ce_q(z, t, o, xp), xp)
+
+
+def _ce_value_and_grad(z, t, o, xp):
+    q = _ce_q(z, t, o, xp)
+    lse = logsumexp(z, axis=-1, xp=xp)
+    return _softmax.weighted_nll(z, q, xp, lse), _softmax.weighted_nll_grad(z, q, xp, lse)
+
+
+def _ce_grad_and_hess(z, t, o, xp):
+    q = _ce_q(z, t, o, xp)
+    lse = logsumexp(z, axis=-1, xp=xp)
+    p = _softmax.softmax_from_lse(z, lse, xp)
+    s = xp.sum(q, axis=-1)[..., None]
+    return s * p - q, s * p * (1.0 - p)
+
+
+cross_entropy = declare(
+    name="cross_entropy",
+    family="classification",
+    kind=CLASS_AXIS,
+    formula=r"\ell(z, y) = \operatorname{LSE}(z) - z_y = -\log \operatorname{softmax}(z)_y",
+    gradient=r"\partial_z \ell = \operatorname{softmax}(z) - \operatorname{onehot}(y)",
+    hessian=r"\partial_{z_k}^2 \ell = p_k (1 - p_k)",
+    domain="logits real or -inf (impossible classes); integer ids in [0, C) or probabilities",
+    reference="Goodfellow, Bengio & Courville, Deep Learning (2016) §6.2.2.3; Szegedy et al., Rethinking the Inception Architecture (2016) for label smoothing",
+    use_when="Multi-class classification (one label per sample) from logits, hard or soft labels.",
+    value=_ce_value,
+    grad=_ce_grad,
+    hess=_ce_hess,
+    value_and_grad=_ce_value_and_grad,
+    grad_and_hess=_ce_grad_and_hess,
+    options={"axis": -1, "ignore_index": None, "class_weight": None, "label_smoothing": 0.0},
+    array_options=("class_weight",),
+    check=_ce_check,
+    prepare=_ce_prepare,
+    pred_name="logits",
+    doc=r"""Softmax cross-entropy from logits.
+
+.. math:: \ell(z, y) = \operatorname{LSE}(z) - z_y, \qquad
+          \partial_z\ell = \operatorname{softmax}(z) - \operatorname{onehot}(y), \qquad
+          \partial_{z_k}^2\ell = p_k(1 - p_k)
+
+``target`` is either integer class ids (the shape of ``logits`` without ``axis``) or
+probabilities (the shape of ``logits``). Options, each equal to
+``torch.nn.functional.cross_entropy`` (which uses ``axis=1``; losskit's default is the last
+axis):
+
+* ``class_weight`` (shape (C,)): per-class weights. With ids, the sample weight is
+  ``class_weight[y]`` and ``"mean"`` divides by Σ class_weight[y] over valid samples; with
+  probabilities, ℓ = −Σ_k w_k t_k log p_k and ``"mean"`` divides by the sample count.
+* ``label_smoothing`` = α (PyTorch's formula): the target becomes (1 − α)·onehot + α/C.
+  Classes whose logit is −inf (action masks) are left out of the α/C term, so masked rows stay
+  finite where PyTorch returns inf.
+* ``ignore_index``: samples whose id equals it count nowhere (ids only; else use ``mask``).
+
+General form: ℓ = Σ_k q_k (LSE(z) − z_k) with q the weighted, smoothed target, gradient
+(Σq)·softmax(z) − q, Hessian diagonal (Σq)·p(1 − p).
+
+Use it for single-label multi-class classification. For independent labels (multi-label) use
+``binary_cross_entropy``.
+
+References: Goodfellow, Bengio & Courville, *Deep Learning* (2016), §6.2.2.3; Szegedy et al.,
+"Rethinking the Inception Architecture for Computer Vision", CVPR 2016 (label smoothing).
+
+Example:
+    >>> import numpy as np, losskit as lk
+    >>> logits = np.array([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    >>> round(float(lk.cross_entropy(logits, np.array([0, 2]))), 6)
+    0.719049
+""",
+)
