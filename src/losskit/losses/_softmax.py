@@ -20,8 +20,8 @@ def weighted_nll(z, q, xp, lse=None):
     """Σ_k q_k (LSE(z) − z_k), with 0·∞ = 0."""
     if lse is None:
         lse = logsumexp(z, axis=-1, xp=xp)
-    terms = q * (lse[..., None] - z)
-    return xp.sum(xp.where(q == 0, xp.zeros_like(terms), terms), axis=-1)
+    gap = lse[..., None] - z
+    return xp.sum(q * xp.where(q == 0, xp.zeros_like(gap), gap), axis=-1)
 
 
 def softmax_from_lse(z, lse, xp):

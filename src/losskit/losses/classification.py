@@ -295,9 +295,8 @@ def _ce_value(z, t, o, xp):
     if not a:
         return nll
     per_class = lse[..., None] - z
-    if cw is not None:
-        per_class = per_class * cw
-    smooth = xp.sum(xp.where(z == -xp.inf, xp.zeros_like(per_class), per_class), axis=-1)
+    per_class = xp.where(z == -xp.inf, xp.zeros_like(per_class), per_class)
+    smooth = xp.sum(per_class if cw is None else per_class * cw, axis=-1)
     return (1.0 - a) * nll + (a / z.shape[-1]) * smooth
 
 

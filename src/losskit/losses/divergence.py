@@ -11,13 +11,11 @@ def _kl_parts(t, o, xp):
     """(target probabilities, Σ_k t_k log t_k) with 0·log 0 = 0."""
     if o["log_target"]:
         prob = xp.exp(t)
-        neg_entropy = prob * t
+        log_prob = xp.where(prob == 0, xp.zeros_like(t), t)
     else:
         prob = t
-        safe = xp.where(t > 0, t, xp.ones_like(t))
-        neg_entropy = t * xp.log(safe)
-    neg_entropy = xp.where(prob == 0, xp.zeros_like(neg_entropy), neg_entropy)
-    return prob, xp.sum(neg_entropy, axis=-1)
+        log_prob = xp.log(xp.where(t > 0, t, xp.ones_like(t)))
+    return prob, xp.sum(prob * log_prob, axis=-1)
 
 
 def _kl_value(z, t, o, xp):
