@@ -157,7 +157,10 @@ def is_tracing(x) -> bool:
     if mod.startswith("torch"):
         import torch
 
-        return torch.compiler.is_compiling()
+        if torch.compiler.is_compiling():
+            return True
+        # inside torch.func transforms (vmap, grad) tensors are functorch wrappers
+        return torch._C._functorch.is_functorch_wrapped_tensor(x)
     return False
 
 

@@ -75,6 +75,16 @@ def check_number(value, arg: str, loss: str, *, low=None, high=None, low_open=Fa
     return v
 
 
+def _any(bad, xp) -> bool:
+    """Host read of any(bad); False when the value is symbolic (inside a jit trace)."""
+    try:
+        return bool(xp.any(bad))
+    except Exception as exc:
+        if type(exc).__module__.startswith("jax"):
+            return False
+        raise
+
+
 def _first_position(bad, xp) -> tuple:
     flat = xp.reshape(bad, (-1,))
     idx = int(xp.argmax(xp.astype(flat, xp.int32)))
@@ -92,7 +102,7 @@ def check_class_ids(ids, num_classes: int, ignore_index, loss: str, xp) -> None:
     bad = (ids < 0) | (ids >= num_classes)
     if ignore_index is not None:
         bad = bad & (ids != ignore_index)
-    if bool(xp.any(bad)):
+    if _any(bad, xp):
         pos = _first_position(bad, xp)
         value = int(ids[pos])
         extra = "" if ignore_index is None else f" (ignore_index={ignore_index} is exempt)"
@@ -107,7 +117,7 @@ def check_probabilities(x, arg: str, loss: str, xp) -> None:
     if is_tracing(x) or x.size == 0:
         return
     bad = (x < 0) | (x > 1)
-    if bool(xp.any(bad)):
+    if _any(bad, xp):
         pos = _first_position(bad, xp)
         raise ValueError(
             f"{loss}: `{arg}` must hold probabilities in [0, 1]; found {float(x[pos])!r} at {arg}{list(pos)}. "
