@@ -61,8 +61,8 @@ class LossSpec:
     options: Mapping = field(default_factory=dict)  # name -> default
     array_options: tuple = ()  # options that may be arrays (passed to hooks as inputs)
     check: Callable | None = None  # check(o, loss) -> None, raises on bad option values
-    prepare: Callable | None = None  # prepare(pred, target, o, xp, validate, loss) -> Prepared
-    check_values: Callable | None = None  # check_values(pred, target, o, xp, loss), when validate
+    prepare: Callable | None = None  # prepare(pred, target, o, xp, validate, loss, mask) -> Prepared
+    check_values: Callable | None = None  # check_values(pred, target, o, xp, loss, valid), when validate
     pred_name: str = "pred"
 
 
@@ -81,7 +81,7 @@ class Call:
         return o
 
 
-def _prepare_elementwise(pred, target, o, xp, validate, loss):
+def _prepare_elementwise(pred, target, o, xp, validate, loss, mask=None):
     _validate.check_same_shape(pred, target, "pred", "target", loss)
     return Prepared(pred, upcast_target(target, pred, xp), tuple(pred.shape))
 
@@ -127,7 +127,12 @@ def evaluate(call: Call, pred, target, c, valid, aux, xp, need: str):
 
 
 def _out_dtype(g, pred, xp):
-    return g if g.dtype == pred.dtype else xp.astype(g, pred.dtype)
+    """Derivatives in ``pred``'s dtype. Narrowing to half precision saturates at the dtype's
+    largest finite value instead of overflowing to inf."""
+    if g.dtype == pred.dtype:
+        return g
+    big = float(xp.finfo(pred.dtype).max)
+    return xp.astype(xp.clip(g, -big, big), pred.dtype)
 
 
 class Loss:
@@ -184,15 +189,19 @@ class Loss:
         _validate.check_floating(pred, spec.pred_name, name, xp)
         _validate.check_reduction(reduction, normalizer, name)
         o = self._bind(options)
-        prep = (spec.prepare or _prepare_elementwise)(pred, target, o, xp, validate, name)
-        if validate and spec.check_values is not None:
-            spec.check_values(prep.pred, prep.target, o, xp, name)
-        sample_shape = prep.sample_shape
+        if spec.kind == CLASS_AXIS:
+            axis = _validate.normalize_axis(o["axis"], pred.ndim, name)
+            sample_shape = tuple(pred.shape[:axis]) + tuple(pred.shape[axis + 1 :])
+        else:
+            sample_shape = tuple(pred.shape)
         if weight is not None:
             _validate.check_sample_array(weight, sample_shape, "weight", name, xp, boolean=False)
         if mask is not None:
             _validate.check_sample_array(mask, sample_shape, "mask", name, xp, boolean=True)
+        prep = (spec.prepare or _prepare_elementwise)(pred, target, o, xp, validate, name, mask)
         valid = combine_masks(mask, prep.valid, xp)
+        if validate and spec.check_values is not None:
+            spec.check_values(prep.pred, prep.target, o, xp, name, valid)
         c = multiplier(sample_shape, weight, valid, prep.denom, reduction, normalizer, compute_dtype(pred.dtype, xp), xp)
         static = [(k, o[k]) for k in self._static_names]
         static.extend(prep.static.items())

@@ -95,13 +95,13 @@ def _first_position(bad, xp) -> tuple:
     return tuple(reversed(pos))
 
 
-def check_class_ids(ids, num_classes: int, ignore_index, loss: str, xp) -> None:
-    """Integer targets in [0, num_classes) except ``ignore_index``."""
+def check_class_ids(ids, num_classes: int, ignore_index, loss: str, xp, valid=None) -> None:
+    """Integer targets in [0, num_classes) where ``valid`` (ignored and masked ids are exempt)."""
     if is_tracing(ids) or ids.size == 0:
         return
     bad = (ids < 0) | (ids >= num_classes)
-    if ignore_index is not None:
-        bad = bad & (ids != ignore_index)
+    if valid is not None:
+        bad = bad & valid
     if _any(bad, xp):
         pos = _first_position(bad, xp)
         value = int(ids[pos])
@@ -112,17 +112,29 @@ def check_class_ids(ids, num_classes: int, ignore_index, loss: str, xp) -> None:
         )
 
 
-def check_probabilities(x, arg: str, loss: str, xp) -> None:
-    """Values in [0, 1]; NaN passes (it propagates, never replaced)."""
+def check_probabilities(x, arg: str, loss: str, xp, valid=None) -> None:
+    """Values in [0, 1] where ``valid``; NaN passes (it propagates, never replaced)."""
     if is_tracing(x) or x.size == 0:
         return
     bad = (x < 0) | (x > 1)
+    if valid is not None:
+        bad = bad & valid
     if _any(bad, xp):
         pos = _first_position(bad, xp)
         raise ValueError(
             f"{loss}: `{arg}` must hold probabilities in [0, 1]; found {float(x[pos])!r} at {arg}{list(pos)}. "
             "Pass logits to the logits version of this loss, or validate=False to skip this check."
         )
+
+
+def normalize_axis(axis, ndim: int, loss: str) -> int:
+    if not isinstance(axis, int) or isinstance(axis, bool):
+        raise TypeError(f"{loss}: `axis` must be an int, got {axis!r}.")
+    if ndim == 0:
+        raise ValueError(f"{loss}: logits need a class axis, got a 0-d array.")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{loss}: `axis`={axis} is out of range for logits with {ndim} dimensions.")
+    return axis % ndim
 
 
 def check_options(given: dict, allowed: dict, loss: str) -> None:

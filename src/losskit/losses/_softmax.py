@@ -42,19 +42,9 @@ def weighted_nll_hess(z, q, xp, lse=None):
     return xp.sum(q, axis=-1)[..., None] * p * (1.0 - p)
 
 
-def normalize_axis(axis, ndim: int, loss: str) -> int:
-    if not isinstance(axis, int) or isinstance(axis, bool):
-        raise TypeError(f"{loss}: `axis` must be an int, got {axis!r}.")
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"{loss}: `axis`={axis} is out of range for logits with {ndim} dimensions.")
-    return axis % ndim
-
-
-def prepare_dense_target(pred, target, o, xp, validate, loss, target_name="target"):
+def prepare_dense_target(pred, target, o, xp, validate, loss, mask=None, target_name="target"):
     """Logits and a target distribution of the same shape; class axis moved last."""
-    if pred.ndim == 0:
-        raise ValueError(f"{loss}: logits need a class axis, got a 0-d array.")
-    axis = normalize_axis(o["axis"], pred.ndim, loss)
+    axis = _validate.normalize_axis(o["axis"], pred.ndim, loss)
     _validate.check_same_shape(pred, target, "logits", target_name, loss)
     _validate.check_floating(target, target_name, loss, xp)
     target = upcast_target(target, pred, xp)

@@ -69,7 +69,7 @@ def _bce_grad_and_hess(z, y, o, xp):
     return pw[0] * s - pw[1], pw[0] * h
 
 
-def _bce_prepare(pred, target, o, xp, validate, loss):
+def _bce_prepare(pred, target, o, xp, validate, loss, mask=None):
     _validate.check_same_shape(pred, target, "logits", "target", loss)
     pw = o["pos_weight"]
     if pw is not None and not isinstance(pw, (int, float)):
@@ -157,9 +157,9 @@ def _bcep_hess(p, y, o, xp):
     return y / (pc * pc) + (1.0 - y) / (q * q)
 
 
-def _bcep_check_values(p, y, o, xp, loss):
-    _validate.check_probabilities(p, "probs", loss, xp)
-    _validate.check_probabilities(y, "target", loss, xp)
+def _bcep_check_values(p, y, o, xp, loss, valid):
+    _validate.check_probabilities(p, "probs", loss, xp, valid)
+    _validate.check_probabilities(y, "target", loss, xp, valid)
 
 
 binary_cross_entropy_from_probs = declare(
@@ -215,19 +215,17 @@ def _ce_check(o, loss):
         raise TypeError(f"{loss}: `ignore_index` must be an int or None, got {ii!r}.")
 
 
-def _ce_prepare(pred, target, o, xp, validate, loss):
+def _ce_prepare(pred, target, o, xp, validate, loss, mask=None):
     cw = o["class_weight"]
     if is_floating(target, xp):
         if o["ignore_index"] is not None:
             raise ValueError(
                 f"{loss}: `ignore_index` applies to integer class ids; with probability targets use `mask`."
             )
-        prep = _softmax.prepare_dense_target(pred, target, o, xp, validate, loss)
+        prep = _softmax.prepare_dense_target(pred, target, o, xp, validate, loss, mask)
         kind = "probs"
     else:
-        if pred.ndim == 0:
-            raise ValueError(f"{loss}: logits need a class axis, got a 0-d array.")
-        axis = _softmax.normalize_axis(o["axis"], pred.ndim, loss)
+        axis = _validate.normalize_axis(o["axis"], pred.ndim, loss)
         expected = tuple(pred.shape[:axis]) + tuple(pred.shape[axis + 1 :])
         if not xp.isdtype(target.dtype, "integral"):
             raise TypeError(f"{loss}: `target` must hold integer class ids or float probabilities, got dtype {target.dtype}.")
@@ -243,13 +241,13 @@ def _ce_prepare(pred, target, o, xp, validate, loss):
             )
         num_classes = int(pred.shape[axis])
         ii = o["ignore_index"]
-        valid = None
-        ids = target
-        if ii is not None:
-            valid = target != ii
-            ids = xp.where(valid, target, xp.zeros_like(target))
+        valid = None if ii is None else target != ii
+        if mask is not None:
+            valid = mask if valid is None else valid & mask
+        # ignored and masked ids may hold anything (padding): gather at a safe id instead
+        ids = target if valid is None else xp.where(valid, target, xp.zeros_like(target))
         if validate:
-            _validate.check_class_ids(target, num_classes, ii, loss, xp)
+            _validate.check_class_ids(target, num_classes, ii, loss, xp, valid)
         if axis != pred.ndim - 1:
             pred = xp.moveaxis(pred, axis, -1)
         prep = Prepared(
