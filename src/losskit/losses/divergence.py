@@ -84,6 +84,6 @@ Example:
     >>> import numpy as np, losskit as lk
     >>> t = np.array([[0.5, 0.5, 0.0]])
     >>> round(float(lk.kl_divergence(np.log(np.array([[0.25, 0.5, 0.25]])), t)), 6)
-    0.143841
+    0.346574
 """,
 )
