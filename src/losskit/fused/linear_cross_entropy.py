@@ -203,11 +203,16 @@ def prepare(x, weight, target, bias, sample_weight, mask, reduction, normalizer,
         if _shape(target) != lead:
             hint = " It has a trailing axis of size 1: pass target[..., 0]." if _shape(target) == lead + (1,) else ""
             raise ValueError(f"{NAME}: integer `target` must have the shape of x without its last axis, {lead}; got {_shape(target)}.{hint}")
-        if validate:
-            _validate.check_class_ids(target, num_classes, ignore_index, NAME, xp)
         t2 = xp.reshape(target, (n,))
         if ignore_index is not None:
             valid = t2 != ignore_index
+        if mask is not None:
+            _validate.check_sample_array(mask, lead, "mask", NAME, xp, boolean=True)
+            valid = combine_masks(xp.reshape(mask, (n,)), valid, xp)
+        if validate:
+            # ignored and masked ids are exempt (padding may hold anything)
+            _validate.check_class_ids(target, num_classes, ignore_index, NAME, xp, None if valid is None else xp.reshape(valid, lead))
+        if valid is not None:
             t2 = xp.where(valid, t2, xp.zeros_like(t2))
         if class_weight is not None:
             denom = gather_classes(class_weight, t2, xp)
@@ -228,9 +233,9 @@ def prepare(x, weight, target, bias, sample_weight, mask, reduction, normalizer,
     if sample_weight is not None:
         _validate.check_sample_array(sample_weight, lead, "sample_weight", NAME, xp, boolean=False)
         sw = xp.reshape(sample_weight, (n,))
-    if mask is not None:
+    if mask is not None and kind == "probs":
         _validate.check_sample_array(mask, lead, "mask", NAME, xp, boolean=True)
-        valid = combine_masks(xp.reshape(mask, (n,)), valid, xp)
+        valid = xp.reshape(mask, (n,))
     c = multiplier((n,), sw, valid, denom, reduction, normalizer, cd, xp)
     rows = chunk_size if chunk_size is not None else default_chunk_size(n, hidden, num_classes)
     cfg = Config(reduction, kind, float(alpha), float(zl), cap, int(rows), num_classes, grad_in_forward)
@@ -445,7 +450,7 @@ def linear_cross_entropy(
         >>> import numpy as np, losskit as lk
         >>> x = np.array([[1.0, 0.0], [0.0, 1.0]]); W = np.array([[2.0, 0.0], [0.0, 0.0], [-1.0, 0.0]])
         >>> round(float(lk.linear_cross_entropy(x, W, np.array([0, 2]))), 6)
-        0.719049
+        0.634229
     """
     inp = prepare(x, weight, target, bias, sample_weight, mask, reduction, normalizer, validate, ignore_index, class_weight,
                   label_smoothing, smoothing_formula, z_loss_weight, softcap, chunk_size, grad_in_forward)
