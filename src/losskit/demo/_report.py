@@ -102,8 +102,9 @@ def _reliability(ax, table, title, ece):
     centers = (np.arange(bins) + 0.5) / bins
     has = n > 0
     ax.bar(centers[has], acc[has], width=1.0 / bins, edgecolor="k", color="#1f77b4", alpha=0.75, label="accuracy")
-    ax.bar(centers[has], conf[has] - acc[has], bottom=acc[has], width=1.0 / bins, color="#d62728", alpha=0.35,
-           edgecolor="#d62728", label="gap to confidence")
+    lo = np.minimum(acc[has], conf[has])
+    ax.bar(centers[has], np.abs(conf[has] - acc[has]), bottom=lo, width=1.0 / bins, color="#d62728", alpha=0.3,
+           edgecolor="#d62728", hatch="//", label="gap to mean confidence")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)

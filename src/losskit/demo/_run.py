@@ -128,17 +128,17 @@ def summarize(raw) -> dict:
     rows = []
     for (name, data), f in fits.items():
         if data == "outliers":
-            rows.append(("1 regression, outliers", "linear", name, f"slope {f['slope']:.3f} (true {reg['true_slope']:.1f}), error {f['slope_error']:.3f}"))
+            rows.append(("1 outliers", "linear", name, f"slope {f['slope']:.3f} (true {reg['true_slope']:.1f}), error {f['slope_error']:.3f}"))
     for name, f in reg["mlp"]["fits"].items():
-        rows.append(("1 regression, outliers", "MLP 1-32-1", name, f"RMSE to true curve {f['rmse_to_truth']:.3f}"))
-    rows.append(("2 binary (two moons)", "MLP 2-16-16-1", "binary_cross_entropy",
+        rows.append(("1 outliers", "MLP 1-32-1", name, f"RMSE to true curve {f['rmse_to_truth']:.3f}"))
+    rows.append(("2 binary", "MLP 2-16-16-1", "binary_cross_entropy",
                  f"test acc {_pct(b['test_accuracy'])}, log-loss {b['test_log_loss']:.3f}, ECE {b['test_ece']:.3f}"))
     for ls, r in mc["runs"].items():
-        rows.append(("3 multi-class, noisy labels", "softmax regression", f"cross_entropy (label_smoothing={ls})",
+        rows.append(("3 multi-class", "softmax regr.", f"cross_entropy, label_smoothing={ls}",
                      f"test acc {_pct(r['test_accuracy'])}, NLL {r['test_nll']:.3f}, ECE {r['test_ece']:.3f}"))
-    rows.append(("4 distillation", "teacher MLP 20-64-5", "cross_entropy", f"test acc {_pct(d['teacher_test_accuracy'])}"))
+    rows.append(("4 distillation", "teacher 20-64-5", "cross_entropy", f"test acc {_pct(d['teacher_test_accuracy'])}"))
     for label, st in d["students"].items():
-        rows.append(("4 distillation", "student MLP 20-8-5", label,
+        rows.append(("4 distillation", "student 20-8-5", label,
                      f"test acc {_pct(st['test_accuracy'])}, agrees {_pct(st['agreement_with_teacher'])}, KL {st['kl_teacher_student']:.3f}"))
 
     fo = {name: fits[(name, "outliers")] for name, _ in ex.REGRESSION_LOSSES}

@@ -1,0 +1,83 @@
+"""Value, gradient and Hessian diagonal of a registered loss over a range of inputs: the figure
+of ``losskit show NAME --plot FILE.png`` and of the documentation pages.
+
+The range is chosen from the loss's declaration (no per-loss table): residuals for
+regression-style losses, logits for ``pred_name == "logits"``, probabilities for
+``pred_name == "probs"``, and one logit of a 3-class row for losses over a class axis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CLASS_AXIS_TARGET = (0.6, 0.3, 0.1)
+
+
+def curves(loss, n: int = 401, **options) -> dict:
+    """``{"xlabel", "x", "series": [(label, value, grad, hess), ...]}`` with per-sample
+    (``reduction="none"``) values and the derivatives with respect to the varied input."""
+    spec = loss.spec
+    series = []
+
+    def add(label, pred, target, pick=None):
+        value = np.asarray(loss(pred, target, reduction="none", **options), dtype=float)
+        g, h = loss.grad_hess(pred, target, reduction="none", **options)
+        g, h = np.asarray(g, dtype=float), np.asarray(h, dtype=float)
+        if pick is not None:
+            g, h = g[:, pick], h[:, pick]
+        series.append((label, value, g, h))
+
+    if spec.kind == "class_axis":
+        x = np.linspace(-6.0, 6.0, n)
+        z = np.zeros((n, 3))
+        z[:, 0] = x
+        for t, label in ((CLASS_AXIS_TARGET, "target (0.6, 0.3, 0.1)"), ((1.0, 0.0, 0.0), "target one-hot class 0")):
+            add(label, z, np.tile(np.asarray(t), (n, 1)), pick=0)
+        xlabel = "logit $z_0$ of a 3-class row ($z_1 = z_2 = 0$)"
+    elif spec.pred_name == "probs":
+        x = np.linspace(1e-3, 1.0 - 1e-3, n)
+        for y in (1.0, 0.0):
+            add(f"target y = {y:g}", x, np.full(n, y))
+        xlabel = "predicted probability $p$"
+    elif spec.pred_name == "logits":
+        x = np.linspace(-6.0, 6.0, n)
+        for y in (1.0, 0.0):
+            add(f"target y = {y:g}", x, np.full(n, y))
+        xlabel = "logit $z$"
+    else:
+        x = np.linspace(-3.0, 3.0, n)
+        add("target y = 0", x, np.zeros(n))
+        xlabel = "residual $r = p - y$"
+    return {"x": x, "xlabel": xlabel, "series": series}
+
+
+def title(loss, **options) -> str:
+    opts = {**dict(loss.spec.options), **options}
+    shown = ", ".join(f"{k}={v!r}" for k, v in opts.items() if not (v is None or k == "axis"))
+    return f"{loss.spec.name}({shown})" if shown else loss.spec.name
+
+
+def plot_loss(loss, path, *, dpi: int = 110, **options):
+    """Write a 3-panel PNG (value, gradient, Hessian diagonal) to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    data = curves(loss, **options)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    names = ("value (per sample)", "gradient", "Hessian diagonal")
+    for i, ax in enumerate(axes):
+        for label, *ys in data["series"]:
+            ax.plot(data["x"], ys[i], lw=2, label=label)
+        ax.axhline(0.0, c="0.7", lw=0.8, zorder=0)
+        ax.set_title(names[i])
+        ax.set_xlabel(data["xlabel"])
+        ax.grid(alpha=0.3)
+    if len(data["series"]) > 1:
+        axes[0].legend(fontsize=8)
+    fig.suptitle(title(loss, **options), y=1.02)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -1,0 +1,153 @@
+"""The demo trains real models: its numbers come from the runs, it is deterministic, and the
+claims it illustrates hold on its data."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+
+import losskit as lk
+from losskit.demo import _experiments as ex
+from losskit.demo._nn import MLP, expected_calibration_error
+
+pytest.importorskip("matplotlib")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    from losskit.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    return run_demo(out, seed=0, quick=True)
+
+
+def test_robust_losses_recover_the_slope_better_than_mse(quick_run):
+    fits = quick_run.summary["regression"]["fits"]
+    err = {name: fits[f"{name}/outliers"]["slope_error"] for name in ("mse", "mae", "huber")}
+    assert err["huber"] < err["mse"]
+    assert err["mae"] < err["mse"]
+    true = quick_run.summary["regression"]["true_slope"]
+    assert abs(fits["mse/outliers"]["slope"] - true) == pytest.approx(err["mse"])
+    # on clean data all three agree with the truth
+    for name in ("mse", "mae", "huber"):
+        assert fits[f"{name}/clean"]["slope_error"] < 0.1
+
+
+def test_mlp_regression_robust_losses_track_the_true_curve(quick_run):
+    mlp = quick_run.summary["regression"]["mlp"]
+    assert mlp["huber"]["rmse_to_truth"] < mlp["mse"]["rmse_to_truth"]
+    assert mlp["mae"]["rmse_to_truth"] < mlp["mse"]["rmse_to_truth"]
+
+
+def test_classifiers_learn(quick_run):
+    s = quick_run.summary
+    assert s["binary"]["test_accuracy"] > 0.85
+    for run in s["multiclass"]["runs"].values():
+        assert run["test_accuracy"] > 1 / 5 + 0.2  # well above chance for 5 classes
+        assert 0.0 <= run["test_ece"] <= 1.0
+    d = s["distillation"]
+    assert d["teacher_test_accuracy"] > 0.7
+    for st in d["students"].values():
+        assert st["test_accuracy"] > 0.5
+        assert st["kl_teacher_student"] >= 0.0
+
+
+def test_report_and_results_files(quick_run):
+    html = quick_run.report.read_text(encoding="utf-8")
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
+    assert len(images) >= 5
+    for b64 in images:
+        assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
+    # every finding (computed from the run) is on the page, and results.json matches
+    saved = json.loads(quick_run.results.read_text(encoding="utf-8"))
+    assert saved["findings"] == quick_run.summary["findings"]
+    slope = saved["regression"]["fits"]["huber/outliers"]["slope"]
+    assert f"{slope:.3f}" in html
+    assert saved["seed"] == 0 and saved["quick"] is True
+
+
+def test_deterministic_with_a_seed_and_sensitive_to_it(tmp_path):
+    s = ex.Settings(n_regression=60, regression_steps=50, mlp_regression_steps=20)
+    a = ex.regression(np.random.default_rng(5), s, ex.NullProgress())
+    b = ex.regression(np.random.default_rng(5), s, ex.NullProgress())
+    c = ex.regression(np.random.default_rng(6), s, ex.NullProgress())
+    key = ("huber", "outliers")
+    assert a["fits"][key]["slope"] == b["fits"][key]["slope"]
+    assert a["fits"][key]["slope"] != c["fits"][key]["slope"]
+
+
+@pytest.mark.parametrize("sizes", [[3, 2], [3, 5, 4, 2]])
+def test_backward_matches_finite_differences(sizes):
+    """The hand-written chain rule, fed by losskit's closed-form gradient, is the gradient of
+    the loss with respect to the parameters."""
+    rng = np.random.default_rng(0)
+    model = MLP(sizes, rng)
+    x = rng.normal(size=(7, sizes[0]))
+    y = rng.integers(0, sizes[-1], 7)
+
+    def value():
+        return float(lk.cross_entropy(model.forward(x), y, label_smoothing=0.1))
+
+    out, acts = model.forward(x, keep=True)
+    grads = model.backward(acts, lk.cross_entropy.grad(out, y, label_smoothing=0.1))
+    for p, g in zip(model.params, grads):
+        idx = tuple(rng.integers(0, n) for n in p.shape)
+        old = p[idx]
+        p[idx] = old + 1e-6
+        up = value()
+        p[idx] = old - 1e-6
+        down = value()
+        p[idx] = old
+        assert g[idx] == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-8)
+
+
+def test_tempered_kl_gradient_is_the_chain_rule():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(4, 3))
+    t = ex.softmax(rng.normal(size=(4, 3)))
+    f = ex._Tempered(lk.kl_divergence, 2.0)
+    v, g = f.value_and_grad(z, t)
+    eps = 1e-6
+    num = np.zeros_like(z)
+    for i in np.ndindex(z.shape):
+        dz = np.zeros_like(z)
+        dz[i] = eps
+        num[i] = (f.value_and_grad(z + dz, t)[0] - f.value_and_grad(z - dz, t)[0]) / (2 * eps)
+    np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-9)
+    assert v == pytest.approx(4.0 * float(lk.kl_divergence(z / 2.0, t)))
+
+
+def test_expected_calibration_error():
+    # perfectly calibrated by construction: confidence 0.75, 3 of 4 right
+    probs = np.array([[0.75, 0.25]] * 4)
+    labels = np.array([0, 0, 0, 1])
+    ece, table = expected_calibration_error(probs, labels, bins=10)
+    assert ece == pytest.approx(0.0)
+    assert sum(n for *_, n in table) == 4
+    # always-confident and always-wrong: ECE = confidence
+    ece, _ = expected_calibration_error(np.array([[0.9, 0.1]] * 5), np.ones(5, int))
+    assert ece == pytest.approx(0.9)
+
+
+def test_unwritable_out_is_a_clear_error(tmp_path):
+    from losskit.demo._run import DemoOutputError, check_writable
+
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(DemoOutputError, match="not a folder"):
+        check_writable(f)
+    with pytest.raises(DemoOutputError, match="cannot write"):
+        check_writable(f / "sub")
+
+
+def test_import_losskit_does_not_import_demo_or_cli_libraries():
+    import subprocess
+    import sys
+
+    code = "import sys, losskit; bad = [m for m in ('click', 'rich', 'matplotlib', 'losskit.demo', 'losskit.cli') if m in sys.modules]; print(bad)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
