@@ -245,7 +245,7 @@ def prepare(x, weight, target, bias, sample_weight, mask, reduction, normalizer,
 # --- the math of one chunk (any array-API namespace) --------------------------------------
 
 
-def chunk_math(zraw, t, class_weight, cfg: Config, xp, *, grad: bool = False, extras: bool = False):
+def chunk_math(zraw, t, class_weight, cfg: Config, xp, *, grad: bool = False, extras: bool = False, lse=None):
     """Per-row terms of one chunk of logits ``zraw`` (rows, V) in the compute dtype.
 
     Returns ``(value, lse, g, ext)``: the per-row loss ℓ (before the reduction multiplier), the
@@ -255,13 +255,15 @@ def chunk_math(zraw, t, class_weight, cfg: Config, xp, *, grad: bool = False, ex
         ℓ = Σ_k q_k (LSE(z) − z_k) + λ·LSE(z)²,
         ∂ℓ/∂z = (Σq)·softmax(z) − q + 2λ·LSE(z)·softmax(z),   ∂z/∂zraw = 1 − (z/s)²
 
-    where q is ``cross_entropy``'s effective target (``classification._ce_q``).
+    where q is ``cross_entropy``'s effective target (``classification._ce_q``). A saved
+    ``lse`` (from the forward pass) skips its recomputation.
     """
     z, th = zraw, None
     if cfg.softcap is not None:
         th = xp.tanh(zraw / cfg.softcap)
         z = cfg.softcap * th
-    lse = logsumexp(z, axis=-1, xp=xp)
+    if lse is None:
+        lse = logsumexp(z, axis=-1, xp=xp)
     q = _ce_q(z, t, cfg.ce_options(class_weight), xp)
     value = _softmax.weighted_nll(z, q, xp, lse)
     zl = cfg.z_loss_weight

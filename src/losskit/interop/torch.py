@@ -44,20 +44,76 @@ class LossFunction(torch.autograd.Function):
         saved = iter(ctx.saved_tensors)
         args = [next(saved) if t else k for t, k in zip(ctx.is_tensor, ctx.constants)]
         pred, target, c, valid, *aux = args
-        call = ctx.call
-        xp = _xp()
-        needs = ctx.needs_input_grad
-        grads = [None] * (5 + len(aux))
-        if needs[1]:
-            # d(Σ c ℓ)/d pred scaled by the cotangent: the reduction rule with c' = c · grad_out
-            upstream = c * grad_out
-            grads[1] = evaluate(call, pred, target, upstream, valid, tuple(aux), xp, "grad")
-        others = [i for i in range(2, 5 + len(aux)) if needs[i] and i != 4]
-        if others:
-            grads_other = _autograd_other_inputs(call, pred, target, c, valid, aux, grad_out, others)
-            for i, g in zip(others, grads_other):
-                grads[i] = g
-        return tuple(grads)
+        return _grads(ctx.call, ctx.needs_input_grad, pred, target, c, valid, aux, grad_out)
+
+
+def _grads(call, needs, pred, target, c, valid, aux, grad_out, pred_grad=None):
+    """Gradients for (call, pred, target, c, valid, *aux). ``pred_grad(c_up)`` replaces the
+    generic closed form for ``pred`` (a lean kernel's backward)."""
+    grads = [None] * (5 + len(aux))
+    if needs[1]:
+        # d(Σ c ℓ)/d pred scaled by the cotangent: the reduction rule with c' = c · grad_out
+        upstream = c * grad_out
+        if pred_grad is not None:
+            grads[1] = pred_grad(upstream)
+        else:
+            grads[1] = evaluate(call, pred, target, upstream, valid, tuple(aux), _xp(), "grad")
+    others = [i for i in range(2, 5 + len(aux)) if needs[i] and i != 4]
+    if others:
+        grads_other = _autograd_other_inputs(call, pred, target, c, valid, aux, grad_out, others)
+        for i, g in zip(others, grads_other):
+            grads[i] = g
+    return tuple(grads)
+
+
+# --- optional memory-lean kernels ----------------------------------------------------------
+# A loss may register, under its spec name, a kernel object with
+#   applies(call, pred, target, c, valid, aux) -> bool
+#   forward(call, pred, target, c, valid, aux, xp) -> (value, residual tensor)
+#   backward(call, pred, target, c_up, valid, aux, residual, xp) -> d value / d pred, c_up = c·grad_out
+# It replaces the generic closed form (same math, less memory) outside torch.compile and
+# torch.func transforms; double backward (create_graph=True) uses the generic closed form.
+LEAN_KERNELS: dict = {}
+
+
+def _lean_kernel(call, pred, target, c, valid, aux):
+    kernel = LEAN_KERNELS.get(call.spec.name)
+    if kernel is None or torch.compiler.is_compiling():
+        return None
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    if any(isinstance(a, torch.Tensor) and wrapped(a) for a in (pred, target, c, valid, *aux)):
+        return None
+    return kernel if kernel.applies(call, pred, target, c, valid, aux) else None
+
+
+class LeanLossFunction(torch.autograd.Function):
+    """``LossFunction`` with a registered lean kernel: saves its residual (e.g. the per-row
+    LSE) next to the inputs and uses the kernel's backward."""
+
+    @staticmethod
+    def forward(call, kernel, pred, target, c, valid, *aux):
+        return kernel.forward(call, pred, target, c, valid, aux, _xp())
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        call, kernel, *args = inputs
+        ctx.call, ctx.kernel = call, kernel
+        ctx.mark_non_differentiable(output[1])
+        ctx.is_tensor = [isinstance(a, torch.Tensor) for a in args]
+        ctx.constants = [None if t else a for a, t in zip(args, ctx.is_tensor)]
+        ctx.save_for_backward(*[a for a, t in zip(args, ctx.is_tensor) if t], output[1])
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_residual):
+        *saved, residual = ctx.saved_tensors
+        saved = iter(saved)
+        args = [next(saved) if t else k for t, k in zip(ctx.is_tensor, ctx.constants)]
+        pred, target, c, valid, *aux = args
+        needs = ctx.needs_input_grad[1:]
+        lean = None
+        if not torch.is_grad_enabled():  # create_graph=True keeps the differentiable closed form
+            lean = lambda c_up: ctx.kernel.backward(ctx.call, pred, target, c_up, valid, aux, residual, _xp())  # noqa: E731
+        return (None,) + _grads(ctx.call, needs, pred, target, c, valid, aux, grad_out, lean)
 
 
 def _autograd_other_inputs(call, pred, target, c, valid, aux, grad_out, indices):
@@ -76,11 +132,25 @@ def _autograd_other_inputs(call, pred, target, c, valid, aux, grad_out, indices)
 
 def value(call, pred, target, c, valid, aux):
     """Loss value on torch tensors, with a closed-form backward when a graph is recorded."""
+    kernel = _lean_kernel(call, pred, target, c, valid, aux)
     if torch.is_grad_enabled() and (
         pred.requires_grad
         or target.requires_grad
         or (isinstance(c, torch.Tensor) and c.requires_grad)
         or any(isinstance(a, torch.Tensor) and a.requires_grad for a in aux)
     ):
+        if kernel is not None:
+            return LeanLossFunction.apply(call, kernel, pred, target, c, valid, *aux)[0]
         return LossFunction.apply(call, pred, target, c, valid, *aux)
+    if kernel is not None:
+        return kernel.forward(call, pred, target, c, valid, aux, _xp())[0]
     return evaluate(call, pred, target, c, valid, aux, _xp(), "value")
+
+
+def _register_lean_kernels():
+    from .torch_lean import CrossEntropyKernel
+
+    LEAN_KERNELS[CrossEntropyKernel.name] = CrossEntropyKernel
+
+
+_register_lean_kernels()

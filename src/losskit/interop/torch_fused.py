@@ -110,7 +110,7 @@ def _fast_chunk(z, t, cw, cfg: Config, s, lse_in, valid_c, extras):
 def _generic_chunk(z, t, cw, cfg: Config, s, lse_in, valid_c, extras):
     """The shared array-API math (``chunk_math``), for probability targets and smoothing."""
     xp = _xp()
-    value, lse, g, ext = chunk_math(z, t, cw, cfg, xp, grad=s is not None, extras=extras)
+    value, lse, g, ext = chunk_math(z, t, cw, cfg, xp, grad=s is not None, extras=extras, lse=lse_in)
     if g is not None:
         g = scale_elementwise(g, s, valid_c, True, xp)
     return value, lse, g, ext

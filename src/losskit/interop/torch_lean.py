@@ -1,0 +1,142 @@
+"""Memory-lean torch kernel for ``cross_entropy`` (plugged into ``interop.torch.LEAN_KERNELS``).
+
+The generic bridge saves the inputs and recomputes the closed-form gradient with array-API
+ops, which builds several N×C temporaries (one-hot, softmax, products) and makes the peak
+several times the logits. This kernel keeps, between forward and backward, only what the
+generic bridge keeps (the logits, targets, the reduction multiplier) plus the per-row LSE (N
+floats), never the softmax, and works through the rows in chunks of ~1M elements:
+
+* forward: per chunk, LSE (max, exp in a chunk-sized buffer, sum) and the per-row loss
+  (LSE − z_y, times ``class_weight[y]``);
+* backward: the gradient buffer G (the size of the logits) is filled chunk by chunk with
+  s_i·[w_i·exp(z − LSE) − w_i·onehot(y)] in place (s = reduction multiplier × incoming
+  gradient, w_i = ``class_weight[y_i]``), so the peak is logits + G + one chunk.
+
+Class-id targets without label smoothing take this in-place path. Probability targets and
+label smoothing run the shared declaration (``_loss.evaluate``) chunk by chunk into the same
+preallocated G, so their peak is also logits + G + chunk temporaries. Double backward
+(``create_graph=True``) is handled by the caller, which falls back to the differentiable
+closed form of the generic bridge.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._loss import evaluate
+from .._reduce import is_scalar, reduce_terms
+
+CHUNK_ELEMENTS = 1 << 20  # rows per chunk × classes: 4 MiB of float32, cache-sized
+
+
+def _rows(pred):
+    """``pred`` (kernel layout, classes last) as a (rows, C) view, or None when that would copy."""
+    c = int(pred.shape[-1])
+    try:
+        return pred.view(-1, c)
+    except RuntimeError:
+        return None
+
+
+def _flat(a, n):
+    """A per-sample array (or scalar) as (n,) rows, or the scalar itself."""
+    if a is None or is_scalar(a):
+        return a
+    return a.reshape(n)
+
+
+def _fast(o) -> bool:
+    return o["target_kind"] == "ids" and not o["label_smoothing"]
+
+
+class CrossEntropyKernel:
+    """forward -> (value, lse); backward(c_up) -> d value / d pred. See the module doc."""
+
+    name = "cross_entropy"
+
+    @staticmethod
+    def applies(call, pred, target, c, valid, aux) -> bool:
+        if pred.ndim == 0 or pred.numel() == 0 or _rows(pred) is None:
+            return False
+        return True
+
+    @staticmethod
+    def forward(call, pred, target, c, valid, aux, xp):
+        o = call.options(aux)
+        p2 = _rows(pred)
+        n, k = p2.shape
+        cd = torch.float32 if torch.finfo(pred.dtype).bits < 32 else pred.dtype
+        step = max(1, CHUNK_ELEMENTS // max(k, 1))
+        lse = torch.empty(n, dtype=cd, device=pred.device)
+        fast = _fast(o)
+        per_sample = torch.empty(n, dtype=cd, device=pred.device) if fast else None
+        t2 = target.reshape(n) if o["target_kind"] == "ids" else target.reshape(n, k)
+        c2, v2 = _flat(c, n), _flat(valid, n)
+        parts = []
+        cw = o["class_weight"]
+        for r0 in range(0, n, step):
+            r1 = min(n, r0 + step)
+            z = p2[r0:r1]
+            z = z if z.dtype == cd else z.to(cd)
+            m = z.amax(1)
+            m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+            e = torch.sub(z, m[:, None]).exp_()
+            lse_c = e.sum(1).log_().add_(m)
+            lse[r0:r1] = lse_c
+            if fast:
+                tc = t2[r0:r1]
+                nll = lse_c - z.gather(1, tc[:, None])[:, 0]
+                per_sample[r0:r1] = nll if cw is None else nll * cw[tc]
+            else:
+                cc = c2 if c2 is None or is_scalar(c2) else c2[r0:r1]
+                vc = None if v2 is None else v2[r0:r1]
+                parts.append(evaluate(call, z, t2[r0:r1], cc, vc, aux, xp, "value"))
+        if fast:
+            value = reduce_terms(per_sample.reshape(pred.shape[:-1]), c, valid, call.reduction, xp)
+        elif call.reduction == "none":
+            value = torch.cat(parts).reshape(pred.shape[:-1])
+        else:
+            value = torch.stack(parts).sum() if parts else torch.zeros((), dtype=cd, device=pred.device)
+        return value, lse
+
+    @staticmethod
+    def backward(call, pred, target, c_up, valid, aux, lse, xp):
+        o = call.options(aux)
+        p2 = _rows(pred)
+        n, k = p2.shape
+        cd = lse.dtype
+        step = max(1, CHUNK_ELEMENTS // max(k, 1))
+        grad = torch.empty((n, k), dtype=pred.dtype, device=pred.device)
+        t2 = target.reshape(n) if o["target_kind"] == "ids" else target.reshape(n, k)
+        v2 = _flat(valid, n)
+        if _fast(o):
+            # row scales s_i = c_i · grad_out_i · class_weight[y_i], 0 where not valid
+            s = c_up if isinstance(c_up, torch.Tensor) else torch.tensor(c_up, dtype=cd, device=pred.device)
+            s = torch.broadcast_to(s.to(cd), pred.shape[:-1]).reshape(n)
+            cw = o["class_weight"]
+            if cw is not None:
+                s = s * cw[t2]
+            if v2 is not None:
+                s = torch.where(v2, s, torch.zeros_like(s))
+            low = pred.dtype != cd
+            big = float(torch.finfo(pred.dtype).max) if low else None
+            for r0 in range(0, n, step):
+                r1 = min(n, r0 + step)
+                z = p2[r0:r1]
+                out = torch.empty((r1 - r0, k), dtype=cd, device=pred.device) if low else grad[r0:r1]
+                torch.sub(z if not low else z.to(cd), lse[r0:r1, None], out=out)
+                out.exp_().mul_(s[r0:r1, None])
+                out.scatter_add_(1, t2[r0:r1, None], -s[r0:r1, None])
+                if v2 is not None:
+                    out.masked_fill_(~v2[r0:r1, None], 0.0)
+                if low:
+                    grad[r0:r1] = out.clamp_(-big, big)
+        else:
+            c2 = _flat(c_up, n)
+            for r0 in range(0, n, step):
+                r1 = min(n, r0 + step)
+                cc = c2 if is_scalar(c2) else c2[r0:r1]
+                vc = None if v2 is None else v2[r0:r1]
+                grad[r0:r1] = evaluate(call, p2[r0:r1], t2[r0:r1], cc, vc, aux, xp, "grad")
+        return grad.view(pred.shape)
+
