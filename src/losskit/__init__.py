@@ -11,6 +11,12 @@ from .losses import (
     mae,
     mse,
 )
+from .fused import (
+    LinearCrossEntropyExtras,
+    LinearCrossEntropyGrads,
+    linear_cross_entropy,
+    linear_cross_entropy_with_extras,
+)
 
 __version__ = "0.1.0"
 
@@ -26,4 +32,8 @@ __all__ = [
     "binary_cross_entropy_from_probs",
     "cross_entropy",
     "kl_divergence",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_extras",
+    "LinearCrossEntropyExtras",
+    "LinearCrossEntropyGrads",
 ]
