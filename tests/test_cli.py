@@ -127,3 +127,17 @@ def test_console_script_is_declared():
 
     eps = [ep for ep in entry_points(group="console_scripts") if ep.name == "losskit"]
     assert eps and eps[0].value == "losskit.cli:main"
+
+
+def test_missing_cli_libraries_give_an_install_hint():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['click'] = None\n"
+        "from losskit.cli import main\n"
+        "sys.exit(main(['list']))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 1
+    assert 'pip install "losskit[demo]"' in res.stderr and "Traceback" not in res.stderr

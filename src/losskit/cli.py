@@ -219,6 +219,8 @@ def build():
                 plot_loss(loss, plot)
             except OSError as exc:
                 raise click.ClickException(f"cannot write {plot!r}: {exc.strerror or exc}.") from None
+            except (ValueError, TypeError) as exc:  # a loss the generic plot ranges do not fit
+                raise click.ClickException(f"cannot plot {s.name}: {exc}") from None
             c.print(f"wrote {plot}")
 
     @app.command()
