@@ -14,6 +14,9 @@ import array_api_compat
 
 __all__ = [
     "namespace",
+    "softplus_sigmoid",
+    "dot_all",
+    "can_write_inplace",
     "backend",
     "is_floating",
     "compute_dtype",
@@ -92,8 +95,9 @@ def finite_bound(dtype, xp) -> float:
 # --- softplus, sigmoid, logsumexp -------------------------------------------------------
 
 
-def softplus(x, *, xp):
-    """log(1 + exp(x)), stable for every finite and infinite x."""
+def softplus(x, *, xp, finite=False):
+    """log(1 + exp(x)), stable for every x; ``finite=True`` promises no ±inf in ``x`` and
+    takes a faster form on NumPy."""
     name = _backend_of(xp)
     if name == "torch":
         import torch.nn.functional as F
@@ -104,7 +108,17 @@ def softplus(x, *, xp):
         import jax
 
         return jax.nn.softplus(x)
+    if finite:
+        return _softplus_parts(x, xp)[0]
     return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def _softplus_parts(x, xp):
+    """(softplus(x), exp(-|x|)) for finite x with cheap ops only: max(x, 0) is written
+    (x + |x|) / 2, which NumPy evaluates several times faster than ``maximum`` or ``where``."""
+    a = xp.abs(x)
+    e = xp.exp(-a)
+    return xp.log1p(e) + (x + a) * 0.5, e
 
 
 def sigmoid(x, *, xp):
@@ -120,6 +134,16 @@ def sigmoid(x, *, xp):
         return jax.nn.sigmoid(x)
     e = xp.exp(-xp.abs(x))
     return xp.where(x >= 0, 1.0, e) / (1.0 + e)
+
+
+def softplus_sigmoid(x, *, xp):
+    """(softplus(x), sigmoid(x)) sharing one exp(-|x|); ``x`` must be finite (clip first)."""
+    name = _backend_of(xp)
+    if name in ("torch", "jax"):
+        return softplus(x, xp=xp), sigmoid(x, xp=xp)
+    sp, _ = _softplus_parts(x, xp)
+    # log sigmoid(x) = x - softplus(x): one exp instead of a select and a division
+    return sp, xp.exp(x - sp)
 
 
 def logsumexp(x, *, axis, xp, keepdims=False):
@@ -144,6 +168,31 @@ def _torch_float64():
     import torch
 
     return torch.float64
+
+
+def dot_all(a, b, *, xp):
+    """Σ a·b over all elements (a BLAS dot where the backend has one; no temporary)."""
+    name = _backend_of(xp)
+    if name == "numpy" and a.dtype == b.dtype:
+        import numpy as np
+
+        return np.vdot(a, b)
+    if name == "torch" and a.dtype == b.dtype and a.is_contiguous() and b.is_contiguous():
+        import torch
+
+        return torch.dot(a.reshape(-1), b.reshape(-1))
+    return xp.sum(a * b)
+
+
+def can_write_inplace(x, xp, *operands) -> bool:
+    """Whether ``x`` (a temporary the caller owns) may be updated in place with ``operands``:
+    NumPy always, torch when autograd records none of them; never JAX (immutable)."""
+    name = _backend_of(xp)
+    if name == "numpy":
+        return True
+    if name == "torch":
+        return not x.requires_grad and not any(getattr(o, "requires_grad", False) for o in operands)
+    return False
 
 
 def is_tracing(x) -> bool:

@@ -16,6 +16,8 @@ incoming cotangent.
 
 from __future__ import annotations
 
+from ._array import can_write_inplace
+
 
 def combine_masks(a, b, xp):
     if a is None:
@@ -81,10 +83,16 @@ def reduce_terms(per_sample, c, valid, reduction, xp):
 
 def scale_elementwise(g, c, valid, class_axis: bool, xp):
     """c ⊙ g over valid samples, zero elsewhere; for class-axis losses ``c``/``valid`` have the
-    sample shape and are broadcast along the trailing class axis."""
+    sample shape and are broadcast along the trailing class axis. ``g`` is a temporary the
+    kernel just made (kernels never return an input), so it is scaled in place when safe."""
     if not is_scalar(c):
         c = c[..., None] if class_axis else c
-    out = g if isinstance(c, float) and c == 1.0 else g * c
+    out = g
+    if not (isinstance(c, float) and c == 1.0):
+        if can_write_inplace(g, xp, c) and (isinstance(c, float) or c.dtype == g.dtype):
+            out *= c
+        else:
+            out = g * c
     if valid is not None:
         v = valid[..., None] if class_axis else valid
         out = xp.where(v, out, xp.zeros_like(out))

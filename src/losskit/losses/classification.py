@@ -7,12 +7,14 @@ from .. import _validate
 from .._array import (
     class_ids_onehot,
     compute_dtype,
+    dot_all,
     finite_bound,
     gather_classes,
     is_floating,
     logsumexp,
     sigmoid,
     softplus,
+    softplus_sigmoid,
 )
 from .._loss import CLASS_AXIS, ELEMENTWISE, Prepared, declare
 from . import _softmax
@@ -35,22 +37,30 @@ def _bce_posw(y, o):
 def _bce_value(z, y, o, xp):
     zc = _bce_clip(z, xp)
     pw = _bce_posw(y, o)
-    if pw is None:
-        return softplus(zc, xp=xp) - y * zc
-    return pw[0] * softplus(zc, xp=xp) - pw[1] * zc
+    sp = softplus(zc, xp=xp, finite=True)
+    return sp - y * zc if pw is None else pw[0] * sp - pw[1] * zc
 
 
 def _bce_value_sum(z, y, o, xp):
     if o["pos_weight"] is not None:
         return xp.sum(_bce_value(z, y, o, xp))
     zc = _bce_clip(z, xp)
-    return xp.sum(softplus(zc, xp=xp)) - xp.sum(y * zc)
+    return xp.sum(softplus(zc, xp=xp, finite=True)) - dot_all(y, zc, xp=xp)
 
 
 def _bce_grad(z, y, o, xp):
     pw = _bce_posw(y, o)
     s = sigmoid(z, xp=xp)
     return s - y if pw is None else pw[0] * s - pw[1]
+
+
+def _bce_value_and_grad(z, y, o, xp):
+    zc = _bce_clip(z, xp)
+    sp, s = softplus_sigmoid(zc, xp=xp)
+    pw = _bce_posw(y, o)
+    if pw is None:
+        return sp - y * zc, s - y
+    return pw[0] * sp - pw[1] * zc, pw[0] * s - pw[1]
 
 
 def _bce_hess(z, y, o, xp):
@@ -105,6 +115,7 @@ binary_cross_entropy = declare(
     hess=_bce_hess,
     grad_and_hess=_bce_grad_and_hess,
     value_sum=_bce_value_sum,
+    value_and_grad=_bce_value_and_grad,
     options={"pos_weight": None},
     array_options=("pos_weight",),
     check=_bce_check,
