@@ -130,6 +130,16 @@ def _autograd_other_inputs(call, pred, target, c, valid, aux, grad_out, indices)
         return torch.autograd.grad(value, leaves, grad_out, create_graph=create_graph, allow_unused=True)
 
 
+def _apply(function, *args):
+    """``function.apply(*args)`` without ``Function.apply``'s per-call ``inspect`` argument
+    binding (about 10 µs, a third of a small loss's cost). Every argument is passed
+    positionally, so the binding is a no-op; under torch.compile or torch.func transforms the
+    public ``apply`` runs as usual."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return function.apply(*args)
+    return super(torch.autograd.Function, function).apply(*args)
+
+
 def value(call, pred, target, c, valid, aux):
     """Loss value on torch tensors, with a closed-form backward when a graph is recorded."""
     kernel = _lean_kernel(call, pred, target, c, valid, aux)
@@ -140,8 +150,8 @@ def value(call, pred, target, c, valid, aux):
         or any(isinstance(a, torch.Tensor) and a.requires_grad for a in aux)
     ):
         if kernel is not None:
-            return LeanLossFunction.apply(call, kernel, pred, target, c, valid, *aux)[0]
-        return LossFunction.apply(call, pred, target, c, valid, *aux)
+            return _apply(LeanLossFunction, call, kernel, pred, target, c, valid, *aux)[0]
+        return _apply(LossFunction, call, pred, target, c, valid, *aux)
     if kernel is not None:
         return kernel.forward(call, pred, target, c, valid, aux, _xp())[0]
     return evaluate(call, pred, target, c, valid, aux, _xp(), "value")

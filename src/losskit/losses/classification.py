@@ -3,6 +3,8 @@ cross-entropy."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .. import _validate
 from .._array import (
     class_ids_onehot,
@@ -227,57 +229,50 @@ def _ce_check(o, loss):
 
 
 def _ce_prepare(pred, target, o, xp, validate, loss, mask=None):
+    axis = _validate.normalize_axis(o["axis"], pred.ndim, loss)
+    num_classes = int(pred.shape[axis])
     cw = o["class_weight"]
+    if cw is not None:
+        if tuple(cw.shape) != (num_classes,):
+            raise ValueError(
+                f"{loss}: `class_weight` must have shape ({num_classes},) (one weight per class), got {tuple(cw.shape)}."
+            )
+        cw = o["class_weight"] = xp.astype(cw, compute_dtype(pred.dtype, xp))
     if is_floating(target, xp):
         if o["ignore_index"] is not None:
-            raise ValueError(
-                f"{loss}: `ignore_index` applies to integer class ids; with probability targets use `mask`."
-            )
+            raise ValueError(f"{loss}: `ignore_index` applies to integer class ids; with probability targets use `mask`.")
         prep = _softmax.prepare_dense_target(pred, target, o, xp, validate, loss, mask)
-        kind = "probs"
-    else:
-        axis = _validate.normalize_axis(o["axis"], pred.ndim, loss)
-        expected = tuple(pred.shape[:axis]) + tuple(pred.shape[axis + 1 :])
-        if not xp.isdtype(target.dtype, "integral"):
-            raise TypeError(f"{loss}: `target` must hold integer class ids or float probabilities, got dtype {target.dtype}.")
-        if tuple(target.shape) != expected:
-            hint = ""
-            if tuple(target.shape) == expected + (1,):
-                hint = " It has a trailing axis of size 1: pass target[..., 0]."
-            elif tuple(target.shape) == tuple(pred.shape):
-                hint = " Integer ids have the shape of the logits without the class axis; one-hot targets must be float."
-            raise ValueError(
-                f"{loss}: integer `target` must have the shape of the logits without axis {axis}, "
-                f"i.e. {expected}; got {tuple(target.shape)} for logits {tuple(pred.shape)}.{hint}"
-            )
-        num_classes = int(pred.shape[axis])
-        ii = o["ignore_index"]
-        valid = None if ii is None else target != ii
-        if mask is not None:
-            valid = mask if valid is None else valid & mask
-        # ignored and masked ids may hold anything (padding): gather at a safe id instead
-        ids = target if valid is None else xp.where(valid, target, xp.zeros_like(target))
-        if validate:
-            _validate.check_class_ids(target, num_classes, ii, loss, xp, valid)
-        if axis != pred.ndim - 1:
-            pred = xp.moveaxis(pred, axis, -1)
-        prep = Prepared(
-            pred,
-            ids,
-            tuple(pred.shape[:-1]),
-            valid=valid,
-            denom=None if cw is None else gather_classes(cw, ids, xp),
-            axis=None if axis == pred.ndim - 1 else axis,
+        return replace(prep, static={"target_kind": "probs"})
+    if not xp.isdtype(target.dtype, "integral"):
+        raise TypeError(f"{loss}: `target` must hold integer class ids or float probabilities, got dtype {target.dtype}.")
+    expected = tuple(pred.shape[:axis]) + tuple(pred.shape[axis + 1 :])
+    if tuple(target.shape) != expected:
+        hint = ""
+        if tuple(target.shape) == expected + (1,):
+            hint = " It has a trailing axis of size 1: pass target[..., 0]."
+        elif tuple(target.shape) == tuple(pred.shape):
+            hint = " Integer ids have the shape of the logits without the class axis; one-hot targets must be float."
+        raise ValueError(
+            f"{loss}: integer `target` must have the shape of the logits without axis {axis}, "
+            f"i.e. {expected}; got {tuple(target.shape)} for logits {tuple(pred.shape)}.{hint}"
         )
-        kind = "ids"
-    if cw is not None:
-        c = int(prep.pred.shape[-1])
-        if tuple(cw.shape) != (c,):
-            raise ValueError(f"{loss}: `class_weight` must have shape ({c},) (one weight per class), got {tuple(cw.shape)}.")
-        o["class_weight"] = xp.astype(cw, compute_dtype(pred.dtype, xp))
-        if prep.denom is not None:
-            prep = Prepared(prep.pred, prep.target, prep.sample_shape, prep.valid, xp.astype(prep.denom, compute_dtype(pred.dtype, xp)), axis=prep.axis)
-    return Prepared(prep.pred, prep.target, prep.sample_shape, prep.valid, prep.denom, {"target_kind": kind}, prep.axis)
+    ii = o["ignore_index"]
+    valid = None if ii is None else target != ii
+    checked = valid if mask is None else (mask if valid is None else valid & mask)
+    if validate:
+        _validate.check_class_ids(target, num_classes, ii, loss, xp, checked)
+    # ignored and masked ids may hold anything (padding): gather at a safe id instead
+    ids = target if checked is None else xp.where(checked, target, xp.zeros_like(target))
+    moved = axis != pred.ndim - 1
+    return Prepared(
+        xp.moveaxis(pred, axis, -1) if moved else pred,
+        ids,
+        expected,
+        valid=valid,
+        denom=None if cw is None else gather_classes(cw, ids, xp),
+        static={"target_kind": "ids"},
+        axis=axis if moved else None,
+    )
 
 
 def _ce_q(z, t, o, xp):
