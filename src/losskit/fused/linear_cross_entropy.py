@@ -91,25 +91,30 @@ class Config:
         return {"label_smoothing": self.label_smoothing, "class_weight": class_weight, "target_kind": self.target_kind}
 
 
-def default_chunk_size(n: int, h: int, v: int) -> int:
+def default_chunk_size(n: int, h: int, v: int, itemsize: int = 4) -> int:
     """Rows per chunk when ``chunk_size=None``.
 
-    The transient slab (rows × V in float32, plus one copy in the input dtype for half inputs)
-    is sized like the input ``x`` itself (rows ≈ N·H / V, the "aspect ratio" rule), clamped to
-    [256, 1024] rows so that each chunk's three GEMMs stay efficient (a rank-``rows`` update of
-    dW is memory-bound below a few hundred rows) and to at most 2**24 slab elements (64 MiB in
-    float32). For N=4096, H=1024, V=32768 this is 256 rows: a 32 MiB slab instead of 512 MiB
-    of logits (and as much again for their gradient).
+    Starts from the "aspect ratio" rule (rows ≈ N·H / V: the slab is about the size of ``x``)
+    and clamps it to [512, 1024] rows for 32/64-bit inputs and [1024, 2048] rows for half
+    inputs (``itemsize`` 2), because each chunk ends with a rank-``rows`` update of dW that is
+    memory-bound when ``rows`` is small, and half inputs add a float32 pass over dW per chunk.
+    The slab never exceeds 2**25 elements (128 MiB in float32) and never has more rows than
+    N. For N=4096, H=1024, V=32768: 512 rows in float32 (a 64 MiB slab where the logits alone
+    are 512 MiB), 1024 rows in bfloat16 (128 MiB float32 + 64 MiB bfloat16 slab).
     """
     if n <= 0:
         return 1
-    rows = -(-n * h // max(v, 1))
-    rows = max(256, min(1024, rows))
-    rows = min(rows, max(1, (1 << 24) // max(v, 1)))
+    lo, hi = (1024, 2048) if itemsize < 4 else (512, 1024)
+    rows = max(lo, min(hi, -(-n * h // max(v, 1))))
+    rows = min(rows, max(64, (1 << 25) // max(v, 1)))
     return max(1, min(n, rows))
 
 
 # --- options and inputs -----------------------------------------------------------------
+
+
+def _itemsize(dtype, xp) -> int:
+    return xp.finfo(dtype).bits // 8
 
 
 def _shape(a) -> tuple:
@@ -237,7 +242,7 @@ def prepare(x, weight, target, bias, sample_weight, mask, reduction, normalizer,
         _validate.check_sample_array(mask, lead, "mask", NAME, xp, boolean=True)
         valid = xp.reshape(mask, (n,))
     c = multiplier((n,), sw, valid, denom, reduction, normalizer, cd, xp)
-    rows = chunk_size if chunk_size is not None else default_chunk_size(n, hidden, num_classes)
+    rows = chunk_size if chunk_size is not None else default_chunk_size(n, hidden, num_classes, _itemsize(x.dtype, xp))
     cfg = Config(reduction, kind, float(alpha), float(zl), cap, int(rows), num_classes, grad_in_forward)
     return Inputs(xp, x2, weight, bias, t2, c, valid, class_weight, cfg, lead, _shape(x))
 

@@ -1,0 +1,181 @@
+"""Fused linear + cross-entropy, forward + backward: losskit vs eager PyTorch vs PyTorch's own
+chunked ``F.linear_cross_entropy``, and the GEMM-bound floor.
+
+    python benchmarks/linear_cross_entropy.py                  # N=4096, H=1024, V=32768, fp32 + bf16
+    python benchmarks/linear_cross_entropy.py --n 1024 --reps 3 --dtypes float32
+
+Every method runs in its own process (fresh allocator, comparable peak RSS). Per method: one
+warm-up, then ``--reps`` timed forward+backward passes (gradients for x and W, ``.grad`` reset
+to None each time so that allocating them is counted); the median time is printed. Peak memory
+is the rise of the process's peak RSS (VmHWM, reset through /proc/self/clear_refs before each
+pass) above its RSS just before the pass, i.e. everything the pass allocates: logits or slabs,
+saved tensors, the gradients of x and W.
+
+Methods:
+  eager            F.cross_entropy(x @ W.T, y) then backward (logits materialised)
+  torch_chunked    F.linear_cross_entropy(x, W, y, options=torch.nn.LinearCrossEntropyOptions())
+  losskit          lk.linear_cross_entropy(x, W, y) (default: gradients computed in the forward pass)
+  losskit_recompute  the same with grad_in_forward=False (saves x, W, y, LSE; recomputes logits)
+  gemm             the three GEMMs of forward+backward alone (x Wᵀ, G W, Gᵀ x): the floor
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+METHODS = ("eager", "torch_chunked", "losskit", "losskit_recompute", "gemm")
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def worker(method: str, dtype_name: str, n: int, h: int, v: int, reps: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    dtype = getattr(torch, dtype_name)
+    x = (torch.randn(n, h) / h**0.5).to(dtype).requires_grad_(True)
+    w = (torch.randn(v, h) * 0.02).to(dtype).requires_grad_(True)
+    y = torch.randint(0, v, (n,))
+    if method == "losskit" or method == "losskit_recompute":
+        import losskit as lk
+
+        gif = None if method == "losskit" else False
+
+        def step():
+            loss = lk.linear_cross_entropy(x, w, y, grad_in_forward=gif)
+            loss.backward()
+            return loss
+    elif method == "eager":
+
+        def step():
+            loss = F.cross_entropy(x @ w.T, y)
+            loss.backward()
+            return loss
+    elif method == "torch_chunked":
+        opts = torch.nn.LinearCrossEntropyOptions()
+
+        def step():
+            loss = F.linear_cross_entropy(x, w, y, options=opts)
+            loss.backward()
+            return loss
+    elif method == "gemm":
+        xd, wd = x.detach(), w.detach()
+        g = torch.randn(n, v).to(dtype)
+
+        def step():
+            z = xd @ wd.T
+            del z
+            gx = g @ wd
+            gw = g.T @ xd
+            del gx, gw
+    else:
+        raise SystemExit(f"unknown method {method}")
+    times, peaks, losses = [], [], []
+    for i in range(reps + 1):
+        x.grad = None
+        w.grad = None
+        base = _rss()
+        _reset_peak()
+        t0 = time.perf_counter()
+        out = step()
+        dt = time.perf_counter() - t0
+        peak = _peak() - base
+        if i:  # the first pass is the warm-up
+            times.append(dt)
+            peaks.append(peak)
+            if out is not None:
+                losses.append(float(out))
+        del out
+    return {
+        "method": method,
+        "dtype": dtype_name,
+        "median_s": statistics.median(times),
+        "times_s": times,
+        "peak_bytes": max(peaks),
+        "loss": losses[-1] if losses else None,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run_one(method, dtype, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", method, "--dtypes", dtype, "--n", str(args.n), "--h", str(args.h), "--v", str(args.v), "--reps", str(args.reps)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        return {"method": method, "dtype": dtype, "error": out.stderr.strip().splitlines()[-1] if out.stderr else f"exit {out.returncode}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=4096)
+    ap.add_argument("--h", type=int, default=1024)
+    ap.add_argument("--v", type=int, default=32768)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.dtypes, args.n, args.h, args.v, args.reps)))
+        return
+    mib = 2**20
+    print(f"linear + cross-entropy fwd+bwd, N={args.n} H={args.h} V={args.v}, median of {args.reps} (after 1 warm-up), one process per method")
+    for dtype in args.dtypes.split(","):
+        res = {m: run_one(m, dtype, args) for m in args.methods.split(",")}
+        logits = args.n * args.v * (4 if dtype == "float32" else 2)
+        print(f"\n{dtype}  (logits would be {logits / mib:.0f} MiB)")
+        print(f"{'method':<18} {'median s':>9} {'peak MiB':>9} {'loss':>10}   times")
+        for m, r in res.items():
+            if "error" in r:
+                print(f"{m:<18} error: {r['error']}")
+                continue
+            loss = "" if r["loss"] is None else f"{r['loss']:.6f}"
+            print(f"{m:<18} {r['median_s']:>9.3f} {r['peak_bytes'] / mib:>9.1f} {loss:>10}   {' '.join(f'{t:.3f}' for t in r['times_s'])}")
+        lk_ = res.get("losskit", {})
+        if "median_s" not in lk_:
+            continue
+        print("ratios (losskit / other):")
+        for m in ("eager", "torch_chunked", "losskit_recompute"):
+            r = res.get(m, {})
+            if "median_s" in r:
+                print(f"  vs {m:<18} time {lk_['median_s'] / r['median_s']:.3f}   peak memory {lk_['peak_bytes'] / max(r['peak_bytes'], 1):.3f}")
+        g = res.get("gemm", {})
+        if "median_s" in g:
+            rate = 6 * args.n * args.h * args.v / g["median_s"]
+            print(f"  vs GEMM floor ({g['median_s']:.3f} s = 6NHV at {rate / 1e9:.1f} GFLOP/s)   time {lk_['median_s'] / g['median_s']:.3f}")
+            r = res.get("losskit_recompute", {})
+            if "median_s" in r:
+                print(f"  losskit_recompute vs GEMM floor   time {r['median_s'] / g['median_s']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
