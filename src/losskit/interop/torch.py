@@ -69,7 +69,7 @@ def _grads(call, needs, pred, target, c, valid, aux, grad_out, pred_grad=None):
 # --- optional memory-lean kernels ----------------------------------------------------------
 # A loss may register, under its spec name, a kernel object with
 #   applies(call, pred, target, c, valid, aux) -> bool
-#   forward(call, pred, target, c, valid, aux, xp) -> (value, residual tensor)
+#   forward(call, pred, target, c, valid, aux, xp) -> (value, residual tensor or None)
 #   backward(call, pred, target, c_up, valid, aux, residual, xp) -> d value / d pred, c_up = c·grad_out
 # It replaces the generic closed form (same math, less memory) outside torch.compile and
 # torch.func transforms; double backward (create_graph=True) uses the generic closed form.
@@ -98,7 +98,8 @@ class LeanLossFunction(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         call, kernel, *args = inputs
         ctx.call, ctx.kernel = call, kernel
-        ctx.mark_non_differentiable(output[1])
+        if output[1] is not None:
+            ctx.mark_non_differentiable(output[1])
         ctx.is_tensor = [isinstance(a, torch.Tensor) for a in args]
         ctx.constants = [None if t else a for a, t in zip(args, ctx.is_tensor)]
         ctx.save_for_backward(*[a for a, t in zip(args, ctx.is_tensor) if t], output[1])

@@ -1,19 +1,25 @@
 """Memory-lean torch kernel for ``cross_entropy`` (plugged into ``interop.torch.LEAN_KERNELS``).
 
 The generic bridge saves the inputs and recomputes the closed-form gradient with array-API
-ops, which builds several N×C temporaries (one-hot, softmax, products) and makes the peak
-several times the logits. This kernel keeps, between forward and backward, only what the
-generic bridge keeps (the logits, targets, the reduction multiplier) plus the per-row LSE (N
-floats), never the softmax, and works through the rows in chunks of ~1M elements:
+ops, which builds several N×C temporaries (one-hot, softmax, products): its peak is about 5×
+the logits. This kernel keeps, between forward and backward, only what the generic bridge
+keeps (the logits, the targets, the reduction multiplier), never the softmax or the
+log-softmax, and works through the rows in chunks of at most 2**22 elements:
 
-* forward: per chunk, LSE (max, exp in a chunk-sized buffer, sum) and the per-row loss
-  (LSE − z_y, times ``class_weight[y]``);
-* backward: the gradient buffer G (the size of the logits) is filled chunk by chunk with
-  s_i·[w_i·exp(z − LSE) − w_i·onehot(y)] in place (s = reduction multiplier × incoming
-  gradient, w_i = ``class_weight[y_i]``), so the peak is logits + G + one chunk.
+* forward: per chunk, one fused ``log_softmax`` into a reused chunk buffer, ℓ = −log p_y
+  (times ``class_weight[y]``);
+* backward: the gradient buffer G (the size of the logits) is filled chunk by chunk: fused
+  ``softmax`` straight into G, then in place s_i·(p − onehot(y)) (s = reduction multiplier ×
+  incoming gradient × ``class_weight[y_i]``, 0 for ignored/masked rows), so the peak is
+  logits + G + one chunk.
 
-Class-id targets without label smoothing take this in-place path. Probability targets and
-label smoothing run the shared declaration (``_loss.evaluate``) chunk by chunk into the same
+The per-row LSE is *not* saved: recomputing max and Σexp inside the fused softmax kernel (on a
+chunk that is in cache) measured faster on CPU than exp(z − LSE) from a saved LSE, because
+``torch.exp`` is slower than the exp inside the softmax kernels; the kernel API still allows
+a residual (``forward`` returns ``(value, residual or None)``).
+
+Class-id targets without label smoothing take this path. Probability targets and label
+smoothing run the shared declaration (``_loss.evaluate``) chunk by chunk into the same
 preallocated G, so their peak is also logits + G + chunk temporaries. Double backward
 (``create_graph=True``) is handled by the caller, which falls back to the differentiable
 closed form of the generic bridge.
@@ -26,7 +32,15 @@ import torch
 from .._loss import evaluate
 from .._reduce import is_scalar, reduce_terms
 
-CHUNK_ELEMENTS = 1 << 20  # rows per chunk × classes: 4 MiB of float32, cache-sized
+# Rows per chunk × classes: between 2**16 and 2**22 elements (16 MiB of float32), about 1/8 of
+# the logits. Few, large chunks: every op is one OpenMP region, and on a loaded machine many
+# small regions cost more than the cache locality of small chunks gains.
+MIN_CHUNK, MAX_CHUNK = 1 << 16, 1 << 22
+
+
+def _step(n, k):
+    elems = max(MIN_CHUNK, min(MAX_CHUNK, (n * k) // 8))
+    return max(1, elems // max(k, 1))
 
 
 def _rows(pred):
@@ -66,26 +80,24 @@ class CrossEntropyKernel:
         p2 = _rows(pred)
         n, k = p2.shape
         cd = torch.float32 if torch.finfo(pred.dtype).bits < 32 else pred.dtype
-        step = max(1, CHUNK_ELEMENTS // max(k, 1))
-        lse = torch.empty(n, dtype=cd, device=pred.device)
+        step = _step(n, k)
         fast = _fast(o)
-        per_sample = torch.empty(n, dtype=cd, device=pred.device) if fast else None
         t2 = target.reshape(n) if o["target_kind"] == "ids" else target.reshape(n, k)
         c2, v2 = _flat(c, n), _flat(valid, n)
-        parts = []
         cw = o["class_weight"]
+        if fast:
+            per_sample = torch.empty(n, dtype=cd, device=pred.device)
+            buf = torch.empty((min(step, n), k), dtype=cd, device=pred.device)
+        parts = []
         for r0 in range(0, n, step):
             r1 = min(n, r0 + step)
             z = p2[r0:r1]
             z = z if z.dtype == cd else z.to(cd)
-            m = z.amax(1)
-            m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-            e = torch.sub(z, m[:, None]).exp_()
-            lse_c = e.sum(1).log_().add_(m)
-            lse[r0:r1] = lse_c
             if fast:
+                # one fused kernel (max, Σexp, write) into a reused chunk buffer; ℓ = −log p_y
+                logp = torch.log_softmax(z, 1, out=buf[: r1 - r0])
                 tc = t2[r0:r1]
-                nll = lse_c - z.gather(1, tc[:, None])[:, 0]
+                nll = logp.gather(1, tc[:, None])[:, 0].neg_()
                 per_sample[r0:r1] = nll if cw is None else nll * cw[tc]
             else:
                 cc = c2 if c2 is None or is_scalar(c2) else c2[r0:r1]
@@ -97,15 +109,15 @@ class CrossEntropyKernel:
             value = torch.cat(parts).reshape(pred.shape[:-1])
         else:
             value = torch.stack(parts).sum() if parts else torch.zeros((), dtype=cd, device=pred.device)
-        return value, lse
+        return value, None
 
     @staticmethod
-    def backward(call, pred, target, c_up, valid, aux, lse, xp):
+    def backward(call, pred, target, c_up, valid, aux, residual, xp):
         o = call.options(aux)
         p2 = _rows(pred)
         n, k = p2.shape
-        cd = lse.dtype
-        step = max(1, CHUNK_ELEMENTS // max(k, 1))
+        cd = torch.float32 if torch.finfo(pred.dtype).bits < 32 else pred.dtype
+        step = _step(n, k)
         grad = torch.empty((n, k), dtype=pred.dtype, device=pred.device)
         t2 = target.reshape(n) if o["target_kind"] == "ids" else target.reshape(n, k)
         v2 = _flat(valid, n)
@@ -124,8 +136,11 @@ class CrossEntropyKernel:
                 r1 = min(n, r0 + step)
                 z = p2[r0:r1]
                 out = torch.empty((r1 - r0, k), dtype=cd, device=pred.device) if low else grad[r0:r1]
-                torch.sub(z if not low else z.to(cd), lse[r0:r1, None], out=out)
-                out.exp_().mul_(s[r0:r1, None])
+                # the fused softmax kernel recomputes max and Σexp from the chunk: on CPU this is
+                # ~2x faster than exp(z − LSE) from a saved LSE (torch's exp_ is not the fast
+                # exp its softmax kernel uses), so the LSE is not kept
+                torch.softmax(z if not low else z.to(cd), 1, out=out)
+                out.mul_(s[r0:r1, None])
                 out.scatter_add_(1, t2[r0:r1, None], -s[r0:r1, None])
                 if v2 is not None:
                     out.masked_fill_(~v2[r0:r1, None], 0.0)
