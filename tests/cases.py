@@ -129,7 +129,6 @@ def _make_kl(rng, o, shape=(7, 5)):
 
 
 def _ref_kl(z, t, reduction, axis=-1, log_target=False):
-    import torch
     import torch.nn.functional as F
 
     per = F.kl_div(F.log_softmax(z, dim=-1), t, reduction="none", log_target=log_target).sum(-1)
@@ -165,6 +164,17 @@ CASES: dict[str, Case] = {
     ),
     "kl_divergence": Case(_make_kl, [{}, {"log_target": True}], _ref_kl, sample_axis_dropped=True),
 }
+
+
+def draw(name: str, i: int, rng):
+    """(case, option set, pred, target) for option set ``i`` of loss ``name``, with points moved
+    off the kinks of non-smooth losses (finite differences would straddle them)."""
+    case = CASES[name]
+    o = case.option_sets[i]
+    pred, target = case.make(rng, o)
+    if case.kinks is not None:
+        pred = np.where(case.kinks(pred, target, o), pred + 0.1, pred)
+    return case, o, pred, target
 
 
 def losskit_options(o: dict) -> dict:

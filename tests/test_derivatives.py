@@ -7,20 +7,9 @@ import numpy as np
 import pytest
 
 import losskit as lk
-from cases import CASES, case_ids, losskit_options, option_id
+from cases import case_ids, draw, losskit_options, option_id
 
 torch = pytest.importorskip("torch")
-
-
-def _inputs(name, i, rng):
-    case = CASES[name]
-    o = case.option_sets[i]
-    pred, target = case.make(rng, o)
-    if case.kinks is not None:
-        # move points off the kinks of non-smooth losses (finite differences straddle them)
-        bad = case.kinks(pred, target, o)
-        pred = np.where(bad, pred + 0.1, pred)
-    return case, o, pred, target
 
 
 def finite_difference_grad(f, x, h=1e-4):
@@ -40,7 +29,7 @@ def finite_difference_grad(f, x, h=1e-4):
 @pytest.mark.parametrize("weighted", [False, True], ids=["plain", "weighted+masked"])
 def test_grad_matches_finite_differences(param, weighted, rng):
     name, i = param
-    case, o, pred, target = _inputs(name, i, rng)
+    case, o, pred, target = draw(name, i, rng)
     loss = lk.registry[name]
     opts = losskit_options(o)
     if weighted:
@@ -60,7 +49,7 @@ def test_grad_matches_finite_differences(param, weighted, rng):
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_grad_and_hessian_match_torch_autograd_of_the_peer(param, reduction, rng):
     name, i = param
-    case, o, pred, target = _inputs(name, i, rng)
+    case, o, pred, target = draw(name, i, rng)
     loss = lk.registry[name]
     t_target = torch.as_tensor(target)
     upstream = None
@@ -91,7 +80,7 @@ def test_grad_and_hessian_match_torch_autograd_of_the_peer(param, reduction, rng
 @pytest.mark.parametrize("param", case_ids(), ids=option_id)
 def test_grad_on_every_backend_matches_numpy(param, backend, rng):
     name, i = param
-    case, o, pred, target = _inputs(name, i, rng)
+    case, o, pred, target = draw(name, i, rng)
     loss = lk.registry[name]
     opts = losskit_options(o)
     expected_g, expected_h = loss.grad_hess(pred, target, **opts)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import losskit as lk
-from cases import CASES, case_ids, losskit_options, option_id
+from cases import CASES, case_ids, draw, losskit_options, option_id
 
 jax = pytest.importorskip("jax")
 jnp = jax.numpy
@@ -15,11 +15,7 @@ torch = pytest.importorskip("torch")
 
 
 def _inputs(name, i, rng):
-    case = CASES[name]
-    o = case.option_sets[i]
-    pred, target = case.make(rng, o)
-    if case.kinks is not None:
-        pred = np.where(case.kinks(pred, target, o), pred + 0.1, pred)
+    case, o, pred, target = draw(name, i, rng)
     opts = {k: (jnp.asarray(v) if isinstance(v, np.ndarray) else v) for k, v in losskit_options(o).items()}
     return case, o, pred, target, opts
 

@@ -7,17 +7,13 @@ import numpy as np
 import pytest
 
 import losskit as lk
-from cases import CASES, case_ids, losskit_options, option_id
+from cases import CASES, case_ids, draw, losskit_options, option_id
 
 torch = pytest.importorskip("torch")
 
 
 def _torch_inputs(name, i, rng, dtype=torch.float64):
-    case = CASES[name]
-    o = case.option_sets[i]
-    pred, target = case.make(rng, o)
-    if case.kinks is not None:
-        pred = np.where(case.kinks(pred, target, o), pred + 0.1, pred)
+    case, o, pred, target = draw(name, i, rng)
     opts = {k: (torch.as_tensor(v) if isinstance(v, np.ndarray) else v) for k, v in losskit_options(o).items()}
     t = torch.as_tensor(target)
     if t.is_floating_point():
