@@ -85,6 +85,12 @@ class CrossEntropyKernel:
         t2 = target.reshape(n) if o["target_kind"] == "ids" else target.reshape(n, k)
         c2, v2 = _flat(c, n), _flat(valid, n)
         cw = o["class_weight"]
+        if fast and n * k <= MIN_CHUNK:
+            # one chunk: no buffers, three fused ops (small batches are overhead-bound)
+            z = p2 if p2.dtype == cd else p2.to(cd)
+            nll = torch.log_softmax(z, 1).gather(1, t2[:, None])[:, 0].neg_()
+            per_sample = nll if cw is None else nll * cw[t2]
+            return reduce_terms(per_sample.reshape(pred.shape[:-1]), c, valid, call.reduction, xp), None
         if fast:
             per_sample = torch.empty(n, dtype=cd, device=pred.device)
             buf = torch.empty((min(step, n), k), dtype=cd, device=pred.device)
@@ -123,13 +129,21 @@ class CrossEntropyKernel:
         v2 = _flat(valid, n)
         if _fast(o):
             # row scales s_i = c_i · grad_out_i · class_weight[y_i], 0 where not valid
-            s = c_up if isinstance(c_up, torch.Tensor) else torch.tensor(c_up, dtype=cd, device=pred.device)
-            s = torch.broadcast_to(s.to(cd), pred.shape[:-1]).reshape(n)
             cw = o["class_weight"]
-            if cw is not None:
-                s = s * cw[t2]
-            if v2 is not None:
-                s = torch.where(v2, s, torch.zeros_like(s))
+            s = c_up if isinstance(c_up, torch.Tensor) else torch.tensor(c_up, dtype=cd, device=pred.device)
+            if s.ndim or cw is not None or v2 is not None:
+                s = torch.broadcast_to(s.to(cd), pred.shape[:-1]).reshape(n)
+                if cw is not None:
+                    s = s * cw[t2]
+                if v2 is not None:
+                    s = torch.where(v2, s, torch.zeros_like(s))
+                s_col = s[:, None]
+            else:
+                s_col = torch.broadcast_to(s.to(cd), (n, 1))  # one scale for every row: no per-row array
+            if n * k <= MIN_CHUNK and pred.dtype == cd:
+                out = torch.softmax(p2, 1, out=grad).mul_(s_col)
+                out.scatter_add_(1, t2[:, None], -s_col)
+                return grad.view(pred.shape)
             low = pred.dtype != cd
             big = float(torch.finfo(pred.dtype).max) if low else None
             for r0 in range(0, n, step):
@@ -140,8 +154,8 @@ class CrossEntropyKernel:
                 # ~2x faster than exp(z − LSE) from a saved LSE (torch's exp_ is not the fast
                 # exp its softmax kernel uses), so the LSE is not kept
                 torch.softmax(z if not low else z.to(cd), 1, out=out)
-                out.mul_(s[r0:r1, None])
-                out.scatter_add_(1, t2[r0:r1, None], -s[r0:r1, None])
+                out.mul_(s_col[r0:r1])
+                out.scatter_add_(1, t2[r0:r1, None], -s_col[r0:r1])
                 if v2 is not None:
                     out.masked_fill_(~v2[r0:r1, None], 0.0)
                 if low:

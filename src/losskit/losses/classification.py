@@ -259,10 +259,10 @@ def _ce_prepare(pred, target, o, xp, validate, loss, mask=None):
     ii = o["ignore_index"]
     valid = None if ii is None else target != ii
     checked = valid if mask is None else (mask if valid is None else valid & mask)
-    if validate:
-        _validate.check_class_ids(target, num_classes, ii, loss, xp, checked)
     # ignored and masked ids may hold anything (padding): gather at a safe id instead
     ids = target if checked is None else xp.where(checked, target, xp.zeros_like(target))
+    if validate:
+        _validate.check_class_ids(ids, num_classes, ii, loss, xp)
     moved = axis != pred.ndim - 1
     return Prepared(
         xp.moveaxis(pred, axis, -1) if moved else pred,
