@@ -77,14 +77,19 @@ def check_number(value, arg: str, loss: str, *, low=None, high=None, low_open=Fa
     return v
 
 
-def _any(bad, xp) -> bool:
-    """Host read of any(bad); False when the value is symbolic (inside a jit trace)."""
+def _host_read(read):
+    """``read()`` (a host read of array values), or None when the values are symbolic (JAX
+    tracing a jit: there is nothing to check then)."""
     try:
-        return bool(xp.any(bad))
+        return read()
     except Exception as exc:
         if type(exc).__module__.startswith("jax"):
-            return False
+            return None
         raise
+
+
+def _any(bad, xp) -> bool:
+    return bool(_host_read(lambda: bool(xp.any(bad))))
 
 
 def _first_position(bad, xp) -> tuple:
@@ -103,7 +108,8 @@ def check_class_ids(ids, num_classes: int, ignore_index, loss: str, xp, valid=No
         return
     checked = ids if valid is None else xp.where(valid, ids, xp.zeros_like(ids))
     # two reductions and two host reads on the happy path; the position only on failure
-    if int(xp.min(checked)) >= 0 and int(xp.max(checked)) < num_classes:
+    bounds = _host_read(lambda: (int(xp.min(checked)), int(xp.max(checked))))
+    if bounds is None or (bounds[0] >= 0 and bounds[1] < num_classes):
         return
     bad = (checked < 0) | (checked >= num_classes)
     pos = _first_position(bad, xp)
