@@ -9,6 +9,7 @@ namespace lookup, validation, the reduction rule of ``_reduce``, dtype handling 
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
@@ -104,8 +105,8 @@ def _block_size(call: Call, pred, target, aux, xp) -> int:
         return 0
     kind = backend(xp)
     block = _BLOCK.get(kind, 0)
-    if not block or tuple(target.shape) != tuple(pred.shape):
-        return 0
+    if not block or math.prod(pred.shape) < 4 * block or tuple(target.shape) != tuple(pred.shape):
+        return 0  # small inputs (the common case) leave here, before any further check
     if kind == "torch":
         import torch
 
@@ -113,10 +114,7 @@ def _block_size(call: Call, pred, target, aux, xp) -> int:
         recording = torch.is_grad_enabled() and (pred.requires_grad or target.requires_grad)
         if pred.device.type != "cpu" or recording or torch.compiler.is_compiling():
             return 0
-        size = pred.numel()
-    else:
-        size = pred.size
-    if size < 4 * block or any(a is not None and not is_scalar(a) for a in aux):
+    if any(a is not None and not is_scalar(a) for a in aux):
         return 0
     return block
 
