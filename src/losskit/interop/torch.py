@@ -34,17 +34,26 @@ class LossFunction(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         call, *args = inputs
         ctx.call = call
-        # save_for_backward takes tensors only: remember where the Python values (c, floats) go
-        ctx.is_tensor = [isinstance(a, torch.Tensor) for a in args]
-        ctx.constants = [None if t else a for a, t in zip(args, ctx.is_tensor)]
-        ctx.save_for_backward(*[a for a, t in zip(args, ctx.is_tensor) if t])
+        _save(ctx, args)
 
     @staticmethod
     def backward(ctx, grad_out):
-        saved = iter(ctx.saved_tensors)
-        args = [next(saved) if t else k for t, k in zip(ctx.is_tensor, ctx.constants)]
-        pred, target, c, valid, *aux = args
+        pred, target, c, valid, *aux, _ = _restore(ctx)
         return _grads(ctx.call, ctx.needs_input_grad, pred, target, c, valid, aux, grad_out)
+
+
+def _save(ctx, args, residual=None):
+    """save_for_backward takes tensors only: remember where the Python values (c, floats) go."""
+    ctx.is_tensor = [isinstance(a, torch.Tensor) for a in args]
+    ctx.constants = [None if t else a for a, t in zip(args, ctx.is_tensor)]
+    ctx.save_for_backward(*[a for a, t in zip(args, ctx.is_tensor) if t], residual)
+
+
+def _restore(ctx) -> list:
+    """The saved arguments in their original order; the residual (or None) last."""
+    saved = iter(ctx.saved_tensors)
+    args = [next(saved) if t else k for t, k in zip(ctx.is_tensor, ctx.constants)]
+    return args + [next(saved)]
 
 
 def _grads(call, needs, pred, target, c, valid, aux, grad_out, pred_grad=None):
@@ -100,16 +109,11 @@ class LeanLossFunction(torch.autograd.Function):
         ctx.call, ctx.kernel = call, kernel
         if output[1] is not None:
             ctx.mark_non_differentiable(output[1])
-        ctx.is_tensor = [isinstance(a, torch.Tensor) for a in args]
-        ctx.constants = [None if t else a for a, t in zip(args, ctx.is_tensor)]
-        ctx.save_for_backward(*[a for a, t in zip(args, ctx.is_tensor) if t], output[1])
+        _save(ctx, args, output[1])
 
     @staticmethod
     def backward(ctx, grad_out, _grad_residual):
-        *saved, residual = ctx.saved_tensors
-        saved = iter(saved)
-        args = [next(saved) if t else k for t, k in zip(ctx.is_tensor, ctx.constants)]
-        pred, target, c, valid, *aux = args
+        pred, target, c, valid, *aux, residual = _restore(ctx)
         needs = ctx.needs_input_grad[1:]
         lean = None
         if not torch.is_grad_enabled():  # create_graph=True keeps the differentiable closed form
