@@ -87,10 +87,7 @@ LEAN_KERNELS: dict = {}
 
 def _lean_kernel(call, pred, target, c, valid, aux):
     kernel = LEAN_KERNELS.get(call.spec.name)
-    if kernel is None or torch.compiler.is_compiling():
-        return None
-    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
-    if any(isinstance(a, torch.Tensor) and wrapped(a) for a in (pred, target, c, valid, *aux)):
+    if kernel is None or torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return None
     return kernel if kernel.applies(call, pred, target, c, valid, aux) else None
 

@@ -70,13 +70,19 @@ class CrossEntropyKernel:
 
     @staticmethod
     def applies(call, pred, target, c, valid, aux) -> bool:
-        if pred.ndim == 0 or pred.numel() == 0 or _rows(pred) is None:
-            return False
-        return True
+        size = pred.numel()
+        return pred.ndim > 0 and size > 0 and (size <= MIN_CHUNK or _rows(pred) is not None)
 
     @staticmethod
     def forward(call, pred, target, c, valid, aux, xp):
         o = call.options(aux)
+        if _fast(o) and pred.numel() <= MIN_CHUNK:
+            # one chunk: no buffers, three fused ops (small batches are overhead-bound)
+            z = pred if torch.finfo(pred.dtype).bits >= 32 else pred.float()
+            nll = torch.log_softmax(z, -1).gather(-1, target[..., None])[..., 0].neg_()
+            cw = o["class_weight"]
+            per_sample = nll if cw is None else nll * cw[target]
+            return reduce_terms(per_sample, c, valid, call.reduction, xp), None
         p2 = _rows(pred)
         n, k = p2.shape
         cd = torch.float32 if torch.finfo(pred.dtype).bits < 32 else pred.dtype
@@ -85,12 +91,6 @@ class CrossEntropyKernel:
         t2 = target.reshape(n) if o["target_kind"] == "ids" else target.reshape(n, k)
         c2, v2 = _flat(c, n), _flat(valid, n)
         cw = o["class_weight"]
-        if fast and n * k <= MIN_CHUNK:
-            # one chunk: no buffers, three fused ops (small batches are overhead-bound)
-            z = p2 if p2.dtype == cd else p2.to(cd)
-            nll = torch.log_softmax(z, 1).gather(1, t2[:, None])[:, 0].neg_()
-            per_sample = nll if cw is None else nll * cw[t2]
-            return reduce_terms(per_sample.reshape(pred.shape[:-1]), c, valid, call.reduction, xp), None
         if fast:
             per_sample = torch.empty(n, dtype=cd, device=pred.device)
             buf = torch.empty((min(step, n), k), dtype=cd, device=pred.device)
@@ -120,6 +120,17 @@ class CrossEntropyKernel:
     @staticmethod
     def backward(call, pred, target, c_up, valid, aux, residual, xp):
         o = call.options(aux)
+        cw = o["class_weight"]
+        if _fast(o) and pred.numel() <= MIN_CHUNK and torch.finfo(pred.dtype).bits >= 32 and isinstance(c_up, torch.Tensor):
+            # small batch: s_i (p − onehot(y)) in three in-place ops on the softmax
+            s = c_up if c_up.ndim == 0 else c_up[..., None]
+            if cw is not None:
+                s = s * cw[target][..., None]
+            if valid is not None:
+                s = torch.where(valid[..., None], s, 0.0)
+            idx = target[..., None]
+            grad = torch.softmax(pred, -1).mul_(s)
+            return grad.scatter_add_(-1, idx, (-s).expand(idx.shape))
         p2 = _rows(pred)
         n, k = p2.shape
         cd = torch.float32 if torch.finfo(pred.dtype).bits < 32 else pred.dtype
@@ -129,7 +140,6 @@ class CrossEntropyKernel:
         v2 = _flat(valid, n)
         if _fast(o):
             # row scales s_i = c_i · grad_out_i · class_weight[y_i], 0 where not valid
-            cw = o["class_weight"]
             s = c_up if isinstance(c_up, torch.Tensor) else torch.tensor(c_up, dtype=cd, device=pred.device)
             if s.ndim or cw is not None or v2 is not None:
                 s = torch.broadcast_to(s.to(cd), pred.shape[:-1]).reshape(n)
@@ -140,10 +150,6 @@ class CrossEntropyKernel:
                 s_col = s[:, None]
             else:
                 s_col = torch.broadcast_to(s.to(cd), (n, 1))  # one scale for every row: no per-row array
-            if n * k <= MIN_CHUNK and pred.dtype == cd:
-                out = torch.softmax(p2, 1, out=grad).mul_(s_col)
-                out.scatter_add_(1, t2[:, None], -s_col)
-                return grad.view(pred.shape)
             low = pred.dtype != cd
             big = float(torch.finfo(pred.dtype).max) if low else None
             for r0 in range(0, n, step):
