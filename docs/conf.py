@@ -19,6 +19,7 @@ release = version = losskit.__version__
 extensions = [
     "myst_parser",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # ships MathJax with the site: formulas render without a network
     "losskit_pages",  # docs/_ext/losskit_pages.py: one page per loss family from the registry
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
