@@ -49,14 +49,30 @@ def test_cross_entropy_with_distant_logits_matches_mpmath():
     v = lk.cross_entropy(z, y, reduction="none")
     g = lk.cross_entropy.grad(z, y, reduction="sum")  # p − onehot: one ulp of 1 absolute
     for i in range(z.shape[0]):
-        row = [mpmath.mpf(x) for x in z[i]]
-        lse = mpmath.log(mpmath.fsum(mpmath.exp(x) for x in row))
-        ref = lse - row[y[i]]
-        assert float(abs(v[i] - ref)) <= 1e-15 * float(abs(ref)) + 1e-300
+        with mpmath.workdps(400):  # the textbook LSE − z_y cancels: carry digits to spare
+            row = [mpmath.mpf(x) for x in z[i]]
+            lse = mpmath.log(mpmath.fsum(mpmath.exp(x) for x in row))
+            ref = +(lse - row[y[i]])
+            probs = [+mpmath.exp(x - lse) for x in row]
+        assert float(abs(v[i] - ref)) <= 1e-15 * float(abs(ref)) + 1e-300, (i, v[i], ref)
         for k in range(z.shape[1]):
-            p = mpmath.exp(row[k] - lse)
-            ref_g = p - (1 if k == y[i] else 0)
+            ref_g = probs[k] - (1 if k == y[i] else 0)
             assert float(abs(g[i, k] - ref_g)) <= 2.3e-16 + 1e-15 * float(abs(ref_g)), (i, k, g[i, k], ref_g)
+
+
+def test_cross_entropy_float32_confident_predictions_keep_their_digits():
+    """Tiny per-sample losses of a confident model, in float32: (max − z_y) + log1p(rest)
+    keeps them; LSE − z_y would round them to multiples of eps·|z_y|."""
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((200, 10)).astype(np.float32)
+    y = rng.integers(0, 10, 200)
+    z[np.arange(200), y] += np.float32(25.0)
+    got = lk.cross_entropy(z, y, reduction="none")
+    for i in range(0, 200, 20):
+        row = [mpmath.mpf(float(x)) for x in z[i]]
+        with mpmath.workdps(60):
+            ref = mpmath.log(mpmath.fsum(mpmath.exp(x - row[y[i]]) for x in row))
+        assert abs(float(got[i]) - float(ref)) <= 1e-5 * float(ref), (i, got[i], ref)
 
 
 def test_kl_near_zero_divergence_is_accurate():

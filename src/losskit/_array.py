@@ -23,6 +23,7 @@ __all__ = [
     "softplus",
     "sigmoid",
     "logsumexp",
+    "logsumexp_split",
     "finite_bound",
 ]
 
@@ -134,6 +135,19 @@ def sigmoid_and_slope(x, *, xp):
     e = xp.exp(-xp.abs(x))
     d = 1.0 + e
     return xp.where(x >= 0, 1.0, e) / d, e / (d * d)
+
+
+def logsumexp_split(x, *, xp):
+    """LSE along the last axis as ``(m, r)`` with LSE = m + r: m = max(x) and
+    r = log1p(Σ_{k ≠ argmax} exp(x_k − m)) ≥ 0. Keeping the two apart lets a loss write
+    LSE − x_y = (m − x_y) + r, two non-negative terms, so the tiny loss of a confident right
+    prediction keeps its relative precision (m + log(1 + t) − x_y rounds t away)."""
+    m = xp.max(x, axis=-1, keepdims=True)
+    shift = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    below = x < m
+    t = xp.sum(xp.where(below, xp.exp(x - shift), xp.zeros_like(x)), axis=-1)
+    ties = xp.sum(xp.astype(x == m, x.dtype), axis=-1) - 1.0  # the other maxima count 1 each
+    return m[..., 0], xp.log1p(t + ties)
 
 
 def logsumexp(x, *, axis, xp, keepdims=False):

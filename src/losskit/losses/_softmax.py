@@ -5,40 +5,50 @@ vector q (per class, non-negative) plus terms that do not depend on the logits z
 
     ℓ = Σ_k q_k (LSE(z) − z_k),   ∂ℓ/∂z = (Σq)·softmax(z) − q,   ∂²ℓ/∂z_k² = (Σq)·p_k(1 − p_k)
 
-Classes with q_k = 0 contribute nothing, even where z_k = −inf (action masks), so rows with
+LSE(z) − z_k is computed as (max − z_k) + log1p(Σ_{j≠argmax} e^{z_j − max}), two
+non-negative terms, so confident right predictions keep their tiny losses to full relative
+precision. Classes with q_k = 0 contribute nothing, even where z_k = −inf (action masks), so rows with
 impossible classes stay finite. The class axis is the last one here; ``prepare`` moves it.
 """
 
 from __future__ import annotations
 
 from .. import _validate
-from .._array import logsumexp
+from .._array import logsumexp_split
 from .._loss import Prepared, upcast_target
+
+
+def lse_parts(z, xp):
+    """LSE(z) as ``(max, rest)`` (see ``_array.logsumexp_split``): the form every kernel here
+    uses, so that LSE(z) − z_k is a sum of two non-negative terms."""
+    return logsumexp_split(z, xp=xp)
+
+
+def _gap(z, lse):
+    """LSE(z) − z per class; ``lse`` is ``(max, rest)`` or a plain LSE array."""
+    if isinstance(lse, tuple):
+        m, rest = lse
+        return (m[..., None] - z) + rest[..., None]
+    return lse[..., None] - z
 
 
 def weighted_nll(z, q, xp, lse=None):
     """Σ_k q_k (LSE(z) − z_k), with 0·∞ = 0."""
-    if lse is None:
-        lse = logsumexp(z, axis=-1, xp=xp)
-    gap = lse[..., None] - z
+    gap = _gap(z, lse_parts(z, xp) if lse is None else lse)
     return xp.sum(q * xp.where(q == 0, xp.zeros_like(gap), gap), axis=-1)
 
 
 def softmax_from_lse(z, lse, xp):
-    return xp.exp(z - lse[..., None])
+    return xp.exp(-_gap(z, lse))
 
 
 def weighted_nll_grad(z, q, xp, lse=None):
-    if lse is None:
-        lse = logsumexp(z, axis=-1, xp=xp)
-    p = softmax_from_lse(z, lse, xp)
+    p = softmax_from_lse(z, lse_parts(z, xp) if lse is None else lse, xp)
     return xp.sum(q, axis=-1)[..., None] * p - q
 
 
 def weighted_nll_hess(z, q, xp, lse=None):
-    if lse is None:
-        lse = logsumexp(z, axis=-1, xp=xp)
-    p = softmax_from_lse(z, lse, xp)
+    p = softmax_from_lse(z, lse_parts(z, xp) if lse is None else lse, xp)
     return xp.sum(q, axis=-1)[..., None] * p * (1.0 - p)
 
 

@@ -12,7 +12,6 @@ from .._array import (
     finite_bound,
     gather_classes,
     is_floating,
-    logsumexp,
     sigmoid,
     sigmoid_and_slope,
 )
@@ -292,13 +291,13 @@ def _ce_value(z, t, o, xp):
     # integer ids: gather instead of building the one-hot
     cw = o["class_weight"]
     a = o["label_smoothing"]
-    lse = logsumexp(z, axis=-1, xp=xp)
-    nll = lse - xp.take_along_axis(z, t[..., None], axis=-1)[..., 0]
+    m, rest = lse = _softmax.lse_parts(z, xp)
+    nll = (m - xp.take_along_axis(z, t[..., None], axis=-1)[..., 0]) + rest
     if cw is not None:
         nll = nll * gather_classes(cw, t, xp)
     if not a:
         return nll
-    per_class = lse[..., None] - z
+    per_class = _softmax._gap(z, lse)
     per_class = xp.where(z == -xp.inf, xp.zeros_like(per_class), per_class)
     smooth = xp.sum(per_class if cw is None else per_class * cw, axis=-1)
     return (1.0 - a) * nll + (a / z.shape[-1]) * smooth
@@ -314,14 +313,13 @@ def _ce_hess(z, t, o, xp):
 
 def _ce_value_and_grad(z, t, o, xp):
     q = _ce_q(z, t, o, xp)
-    lse = logsumexp(z, axis=-1, xp=xp)
+    lse = _softmax.lse_parts(z, xp)
     return _softmax.weighted_nll(z, q, xp, lse), _softmax.weighted_nll_grad(z, q, xp, lse)
 
 
 def _ce_grad_and_hess(z, t, o, xp):
     q = _ce_q(z, t, o, xp)
-    lse = logsumexp(z, axis=-1, xp=xp)
-    p = _softmax.softmax_from_lse(z, lse, xp)
+    p = _softmax.softmax_from_lse(z, _softmax.lse_parts(z, xp), xp)
     s = xp.sum(q, axis=-1)[..., None]
     return s * p - q, s * p * (1.0 - p)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from .._array import logsumexp
 from .._loss import CLASS_AXIS, declare
 from . import _softmax
 
@@ -33,7 +32,7 @@ def _kl_hess(z, t, o, xp):
 
 def _kl_value_and_grad(z, t, o, xp):
     prob, neg_entropy = _kl_parts(t, o, xp)
-    lse = logsumexp(z, axis=-1, xp=xp)
+    lse = _softmax.lse_parts(z, xp)
     return neg_entropy + _softmax.weighted_nll(z, prob, xp, lse), _softmax.weighted_nll_grad(z, prob, xp, lse)
 
 
