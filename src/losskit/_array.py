@@ -21,6 +21,7 @@ __all__ = [
     "compute_dtype",
     "upcast",
     "softplus",
+    "softplus_nonpositive",
     "sigmoid",
     "logsumexp",
     "logsumexp_split",
@@ -108,6 +109,14 @@ def softplus(x, *, xp):
 
         return jax.nn.softplus(x)
     return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def softplus_nonpositive(x, *, xp):
+    """log(1 + exp(x)) for x <= 0 (e.g. x = −|z|): no overflow to guard, so NumPy needs only
+    exp and log1p; torch and JAX use their fused softplus."""
+    if _backend_of(xp) in ("torch", "jax"):
+        return softplus(x, xp=xp)
+    return xp.log1p(xp.exp(x))
 
 
 def sigmoid(x, *, xp):

@@ -14,6 +14,7 @@ from .._array import (
     is_floating,
     sigmoid,
     sigmoid_and_slope,
+    softplus_nonpositive,
 )
 from .._loss import CLASS_AXIS, ELEMENTWISE, Prepared, declare
 from . import _softmax
@@ -43,7 +44,7 @@ def _bce_terms(z, y, o, xp):
     none in float32)."""
     zc = _bce_clip(z, xp)
     a = xp.abs(zc)
-    tail = xp.log1p(xp.exp(-a))
+    tail = softplus_nonpositive(-a, xp=xp)
     pw = _bce_posw(y, o)
     if pw is None:
         return tail + 0.5 * (a + zc * (1.0 - 2.0 * y)), tail, zc, a
