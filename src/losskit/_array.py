@@ -155,7 +155,9 @@ def logsumexp_split(x, *, xp):
     shift = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
     below = x < m
     t = xp.sum(xp.where(below, xp.exp(x - shift), xp.zeros_like(x)), axis=-1)
-    ties = xp.sum(xp.astype(x == m, x.dtype), axis=-1) - 1.0  # the other maxima count 1 each
+    # the other maxima count 1 each; "not below" rather than "equal" keeps this >= 0 when the
+    # max is NaN (the NaN then propagates through m)
+    ties = xp.sum(xp.astype(~below, x.dtype), axis=-1) - 1.0
     return m[..., 0], xp.log1p(t + ties)
 
 
