@@ -152,9 +152,9 @@ def logsumexp_split(x, *, xp):
     LSE − x_y = (m − x_y) + r, two non-negative terms, so the tiny loss of a confident right
     prediction keeps its relative precision (m + log(1 + t) − x_y rounds t away)."""
     m = xp.max(x, axis=-1, keepdims=True)
-    shift = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    shift = xp.where(xp.isfinite(m), m, 0.0)
     below = x < m
-    t = xp.sum(xp.where(below, xp.exp(x - shift), xp.zeros_like(x)), axis=-1)
+    t = xp.sum(xp.where(below, xp.exp(x - shift), 0.0), axis=-1)
     # the other maxima count 1 each; "not below" rather than "equal" keeps this >= 0 when the
     # max is NaN (the NaN then propagates through m)
     ties = xp.sum(xp.astype(~below, x.dtype), axis=-1) - 1.0
