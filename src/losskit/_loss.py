@@ -58,7 +58,6 @@ class LossSpec:
     hess: Callable
     value_and_grad: Callable | None = None
     grad_and_hess: Callable | None = None
-    value_sum: Callable | None = None  # Σ of per-sample values, used when no weight/mask
     options: Mapping = field(default_factory=dict)  # name -> default
     array_options: tuple = ()  # options that may be arrays (passed to hooks as inputs)
     check: Callable | None = None  # check(o, loss) -> None, raises on bad option values
@@ -172,9 +171,6 @@ def evaluate(call: Call, pred, target, c, valid, aux, xp, need: str):
     o = call.options(aux)
     p = upcast(pred, xp)
     if need == "value":
-        if spec.value_sum is not None and call.reduction != "none" and valid is None and is_scalar(c):
-            total = spec.value_sum(p, target, o, xp)
-            return total if isinstance(c, float) and c == 1.0 else total * c
         return reduce_terms(spec.value(p, target, o, xp), c, valid, call.reduction, xp)
     class_axis = spec.kind == CLASS_AXIS
     if need == "grad":
