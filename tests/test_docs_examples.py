@@ -18,3 +18,16 @@ def test_docstring_example(name):
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     runner.run(test)
     assert runner.failures == 0
+
+
+def test_readme_examples_run():
+    """The README's 30-second examples are copy-pasteable."""
+    import pathlib
+    import re
+
+    pytest.importorskip("torch")
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
