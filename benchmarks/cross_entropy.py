@@ -26,7 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from linear_cross_entropy import _peak, _reset_peak, _rss  # noqa: E402
+from _memory import peak as _peak, reset_peak as _reset_peak, rss as _rss  # noqa: E402
 
 METHODS = ("torch", "losskit", "losskit_generic")
 
