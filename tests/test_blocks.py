@@ -1,5 +1,7 @@
-"""Large elementwise inputs are evaluated block by block on NumPy and torch (CPU): the results
-equal the whole-array evaluation and the peer's, for every option and reduction."""
+"""Large elementwise inputs are evaluated block by block on NumPy and torch (CPU). The block
+path must compute exactly what the whole-array path computes: every output (``value``,
+``grad``, ``value_and_grad``, ``grad_hess``, and torch's backward) × every reduction, with and
+without weights and masks, on both sides of the size threshold (``4 * _BLOCK``)."""
 
 from __future__ import annotations
 
@@ -10,40 +12,73 @@ import losskit as lk
 from losskit import _loss
 
 ELEMENTWISE = sorted(name for name, loss in lk.registry.items() if loss.spec.kind == _loss.ELEMENTWISE)
+NEEDS = ("value", "grad", "value_and_grad", "grad_hess")
+REDUCTIONS = ("mean", "sum", "none")
 
 
 def _inputs(name, rng, n):
     from cases import CASES
 
     case = CASES[name]
-    o = case.option_sets[-1] if name != "binary_cross_entropy" else {"pos_weight": 2.0}
+    o = case.option_sets[-1]
     p, t = case.make(rng, o, shape=(n,))
-    return p, t, {k: v for k, v in o.items() if not isinstance(v, np.ndarray)}
+    return p, t, {k: v for k, v in o.items() if not isinstance(v, np.ndarray) and not k.startswith("_")}
+
+
+def _call(loss, need, *args, **kw):
+    return loss(*args, **kw) if need == "value" else getattr(loss, need)(*args, **kw)
+
+
+def _as_tuple(out):
+    return out if isinstance(out, tuple) else (out,)
+
+
+def _sizes(lib):
+    threshold = 4 * _loss._BLOCK[lib]
+    return [threshold - 1, threshold, threshold + _loss._BLOCK[lib] // 3]  # below, at, ragged tail
+
+
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_blocks_equal_whole_array_evaluation(name, lib, rng, monkeypatch):
+    loss = lk.registry[name]
+    blocks = dict(_loss._BLOCK)
+    for n in _sizes(lib):
+        p, t, o = _inputs(name, rng, n)
+        w = rng.uniform(0.5, 2.0, n)
+        mask = rng.random(n) < 0.9
+        if lib == "torch":
+            torch = pytest.importorskip("torch")
+            p, t, w, mask = (torch.as_tensor(a) for a in (p, t, w, mask))
+        for need in NEEDS:
+            for reduction in REDUCTIONS:
+                for extra in ({}, {"weight": w, "mask": mask}):
+                    kw = dict(reduction=reduction, **extra, **o)
+                    monkeypatch.setattr(_loss, "_BLOCK", blocks)
+                    got = _as_tuple(_call(loss, need, p, t, **kw))
+                    monkeypatch.setattr(_loss, "_BLOCK", {})
+                    expected = _as_tuple(_call(loss, need, p, t, **kw))
+                    assert len(got) == len(expected)
+                    for a, b in zip(got, expected):
+                        assert tuple(a.shape) == tuple(b.shape), (n, need, reduction)
+                        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-15, err_msg=f"{n} {need} {reduction}")
 
 
 @pytest.mark.parametrize("name", ELEMENTWISE)
-@pytest.mark.parametrize("lib", ["numpy", "torch"])
-def test_blocks_equal_whole_array_evaluation(name, lib, rng, monkeypatch):
-    n = 4 * _loss._BLOCK[lib] + 123  # several blocks and a ragged tail
-    p, t, o = _inputs(name, rng, n)
-    w = rng.uniform(0.5, 2.0, n)
-    mask = rng.random(n) < 0.9
-    if lib == "torch":
-        torch = pytest.importorskip("torch")
-        p, t, w, mask = (torch.as_tensor(a) for a in (p, t, w, mask))
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_torch_backward_of_large_batches(name, reduction, rng):
+    """Backward with a per-sample cotangent (reduction='none') goes through the block path."""
+    torch = pytest.importorskip("torch")
     loss = lk.registry[name]
-    calls = [
-        lambda: loss.value_and_grad(p, t, **o),
-        lambda: loss.value_and_grad(p, t, weight=w, mask=mask, reduction="none", **o),
-        lambda: loss.grad_hess(p, t, weight=w, **o),
-        lambda: (loss(p, t, mask=mask, reduction="sum", **o), loss.grad(p, t, **o)),
-    ]
-    blocked = [call() for call in calls]
-    monkeypatch.setattr(_loss, "_BLOCK", {})
-    whole = [call() for call in calls]
-    for got, expected in zip(blocked, whole):
-        for a, b in zip(got, expected):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-15)
+    n = 4 * _loss._BLOCK["torch"] + 7
+    p, t, o = _inputs(name, rng, n)
+    p, t = torch.as_tensor(p).reshape(1, 1, -1), torch.as_tensor(t).reshape(1, 1, -1)
+    leaf = p.clone().requires_grad_(True)
+    out = loss(leaf, t, reduction=reduction, **o)
+    cot = torch.as_tensor(rng.uniform(0.5, 2.0, tuple(out.shape)))
+    out.backward(cot)
+    expected = loss.grad(p, t, reduction=reduction, **o) if reduction != "none" else loss.grad(p, t, reduction="none", weight=cot, **o)
+    np.testing.assert_allclose(leaf.grad.numpy(), (expected * cot if reduction != "none" else expected).numpy(), rtol=1e-10, atol=1e-15)
 
 
 def test_blocks_on_float32_match_torch(rng):

@@ -151,14 +151,13 @@ def _evaluate_blocks(call: Call, pred, target, c, valid, aux, xp, need: str, blo
             grad_out[s], hess_out[s] = out
         elif need != "value":
             grad_out[s] = out[1]
-    value = xp.reshape(value_out, shape) if per_sample else total
-    if need == "value":
-        return value
+    unflat = lambda a: xp.reshape(a, shape)  # noqa: E731
     if need == "grad":
-        return xp.reshape(grad_out, shape)
-    if need == "value_and_grad":
-        return value, xp.reshape(grad_out, shape)
-    return xp.reshape(grad_out, shape), xp.reshape(hess_out, shape)
+        return unflat(grad_out)
+    if need == "grad_hess":
+        return unflat(grad_out), unflat(hess_out)
+    value = unflat(value_out) if per_sample else total
+    return value if need == "value" else (value, unflat(grad_out))
 
 
 def evaluate(call: Call, pred, target, c, valid, aux, xp, need: str):
