@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +14,7 @@ click = pytest.importorskip("click")
 pytest.importorskip("rich")
 from click.testing import CliRunner  # noqa: E402
 
-from losskit.cli import build, latex_to_text, suggest  # noqa: E402
+from losskit.cli import build, latex_to_text, plot_path, suggest  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +22,22 @@ def app():
     return build()
 
 
-def invoke(app, *args):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False, terminal_width=200)
+def invoke(app, *args, width=200):
+    """Run the command on a console ``width`` columns wide, whatever the terminal running the
+    tests: rich reads COLUMNS (not click's ``terminal_width``) and adds colour codes under
+    FORCE_COLOR / TTY_COMPATIBLE, so those are pinned too."""
+    env = {"COLUMNS": str(width), "FORCE_COLOR": None, "TTY_COMPATIBLE": None, "TTY_INTERACTIVE": None}
+    return CliRunner().invoke(app, list(args), catch_exceptions=False, terminal_width=width, env=env)
 
 
-def test_list_shows_every_registered_loss(app):
-    res = invoke(app, "list")
+def squash(text: str) -> str:
+    """``text`` without whitespace: a narrow console folds long cells onto indented lines."""
+    return re.sub(r"\s+", "", text)
+
+
+@pytest.mark.parametrize("width", [80, 200])  # the narrow (stacked) and the wide table layout
+def test_list_shows_every_registered_loss(app, width):
+    res = invoke(app, "list", width=width)
     assert res.exit_code == 0, res.output
     for name, loss in lk.registry.items():
         assert name in res.output
@@ -43,15 +55,21 @@ def test_list_family_filter_and_unknown_family(app):
     assert "families:" in res.output and "Traceback" not in res.output
 
 
+@pytest.mark.parametrize("width", [50, 300])
 @pytest.mark.parametrize("name", sorted(lk.registry))
-def test_show_every_loss(app, name):
-    res = invoke(app, "show", name)
+def test_show_every_loss(app, name, width):
+    res = invoke(app, "show", name, width=width)
     assert res.exit_code == 0, res.output
     spec = lk.registry[name].spec
     for field in ("formula", "gradient", "Hessian", "use when", "reference"):
         assert field in res.output
-    assert spec.reference.split(",")[0] in res.output
-    assert latex_to_text(spec.gradient) in res.output
+    out = squash(res.output)
+    assert squash(spec.reference.split(",")[0]) in out
+    for tex in (spec.formula, spec.gradient, spec.hessian):
+        assert squash(latex_to_text(tex)) in out
+    res = invoke(app, "show", name, "--latex", width=width)
+    assert res.exit_code == 0, res.output
+    assert squash(spec.gradient) in squash(res.output)
 
 
 @pytest.mark.parametrize("typo, expected", [("hubr", "huber"), ("bce", "binary_cross_entropy"), ("crossentropy", "cross_entropy"), ("kl", None)])
@@ -70,37 +88,134 @@ def test_suggest():
     assert suggest("zzzzzz", lk.registry) == []
 
 
-def test_show_plot_writes_a_png(app, tmp_path):
+MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF", ".svg": b"<?xml"}
+
+
+def written(res) -> Path:
+    """The path the ``wrote ...`` line names."""
+    lines = [line for line in res.output.splitlines() if line.startswith("wrote ")]
+    assert len(lines) == 1, res.output
+    return Path(lines[0][len("wrote "):])
+
+
+@pytest.mark.parametrize("name", sorted(lk.registry))
+def test_show_plot_every_loss(app, name, tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
-    path = tmp_path / "huber.png"
-    res = invoke(app, "show", "huber", "--plot", str(path))
+    monkeypatch.chdir(tmp_path)
+    res = invoke(app, "show", name, "--plot", f"{name}.png")
     assert res.exit_code == 0, res.output
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert written(res) == Path(f"{name}.png")
+    assert Path(f"{name}.png").read_bytes()[:8] == MAGIC[".png"]
 
 
-def test_show_plot_unwritable_is_a_clear_error(app, tmp_path):
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("figure", "figure.png"),  # no suffix: .png is added, and the message says so
+        ("figure.png", "figure.png"),
+        ("figure.svg", "figure.svg"),
+        ("figure.pdf", "figure.pdf"),
+        ("Figure.PDF", "Figure.PDF"),
+        ("br[red]acket", "br[red]acket.png"),  # not read as rich markup
+    ],
+)
+def test_show_plot_reports_the_file_it_wrote(app, value, expected, tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
-    res = invoke(app, "show", "mse", "--plot", str(tmp_path / "missing-dir" / "x.png"))
-    assert res.exit_code == 1
-    assert "cannot write" in res.output and "Traceback" not in res.output
+    monkeypatch.chdir(tmp_path)
+    res = invoke(app, "show", "mse", "--plot", value)
+    assert res.exit_code == 0, res.output
+    assert written(res) == Path(expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [expected]  # that file and nothing else
+    assert Path(expected).read_bytes().startswith(MAGIC[Path(expected).suffix.lower()])
 
 
-def test_demo_unwritable_out_is_a_clear_error(app, tmp_path):
-    pytest.importorskip("matplotlib")
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
-    res = invoke(app, "demo", "--quick", "--out", str(blocker / "sub"))
-    assert res.exit_code == 1
-    assert "cannot write" in res.output and "Traceback" not in res.output
+def test_plot_path_rule(tmp_path):
+    assert plot_path("figure") == "figure.png"
+    assert plot_path("out.d/figure") == "out.d/figure.png"
+    assert plot_path("a.svg") == "a.svg"
+    (tmp_path / "taken.png").mkdir()
+    for bad in ("", "fig.", "fig.jpg", "fig.pgf", "run.v2", "folder/", str(tmp_path / "taken")):
+        with pytest.raises(ValueError):
+            plot_path(bad)
+
+
+# Every option given an invalid value (and every argument a bad one): (arguments, exit code, the
+# option or argument the message must name). {tmp} is a folder holding a file `a-file` and a
+# folder `folder.png`; the working directory is {tmp}. Exit code 2: click's usage error, nothing
+# written. Exit code 1: the value is well formed but the file system refuses it.
+DEMO = ("demo", "--quick", "--quiet", "--out", "{tmp}/out")
+INVALID = [
+    (("nope",), 2, "nope"),
+    (("--bogus",), 2, "--bogus"),
+    (("list", "--family", ""), 2, "--family"),
+    (("list", "--family", "nope"), 2, "--family"),
+    (("list", "--family"), 2, "--family"),
+    (("list", "--latex=yes"), 2, "--latex"),
+    (("show",), 2, "NAME"),
+    (("show", ""), 2, "NAME"),
+    (("show", "hubr"), 2, "NAME"),
+    (("show", "mse", "--latex=yes"), 2, "--latex"),
+    (("show", "mse", "--plot"), 2, "--plot"),
+    (("show", "mse", "--plot", ""), 2, "--plot"),
+    (("show", "mse", "--plot", "{tmp}"), 2, "--plot"),  # an existing folder
+    (("show", "mse", "--plot", "{tmp}/new-folder/"), 2, "--plot"),  # names a folder
+    (("show", "mse", "--plot", "{tmp}/folder"), 2, "--plot"),  # would write folder.png, a folder
+    (("show", "mse", "--plot", "fig."), 2, "--plot"),
+    (("show", "mse", "--plot", "fig.xyz"), 2, "--plot"),
+    (("show", "mse", "--plot", "fig.pgf"), 2, "--plot"),  # matplotlib would need LaTeX
+    (("show", "mse", "--plot", "fig.jpg"), 2, "--plot"),
+    (("show", "mse", "--plot", "{tmp}/missing/x.png"), 1, "--plot"),
+    (("show", "mse", "--plot", "{tmp}/a-file/x.png"), 1, "--plot"),
+    ((*DEMO, "--seed", "-1"), 2, "--seed"),
+    ((*DEMO, "--seed", "-4294967296"), 2, "--seed"),
+    ((*DEMO, "--seed", "1.5"), 2, "--seed"),
+    ((*DEMO, "--seed", "abc"), 2, "--seed"),
+    ((*DEMO, "--seed", ""), 2, "--seed"),
+    ((*DEMO, "--seed"), 2, "--seed"),
+    (("demo", "--quick", "--quiet", "--out", ""), 2, "--out"),
+    (("demo", "--quick", "--quiet", "--out", "{tmp}/a-file"), 2, "--out"),  # an existing file
+    (("demo", "--quick", "--quiet", "--out"), 2, "--out"),
+    (("demo", "--quick", "--quiet", "--out", "{tmp}/a-file/sub"), 1, "--out"),
+    ((*DEMO, "--quick=yes"), 2, "--quick"),
+    ((*DEMO, "--quiet=yes"), 2, "--quiet"),
+]
+
+
+@pytest.mark.parametrize("args, code, names", INVALID, ids=[" ".join(a) or "''" for a, _, _ in INVALID])
+def test_invalid_input_is_a_clean_error(app, args, code, names, tmp_path, monkeypatch):
+    if code == 1:
+        pytest.importorskip("matplotlib")
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "folder.png").mkdir()
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    res = invoke(app, *(a.replace("{tmp}", str(tmp_path)) for a in args))  # an exception would propagate
+    assert res.exit_code == code, res.output
+    assert "Traceback" not in res.output
+    assert "Error" in res.output and names in res.output, res.output
+    if code == 2:
+        assert sorted(tmp_path.rglob("*")) == before  # a usage error writes nothing
+
+
+def test_every_option_has_invalid_value_cases(app):
+    """A new command, option or argument needs its rows in INVALID."""
+    covered = {(args[0], names) for args, _, names in INVALID}
+    for cmd_name, cmd in app.commands.items():
+        for param in cmd.params:
+            name = param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+            assert (cmd_name, name) in covered, f"no invalid-value case for `losskit {cmd_name} {name}`"
 
 
 def test_demo_end_to_end(app, tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "demo"
-    res = invoke(app, "demo", "--quick", "--quiet", "--out", str(out))
+    seed = 2**32  # NumPy's SeedSequence takes any non-negative integer, beyond 32 bits too
+    res = invoke(app, "demo", "--quick", "--quiet", "--out", str(out), "--seed", str(seed))
     assert res.exit_code == 0, res.output
     assert (out / "report.html").is_file()
     saved = json.loads((out / "results.json").read_text())
+    assert saved["seed"] == seed
+    assert f"seed {seed}" in res.output
     assert saved["findings"][0].split(":")[0] in res.output  # the printed findings are the saved ones
     assert "report:" in res.output
 

@@ -1,4 +1,4 @@
-"""The ``losskit`` command: ``list``, ``show NAME [--plot FILE.png]`` and ``demo [--out DIR]``.
+"""The ``losskit`` command: ``list``, ``show NAME [--plot FILE]`` and ``demo [--out DIR] [--seed N]``.
 
 Needs the ``cli`` extra (click, rich; ``demo`` and ``--plot`` also matplotlib):
 ``pip install "losskit[demo]"``. ``import losskit`` never imports this module.
@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import os
 import re
 import sys
 import textwrap
 
 EXTRA_HINT = 'pip install "losskit[demo]"'
 BACKENDS = ("numpy", "torch", "jax", "array-api")
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")  # written by matplotlib itself: no LaTeX, no optional plugin
 
 
 def main(argv=None) -> int:
@@ -39,6 +41,28 @@ def suggest(name: str, names) -> list[str]:
         if (low == initials or (len(low) >= 3 and low in n) or n in low) and n not in out:
             out.append(n)
     return out[:5]
+
+
+def plot_path(value: str) -> str:
+    """The file ``--plot VALUE`` writes: ``VALUE`` when it ends in .png, .svg or .pdf (any case),
+    ``VALUE + ".png"`` when it has no suffix. Raises ``ValueError`` (the reason) for an empty
+    value, a folder, or another suffix. Appending the suffix here, rather than leaving it to
+    matplotlib, makes the reported path the written one whatever ``savefig.format`` says."""
+    if not value:
+        raise ValueError("an empty path; give a file name such as mse.png.")
+    if value.endswith(os.sep) or (os.altsep and value.endswith(os.altsep)):
+        raise ValueError(f"{value!r} names a folder; give a file name such as {os.path.join(value, 'mse.png')!r}.")
+    ext = os.path.splitext(value)[1]
+    if not ext:
+        value += ".png"
+    elif ext.lower() not in PLOT_SUFFIXES:
+        raise ValueError(
+            f"{value!r} ends in {ext!r}; use a name ending in .png, .svg or .pdf "
+            "(a name without a suffix gets .png)."
+        )
+    if os.path.isdir(value):
+        raise ValueError(f"{value!r} is a folder; give a file name.")
+    return value
 
 
 def installed_backends() -> dict[str, bool]:
@@ -123,6 +147,19 @@ def build():
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise click.BadParameter(f"unknown loss {name!r}.{hint} Run `losskit list` to see all losses.", param_hint="NAME")
 
+    def plot_option(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return plot_path(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+    def nonempty(ctx, param, value):
+        if value == "":
+            raise click.BadParameter("an empty path; give a folder name.", ctx=ctx, param=param)
+        return value
+
     def need_matplotlib(what: str):
         if importlib.util.find_spec("matplotlib") is None:
             raise click.ClickException(f"{what} needs matplotlib: {EXTRA_HINT}")
@@ -181,7 +218,8 @@ def build():
 
     @app.command()
     @click.argument("name")
-    @click.option("--plot", "plot", type=click.Path(dir_okay=False), help="Write a PNG of value, gradient and Hessian.")
+    @click.option("--plot", "plot", type=click.Path(dir_okay=False), callback=plot_option,
+                  help="Write a figure of value, gradient and Hessian: FILE.png, .svg or .pdf (no suffix: .png).")
     @click.option("--latex", is_flag=True, help="Show formulas as LaTeX source.")
     def show(name, plot, latex):
         """Formula, gradient, Hessian, options, when to use it and reference of one loss."""
@@ -218,15 +256,19 @@ def build():
             try:
                 plot_loss(loss, plot)
             except OSError as exc:
-                raise click.ClickException(f"cannot write {plot!r}: {exc.strerror or exc}.") from None
-            except (ValueError, TypeError) as exc:  # a loss the generic plot ranges do not fit
+                raise click.ClickException(f"cannot write {plot!r} (--plot): {exc.strerror or exc}.") from None
+            # ValueError, TypeError: a loss the generic plot ranges do not fit; RuntimeError:
+            # matplotlib's environment (e.g. text.usetex set in a matplotlibrc without LaTeX).
+            except (ValueError, TypeError, RuntimeError) as exc:
                 raise click.ClickException(f"cannot plot {s.name}: {exc}") from None
-            c.print(f"wrote {plot}")
+            c.print(f"wrote {escape(plot)}")
 
     @app.command()
     @click.option("--out", "out", default="losskit-demo", show_default=True, type=click.Path(file_okay=False),
-                  help="Folder for report.html and results.json (created if missing).")
-    @click.option("--seed", default=0, show_default=True, type=int, help="Random seed (the run is deterministic).")
+                  callback=nonempty, help="Folder for report.html and results.json (created if missing).")
+    # NumPy's SeedSequence takes any non-negative integer, however large, and rejects negative ones.
+    @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+                  help="Random seed, a non-negative integer (the run is deterministic).")
     @click.option("--quick", is_flag=True, help="Small settings (a few seconds; used by CI).")
     @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
     def demo(out, seed, quick, quiet):
@@ -253,7 +295,7 @@ def build():
         except DemoOutputError as exc:
             raise click.ClickException(str(exc)) from None
         except OSError as exc:
-            raise click.ClickException(f"cannot write the report to {out!r}: {exc.strerror or exc}.") from None
+            raise click.ClickException(f"cannot write the report to {out!r} (--out): {exc.strerror or exc}.") from None
         table = Table(title=f"losskit demo (seed {seed}{', quick' if quick else ''}): measured in this run", show_lines=False)
         for col, ratio in (("experiment", 2), ("model", 2), ("loss", 3), ("result", 4)):
             table.add_column(col, ratio=ratio)
@@ -262,7 +304,7 @@ def build():
         c.print(table)
         for line in res.summary["findings"]:
             c.print(f"• {escape(line)}")
-        c.print(f"\n[bold]report:[/bold] {res.report}  [dim](results.json next to it; {res.seconds:.1f} s)[/dim]")
+        c.print(f"\n[bold]report:[/bold] {escape(str(res.report))}  [dim](results.json next to it; {res.seconds:.1f} s)[/dim]")
 
     return app
 
