@@ -14,6 +14,7 @@ import array_api_compat
 
 __all__ = [
     "namespace",
+    "coerce_like",
     "sigmoid_and_slope",
     "can_write_inplace",
     "backend",
@@ -26,6 +27,7 @@ __all__ = [
     "logsumexp",
     "logsumexp_split",
     "finite_bound",
+    "nan_where",
 ]
 
 
@@ -40,6 +42,18 @@ def namespace(*arrays):
             f"losskit needs arrays of one library (NumPy, PyTorch, JAX, ...); got {kinds}. "
             "Convert them to the type of `pred` first."
         ) from exc
+
+
+def coerce_like(pred, *others):
+    """``others`` converted to the library of ``pred`` where that library itself converts them
+    implicitly: JAX takes NumPy arrays and Python scalars (as every JAX function does). Torch,
+    like torch itself, never mixes with NumPy, and NumPy stays NumPy."""
+    if not type(pred).__module__.startswith("jax"):
+        return others
+    import jax.numpy as jnp
+    import numpy as np
+
+    return tuple(jnp.asarray(a) if isinstance(a, (np.ndarray, np.generic, int, float)) and not isinstance(a, bool) else a for a in others)
 
 
 @functools.lru_cache(maxsize=None)
@@ -183,6 +197,12 @@ def _torch_float64():
     import torch
 
     return torch.float64
+
+
+def nan_where(x, values, *, xp):
+    """``values`` with NaN wherever ``x`` is NaN: for derivatives that are constant or an
+    indicator in ``x`` (a Hessian of 2, of 0, of 1[|r| <= δ]), so NaN inputs still propagate."""
+    return xp.where(xp.isnan(x), x, values)
 
 
 def can_write_inplace(x, xp, *operands) -> bool:

@@ -14,13 +14,29 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from . import _validate
-from ._array import backend, compute_dtype, namespace, upcast
+from ._array import backend, coerce_like, compute_dtype, upcast
 from ._reduce import combine_masks, is_scalar, multiplier, reduce_terms, scale_elementwise
 
 __all__ = ["LossSpec", "Loss", "Prepared", "REGISTRY", "declare", "evaluate"]
 
 ELEMENTWISE = "elementwise"
 CLASS_AXIS = "class_axis"
+
+
+@dataclass(frozen=True)
+class Option:
+    """A loss option's default and the one rule that checks it, whatever form it comes in.
+
+    ``kind``: ``"number"`` (a real number or a 0-d array, read once to a float), ``"array"``
+    (a real number or a real array, passed to the kernels and framework hooks as an input),
+    ``"bool"``, ``"int"`` or ``"any"`` (checked by the loss's own ``check``). ``low``/``high``
+    bound numbers and every entry of arrays; ``None`` is allowed when it is the default."""
+
+    default: Any = None
+    kind: str = "any"
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
 
 
 @dataclass(frozen=True)
@@ -213,7 +229,8 @@ class Loss:
         self.__name__ = spec.name
         self.__qualname__ = spec.name
         self.__doc__ = doc
-        self._defaults = dict(spec.options)
+        self._rules = {k: v if isinstance(v, Option) else Option(v) for k, v in spec.options.items()}
+        self._defaults = {k: r.default for k, r in self._rules.items()}
         self._static_names = tuple(k for k in spec.options if k not in spec.array_options)
         self.__signature__ = _signature(spec)
 
@@ -239,38 +256,47 @@ class Loss:
         return self._run("grad_hess", pred, target, weight, mask, reduction, normalizer, validate, options)
 
     # -- machinery ------------------------------------------------------------------------
-    def _bind(self, options: dict) -> dict:
+    def _bind(self, options: dict, pred, xp, validate) -> dict:
+        name = self.spec.name
         if options:
             if not options.keys() <= self._defaults.keys():
-                _validate.check_options(options, self._defaults, self.spec.name)
+                _validate.check_options(options, self._defaults, name)
             o = {**self._defaults, **options}
+            for k, v in options.items():
+                if v is not None or self._defaults[k] is not None:
+                    o[k] = check_option(self._rules[k], v, k, name, pred, xp, validate)
         else:
             o = dict(self._defaults)
         if self.spec.check is not None:
-            self.spec.check(o, self.spec.name)
+            self.spec.check(o, name)
         return o
 
     def _run(self, need, pred, target, weight, mask, reduction, normalizer, validate, options):
         spec = self.spec
         name = spec.name
-        xp = namespace(pred, target, weight, mask)
+        target, weight, mask = coerce_like(pred, target, weight, mask)
+        xp = _validate.input_namespace(name, spec.pred_name, pred, target=target, weight=weight, mask=mask)
         _validate.check_floating(pred, spec.pred_name, name, xp)
+        _validate.check_real(target, "target", name)
         _validate.check_reduction(reduction, normalizer, name)
-        o = self._bind(options)
-        if spec.kind == CLASS_AXIS:
+        if normalizer is not None:
+            normalizer = check_option(_NORMALIZER, normalizer, "normalizer", name, pred, xp, validate)
+        o = self._bind(options, pred, xp, validate)
+        class_axis = spec.kind == CLASS_AXIS
+        if class_axis:
             axis = _validate.normalize_axis(o["axis"], pred.ndim, name)
             sample_shape = tuple(pred.shape[:axis]) + tuple(pred.shape[axis + 1 :])
         else:
             sample_shape = tuple(pred.shape)
         if weight is not None:
-            _validate.check_sample_array(weight, sample_shape, "weight", name, xp, boolean=False)
+            _validate.check_sample_array(weight, sample_shape, "weight", name, xp, boolean=False, class_axis=class_axis)
         if mask is not None:
-            _validate.check_sample_array(mask, sample_shape, "mask", name, xp, boolean=True)
+            _validate.check_sample_array(mask, sample_shape, "mask", name, xp, boolean=True, class_axis=class_axis)
         prep = (spec.prepare or _prepare_elementwise)(pred, target, o, xp, validate, name, mask)
         valid = combine_masks(mask, prep.valid, xp)
         if validate and spec.check_values is not None:
             spec.check_values(prep.pred, prep.target, o, xp, name, valid)
-        c = multiplier(sample_shape, weight, valid, prep.denom, reduction, normalizer, compute_dtype(pred.dtype, xp), xp)
+        c = multiplier(sample_shape, weight, valid, prep.denom, reduction, normalizer, compute_dtype(pred.dtype, xp), xp, check=validate and name)
         static = [(k, o[k]) for k in self._static_names]
         static.extend(prep.static.items())
         call = Call(spec, reduction, tuple(static), spec.array_options)
@@ -295,6 +321,39 @@ class Loss:
         if need == "value_and_grad":
             return out[0], move(out[1])
         return move(out[0]), move(out[1])
+
+
+_NORMALIZER = Option(None, kind="array", low=0.0)
+
+
+def check_option(rule: Option, value, arg: str, loss: str, pred, xp, validate):
+    """One option through its rule: numbers and 0-d arrays of any backend, or arrays of the
+    library of ``pred`` (JAX converts NumPy arrays as usual)."""
+    if rule.kind == "number":
+        return _validate.check_number(value, arg, loss, low=rule.low, high=rule.high, low_open=rule.low_open)
+    if rule.kind == "bool":
+        if not isinstance(value, bool):
+            raise TypeError(f"{loss}: `{arg}` must be True or False, got {value!r}.")
+        return value
+    if rule.kind == "int":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{loss}: `{arg}` must be an int, got {value!r}.")
+        return value
+    if rule.kind != "array":
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _validate.check_number(value, arg, loss, low=rule.low, high=rule.high, low_open=rule.low_open)
+    (value,) = coerce_like(pred, value)
+    if not _validate.same_library(value, pred):
+        if _validate.is_host_scalar(value):  # a 0-d NumPy array next to torch: read it once
+            return _validate.check_number(value, arg, loss, low=rule.low, high=rule.high, low_open=rule.low_open)
+        raise TypeError(f"{loss}: `{arg}` must be a number or an array of the library of `{_pred_name(loss)}`, got {_validate.describe(value)}.")
+    _validate.check_option_array(value, arg, loss, xp, shape=((),) if arg == "normalizer" else None, low=rule.low, validate=validate)
+    return value
+
+
+def _pred_name(loss: str) -> str:
+    return REGISTRY[loss].spec.pred_name if loss in REGISTRY else "pred"
 
 
 def _signature(spec: LossSpec) -> inspect.Signature:

@@ -16,6 +16,7 @@ incoming cotangent.
 
 from __future__ import annotations
 
+from . import _validate
 from ._array import can_write_inplace
 
 
@@ -31,17 +32,23 @@ def is_scalar(c) -> bool:
     return isinstance(c, float) or getattr(c, "ndim", 1) == 0
 
 
-def multiplier(sample_shape, weight, valid, denom, reduction, normalizer, dtype, xp):
+def multiplier(sample_shape, weight, valid, denom, reduction, normalizer, dtype, xp, check=None):
     """The per-sample multiplier ``c``: a Python float, or an array of ``sample_shape``
-    (``weight``, ``valid`` and ``denom`` are arrays of that shape or None)."""
+    (``weight``, ``valid`` and ``denom`` are arrays of that shape or None). ``check`` (the
+    loss's name, when validating) makes a zero denominator with valid samples an error: only
+    an empty selection gives 0."""
     w = None if weight is None else xp.astype(weight, dtype)
     if reduction != "mean":
         return 1.0 if w is None else w
     if normalizer is not None:
         if isinstance(normalizer, (int, float)):
+            if normalizer == 0 and check:
+                _validate.check_denominator(0.0, "normalizer", sample_shape, valid, check, xp)
             inv = 0.0 if normalizer == 0 else 1.0 / float(normalizer)
         else:
             d = xp.astype(normalizer, dtype)
+            if check:
+                _validate.check_denominator(d, "normalizer", sample_shape, valid, check, xp)
             inv = xp.where(d == 0, xp.zeros_like(d), 1.0 / xp.where(d == 0, xp.ones_like(d), d))
         return inv if w is None else w * inv
     if w is None and valid is None and denom is None:
@@ -59,6 +66,8 @@ def multiplier(sample_shape, weight, valid, denom, reduction, normalizer, dtype,
     if valid is not None:
         wd = xp.where(valid, wd, xp.zeros_like(wd))
     total = xp.sum(wd)
+    if check and (w is not None or denom is not None):
+        _validate.check_denominator(total, "weight" if denom is None else "class_weight" if w is None else "weight", sample_shape, valid, check, xp)
     inv = xp.where(total == 0, xp.zeros_like(total), 1.0 / xp.where(total == 0, xp.ones_like(total), total))
     return inv if w is None else w * inv
 

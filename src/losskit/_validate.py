@@ -7,9 +7,56 @@ range, probabilities in [0, 1]) cost one reduction and a host read; they run whe
 
 from __future__ import annotations
 
-from ._array import is_floating, is_tracing
+from ._array import is_floating, is_tracing, namespace
 
 REDUCTIONS = ("mean", "sum", "none")
+
+
+def input_namespace(loss: str, pred_name: str, pred, **others):
+    """The array namespace of ``pred`` and the other array arguments (None entries skipped).
+    A non-array or an array of another library is a TypeError naming the argument."""
+    present = [pred] + [a for a in others.values() if a is not None]
+    try:
+        if all(hasattr(a, "shape") and hasattr(a, "dtype") for a in present):
+            return namespace(*present)
+    except TypeError:
+        pass
+    for arg, a in ((pred_name, pred), *others.items()):
+        if a is None:
+            continue
+        if not (hasattr(a, "shape") and hasattr(a, "dtype")):
+            raise TypeError(f"{loss}: `{arg}` must be an array, got {describe(a)}.")
+        if a is not pred and not same_library(a, pred):
+            raise TypeError(
+                f"{loss}: `{arg}` is a {describe(a)} but `{pred_name}` is a {describe(pred)}; "
+                f"pass arrays of one library (convert `{arg}` to the type of `{pred_name}`)."
+            )
+    return namespace(*present)
+
+
+def same_library(a, b) -> bool:
+    return type(a).__module__.split(".")[0] == type(b).__module__.split(".")[0] or _namespace_or_none(a, b) is not None
+
+
+def _namespace_or_none(*arrays):
+    try:
+        return namespace(*arrays)
+    except TypeError:
+        return None
+
+
+def is_host_scalar(x) -> bool:
+    """A 0-d NumPy array or NumPy scalar: safe to read with float() from any backend's call."""
+    import numpy as np
+
+    return isinstance(x, (np.ndarray, np.generic)) and np.ndim(x) == 0
+
+
+def check_real(x, arg: str, loss: str) -> None:
+    """Targets: any real dtype (floating, integer, bool); complex values would lose their
+    imaginary part silently."""
+    if "complex" in str(x.dtype):
+        raise TypeError(f"{loss}: `{arg}` must be real, got dtype {x.dtype}.")
 
 
 def check_floating(x, arg: str, loss: str, xp) -> None:
@@ -38,17 +85,22 @@ def check_same_shape(a, b, arg_a: str, arg_b: str, loss: str) -> None:
     raise ValueError(f"{loss}: `{arg_a}` and `{arg_b}` must have the same shape, got {arg_a} {sa} and {arg_b} {sb}.{hint}")
 
 
-def check_sample_array(x, sample_shape: tuple, arg: str, loss: str, xp, *, boolean: bool) -> None:
+def check_sample_array(x, sample_shape: tuple, arg: str, loss: str, xp, *, boolean: bool, class_axis: bool = False) -> None:
     """``weight`` / ``mask`` must be exactly the shape of the per-sample loss."""
     if x is None:
         return
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise TypeError(f"{loss}: `{arg}` must be an array of shape {sample_shape}, got {type(x).__name__}.")
-    if _shape(x) != tuple(sample_shape):
-        raise ValueError(
-            f"{loss}: `{arg}` must have the shape of the per-sample loss {tuple(sample_shape)}, got {_shape(x)}."
-            + (" For class-axis losses the per-sample shape omits the class axis." if len(_shape(x)) == len(sample_shape) + 1 else "")
-        )
+        raise TypeError(f"{loss}: `{arg}` must be an array of shape {tuple(sample_shape)}, got {type(x).__name__}.")
+    shape, want = _shape(x), tuple(int(d) for d in sample_shape)
+    if shape != want:
+        hint = ""
+        if shape == want + (1,):
+            hint = f" It has a trailing axis of size 1: pass {arg}[..., 0] (losskit never broadcasts (N, 1) against (N,))."
+        elif shape + (1,) == want:
+            hint = f" The per-sample loss has a trailing axis of size 1: pass {arg}[..., None] (losskit never broadcasts (N,) against (N, 1))."
+        elif class_axis and len(shape) == len(want) + 1:
+            hint = " For class-axis losses the per-sample shape omits the class axis."
+        raise ValueError(f"{loss}: `{arg}` must have the shape of the per-sample loss {want}, got {shape}.{hint}")
     if boolean and x.dtype != xp.bool:
         raise TypeError(f"{loss}: `{arg}` must be a boolean array, got dtype {x.dtype}.")
     if not boolean and not is_floating(x, xp):
@@ -58,23 +110,72 @@ def check_sample_array(x, sample_shape: tuple, arg: str, loss: str, xp, *, boole
 def check_reduction(reduction, normalizer, loss: str) -> None:
     if reduction not in REDUCTIONS:
         raise ValueError(f"{loss}: `reduction` must be one of {REDUCTIONS}, got {reduction!r}.")
-    if normalizer is not None:
-        if reduction != "mean":
-            raise ValueError(f"{loss}: `normalizer` only applies to reduction='mean', got reduction={reduction!r}.")
-        if isinstance(normalizer, (int, float)) and not isinstance(normalizer, bool) and not normalizer >= 0:
-            raise ValueError(f"{loss}: `normalizer` must be >= 0, got {normalizer!r}.")
+    if normalizer is not None and reduction != "mean":
+        raise ValueError(f"{loss}: `normalizer` only applies to reduction='mean', got reduction={reduction!r}.")
+
+
+def _real_kind(value) -> str | None:
+    """'number' for a real Python/NumPy number, 'array' for an array with a real numeric dtype,
+    None for anything else (bool, str, complex, lists...)."""
+    if isinstance(value, (bool, str, bytes, complex)):
+        return None
+    if isinstance(value, (int, float)):
+        return "number"
+    dtype = getattr(value, "dtype", None)
+    if dtype is None or not hasattr(value, "shape"):
+        return None
+    kind = getattr(dtype, "kind", None)  # NumPy
+    if kind is not None:
+        return "array" if kind in "fiu" else None
+    name = str(dtype)
+    if "complex" in name or "bool" in name:
+        return None
+    return "array" if any(k in name for k in ("float", "int", "bfloat")) else None
 
 
 def check_number(value, arg: str, loss: str, *, low=None, high=None, low_open=False) -> float:
-    """A scalar option; arrays of shape () are read once."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{loss}: `{arg}` must be a number, got {value!r}.") from None
+    """A scalar option as a Python float: a real number or a 0-d real array of any backend
+    (read once). Booleans, strings and complex values are TypeErrors; NaN and values outside
+    the range are ValueErrors."""
+    kind = _real_kind(value)
+    if kind is None or (kind == "array" and _shape(value) != ()):
+        what = f"an array of shape {_shape(value)}" if kind == "array" else repr(value)
+        raise TypeError(f"{loss}: `{arg}` must be a real number (or a 0-d array), got {what}.")
+    v = float(value)
+    check_range(v, arg, loss, low=low, high=high, low_open=low_open)
+    return v
+
+
+def check_range(v: float, arg: str, loss: str, *, low=None, high=None, low_open=False) -> None:
     if low is not None and (v < low or (low_open and v == low)) or high is not None and v > high or v != v:
         lo = "(" if low_open else "["
-        raise ValueError(f"{loss}: `{arg}` must be in {lo}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}], got {value!r}.")
-    return v
+        raise ValueError(f"{loss}: `{arg}` must be in {lo}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}], got {v!r}.")
+
+
+def check_option_array(x, arg: str, loss: str, xp, *, shape=None, low=None, validate=True):
+    """An option given as an array (``class_weight``, ``pos_weight``, ``normalizer``): real
+    dtype, the expected shape, and (when ``validate`` and the values are concrete) finite
+    values >= ``low``. The same rules as the option's Python-number form."""
+    if _real_kind(x) != "array":
+        raise TypeError(f"{loss}: `{arg}` must be a real number or a real array, got {describe(x)}.")
+    if shape is not None and _shape(x) not in shape:
+        want = " or ".join(str(s) for s in shape)
+        raise ValueError(f"{loss}: `{arg}` must have shape {want}, got {_shape(x)}.")
+    if not validate or is_tracing(x) or x.size == 0:
+        return
+    bad = ~xp.isfinite(x) if low is None else ~(x >= low) | ~xp.isfinite(x)
+    if _any(bad, xp):
+        pos = _first_position(bad, xp) if x.ndim else ()
+        at = f" at {arg}{list(pos)}" if pos else ""
+        cond = "finite" if low is None else f"finite and >= {low}"
+        raise ValueError(f"{loss}: `{arg}` must be {cond}; found {float(x[pos])!r}{at}.")
+
+
+def describe(x) -> str:
+    dtype = getattr(x, "dtype", None)
+    if dtype is not None:
+        return f"{type(x).__module__.split('.')[0]}.{type(x).__name__} of dtype {dtype}"
+    return repr(x) if isinstance(x, (bool, str, int, float, complex)) else type(x).__name__
 
 
 def _host_read(read):
@@ -100,6 +201,33 @@ def _first_position(bad, xp) -> tuple:
         pos.append(rest % d)
         rest //= d
     return tuple(reversed(pos))
+
+
+def check_denominator(total, arg: str, sample_shape, valid, loss: str, xp) -> None:
+    """A "mean" denominator (``normalizer``, or the weight sum over valid samples) of 0 while
+    some sample is valid: an error, where an empty selection legitimately gives 0."""
+    if not isinstance(total, float):
+        if is_tracing(total):
+            return
+        total = _host_read(lambda: float(total))
+        if total is None:
+            return
+    if total != 0:
+        return
+    n = 1
+    for d in sample_shape:
+        n *= int(d)
+    if n == 0 or (valid is not None and not _any(valid, xp)):
+        return  # empty selection: the documented 0
+    what = (
+        "`normalizer` is 0"
+        if arg == "normalizer"
+        else f"the {'class weights of the valid samples' if arg == 'class_weight' else 'weights of the valid samples'} sum to 0"
+    )
+    raise ValueError(
+        f"{loss}: {what} but some samples are valid, so reduction='mean' would divide by zero. "
+        "Only an empty selection (everything masked or ignored) gives 0; use reduction='sum' for a sum."
+    )
 
 
 def check_class_ids(ids, num_classes: int, ignore_index, loss: str, xp, valid=None) -> None:
@@ -130,10 +258,64 @@ def check_probabilities(x, arg: str, loss: str, xp, valid=None) -> None:
         bad = bad & valid
     if _any(bad, xp):
         pos = _first_position(bad, xp)
+        found = float(x[pos])
+        hint = "Pass logits to the logits version of this loss"
+        if found == -1.0:
+            hint = "Labels in {-1, +1}? Map them to {0, 1} with (y + 1) / 2"
+        elif found > 1 and found == int(found):
+            hint = "A 0/255 or count-valued mask? Divide by its maximum first"
         raise ValueError(
-            f"{loss}: `{arg}` must hold probabilities in [0, 1]; found {float(x[pos])!r} at {arg}{list(pos)}. "
-            "Pass logits to the logits version of this loss, or validate=False to skip this check."
+            f"{loss}: `{arg}` must hold probabilities in [0, 1]; found {found!r} at {arg}{list(pos)}. "
+            f"{hint}, or pass validate=False to skip this check."
         )
+
+
+def check_distribution(t, arg: str, loss: str, xp, valid=None, *, log: bool, tol: float, flag: str | None) -> None:
+    """Each row of ``t`` along the last axis is a probability distribution: entries in [0, 1]
+    summing to 1 within ``tol`` (``log=True``: log-probabilities, entries <= 0 whose exp sums
+    to 1). Rows outside ``valid`` are exempt; NaN passes (it propagates). ``flag`` names the
+    option that switches between the two forms, for the hint."""
+    if is_tracing(t) or t.size == 0:
+        return
+    prob = xp.exp(t) if log else t
+    entry_bad = (t > 0) if log else ((t < 0) | (t > 1))
+    row_bad = xp.abs(xp.sum(prob, axis=-1) - 1.0) > tol
+    if valid is not None:
+        entry_bad = entry_bad & valid[..., None]
+        row_bad = row_bad & valid
+    entries, rows = _host_read(lambda: (bool(xp.any(entry_bad)), bool(xp.any(row_bad))))  or (False, False)
+    if not (entries or rows):
+        return
+    looks_other = _host_read(lambda: bool(xp.all(t >= 0) if log else xp.all(t <= 0)))
+    if flag and looks_other:
+        hint = f" It looks like {'probabilities' if log else 'log-probabilities'}: pass {flag}={not log}."
+    elif not log and looks_other:
+        hint = " It looks like log-probabilities: pass exp(target)."
+    else:
+        hint = ""
+    form = "log-probabilities" if log else "probabilities"
+    if entries:
+        pos = _first_position(entry_bad, xp)
+        rule = "<= 0" if log else "in [0, 1]"
+        raise ValueError(
+            f"{loss}: `{arg}` must hold {form} ({rule}); found {float(t[pos])!r} at {arg}{list(pos)}.{hint} "
+            "Pass validate=False to skip this check."
+        )
+    pos = _first_position(row_bad, xp)
+    total = float(xp.sum(prob[pos]))
+    raise ValueError(
+        f"{loss}: each row of `{arg}` must be a distribution along the class axis ({'exp ' if log else ''}summing to 1 "
+        f"within {tol:.2g}); the row at {arg}{list(pos)} sums to {total!r}.{hint} Normalise it, or pass validate=False "
+        "to skip this check."
+    )
+
+
+def check_classes(pred, axis: int, arg: str, loss: str) -> int:
+    """The size of the class axis, which must not be empty."""
+    k = int(pred.shape[axis])
+    if k == 0:
+        raise ValueError(f"{loss}: `{arg}` has no classes: axis {axis} of shape {_shape(pred)} has size 0.")
+    return k
 
 
 def normalize_axis(axis, ndim: int, loss: str) -> int:

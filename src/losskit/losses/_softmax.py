@@ -53,12 +53,19 @@ def weighted_nll_hess(z, q, xp, lse=None):
 
 
 def prepare_dense_target(pred, target, o, xp, validate, loss, mask=None, target_name="target"):
-    """Logits and a target distribution of the same shape; class axis moved last."""
+    """Logits and a target distribution of the same shape, class axis moved last; with
+    ``validate``, each valid row of the target must be a distribution (``log_target``: a
+    log-distribution), within a tolerance of √ε of the target's dtype."""
     axis = _validate.normalize_axis(o["axis"], pred.ndim, loss)
+    _validate.check_classes(pred, axis, "logits", loss)
     _validate.check_same_shape(pred, target, "logits", target_name, loss)
     _validate.check_floating(target, target_name, loss, xp)
+    tol = float(xp.finfo(target.dtype).eps) ** 0.5
     target = upcast_target(target, pred, xp)
-    if axis != pred.ndim - 1:
+    moved = axis != pred.ndim - 1
+    if moved:
         pred, target = xp.moveaxis(pred, axis, -1), xp.moveaxis(target, axis, -1)
-        return Prepared(pred, target, tuple(pred.shape[:-1]), axis=axis)
-    return Prepared(pred, target, tuple(pred.shape[:-1]))
+    if validate:
+        log = bool(o.get("log_target", False))
+        _validate.check_distribution(target, target_name, loss, xp, mask, log=log, tol=tol, flag="log_target" if "log_target" in o else None)
+    return Prepared(pred, target, tuple(pred.shape[:-1]), axis=axis if moved else None)

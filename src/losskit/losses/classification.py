@@ -16,7 +16,7 @@ from .._array import (
     sigmoid_and_slope,
     softplus_nonpositive,
 )
-from .._loss import CLASS_AXIS, ELEMENTWISE, Prepared, declare
+from .._loss import CLASS_AXIS, ELEMENTWISE, Option, Prepared, check_option, declare
 from . import _softmax
 
 # --- binary cross-entropy on logits ------------------------------------------------------
@@ -97,10 +97,8 @@ def _bce_prepare(pred, target, o, xp, validate, loss, mask=None):
     return Prepared(pred, target if target.dtype == dt else xp.astype(target, dt), tuple(pred.shape))
 
 
-def _bce_check(o, loss):
-    pw = o["pos_weight"]
-    if isinstance(pw, (int, float)) and not isinstance(pw, bool):
-        o["pos_weight"] = _validate.check_number(pw, "pos_weight", loss, low=0.0)
+def _bce_check_values(z, y, o, xp, loss, valid):
+    _validate.check_probabilities(y, "target", loss, xp, valid)
 
 
 binary_cross_entropy = declare(
@@ -118,10 +116,10 @@ binary_cross_entropy = declare(
     hess=_bce_hess,
     grad_and_hess=_bce_grad_and_hess,
     value_and_grad=_bce_value_and_grad,
-    options={"pos_weight": None},
+    options={"pos_weight": Option(None, "array", low=0.0)},
     array_options=("pos_weight",),
-    check=_bce_check,
     prepare=_bce_prepare,
+    check_values=_bce_check_values,
     pred_name="logits",
     doc=r"""Binary cross-entropy on logits (log-loss), in the stable softplus form.
 
@@ -155,8 +153,9 @@ def _clip_probs(p, xp):
 
 
 def _bcep_value(p, y, o, xp):
-    pc = _clip_probs(p, xp)
-    return -(y * xp.log(pc) + (1.0 - y) * xp.log1p(-pc))
+    # each log term clipped on its own, so a perfect prediction (p = y = 0 or 1) costs exactly 0
+    eps = float(xp.finfo(p.dtype).eps)
+    return -(y * xp.log(xp.clip(p, eps, 1.0)) + (1.0 - y) * xp.log1p(-xp.clip(p, 0.0, 1.0 - eps)))
 
 
 def _bcep_grad(p, y, o, xp):
@@ -179,7 +178,7 @@ binary_cross_entropy_from_probs = declare(
     name="binary_cross_entropy_from_probs",
     family="classification",
     kind=ELEMENTWISE,
-    formula=r"\ell(p, y) = -[y \log \tilde p + (1 - y) \log(1 - \tilde p)],\ \tilde p = \operatorname{clip}(p, \varepsilon, 1 - \varepsilon)",
+    formula=r"\ell(p, y) = -[y \log \max(p, \varepsilon) + (1 - y) \log \max(1 - p, \varepsilon)]",
     gradient=r"\partial_p \ell = (\tilde p - y) / (\tilde p (1 - \tilde p))",
     hessian=r"\partial_p^2 \ell = y / \tilde p^2 + (1 - y) / (1 - \tilde p)^2",
     domain="probabilities p and targets y in [0, 1]; epsilon = machine epsilon of the compute dtype",
@@ -192,15 +191,16 @@ binary_cross_entropy_from_probs = declare(
     pred_name="probs",
     doc=r"""Binary cross-entropy on probabilities.
 
-.. math:: \ell(p, y) = -[y\log\tilde p + (1 - y)\log(1 - \tilde p)], \quad
-          \tilde p = \operatorname{clip}(p, \varepsilon, 1 - \varepsilon)
+.. math:: \ell(p, y) = -[y\log\max(p, \varepsilon) + (1 - y)\log\max(1 - p, \varepsilon)]
 
-.. math:: \partial_p\ell = \frac{\tilde p - y}{\tilde p(1 - \tilde p)}, \qquad
+.. math:: \partial_p\ell = \frac{\tilde p - y}{\tilde p(1 - \tilde p)}, \quad
+          \tilde p = \operatorname{clip}(p, \varepsilon, 1 - \varepsilon), \qquad
           \partial_p^2\ell = \frac{y}{\tilde p^2} + \frac{1 - y}{(1 - \tilde p)^2}
 
 ε is the machine epsilon of the compute dtype (1.19e-7 in float32 and for half inputs,
 2.2e-16 in float64), so ``p`` = 0 or 1 gives a finite value (at most −log ε: 15.9 in float32,
-36.0 in float64) and a finite gradient. Inside [ε, 1 − ε] this equals
+36.0 in float64) and a finite gradient. Each log term is clipped on its own, so a perfect
+prediction (p = y ∈ {0, 1}) costs exactly 0. Inside [ε, 1 − ε] this equals
 ``torch.nn.functional.binary_cross_entropy``; PyTorch instead clamps each log at −100, so the
 two differ only for p within ε of 0 or 1. The gradient outside the clip is the formula at the
 clipped p (it keeps its sign instead of vanishing). ``validate=True`` checks that ``probs`` and
@@ -221,31 +221,31 @@ Example:
 # --- softmax cross-entropy ---------------------------------------------------------------
 
 
-def _ce_check(o, loss):
-    o["label_smoothing"] = _validate.check_number(o["label_smoothing"], "label_smoothing", loss, low=0.0, high=1.0)
-    ii = o["ignore_index"]
-    if ii is not None and (not isinstance(ii, int) or isinstance(ii, bool)):
-        raise TypeError(f"{loss}: `ignore_index` must be an int or None, got {ii!r}.")
-
-
 def _ce_prepare(pred, target, o, xp, validate, loss, mask=None):
     axis = _validate.normalize_axis(o["axis"], pred.ndim, loss)
-    num_classes = int(pred.shape[axis])
+    num_classes = _validate.check_classes(pred, axis, "logits", loss)
     cw = o["class_weight"]
     if cw is not None:
+        if not hasattr(cw, "shape"):
+            raise TypeError(f"{loss}: `class_weight` must be an array of shape ({num_classes},), got {cw!r}.")
         if tuple(cw.shape) != (num_classes,):
             raise ValueError(
                 f"{loss}: `class_weight` must have shape ({num_classes},) (one weight per class), got {tuple(cw.shape)}."
             )
         cw = o["class_weight"] = xp.astype(cw, compute_dtype(pred.dtype, xp))
+    expected = tuple(pred.shape[:axis]) + tuple(pred.shape[axis + 1 :])
     if is_floating(target, xp):
+        if tuple(target.shape) == expected and expected != tuple(pred.shape):
+            raise ValueError(
+                f"{loss}: `target` of shape {expected} is floating-point (dtype {target.dtype}): class ids must be "
+                f"integers (e.g. target.astype(int64)); probabilities need the logits' shape {tuple(pred.shape)}."
+            )
         if o["ignore_index"] is not None:
             raise ValueError(f"{loss}: `ignore_index` applies to integer class ids; with probability targets use `mask`.")
         prep = _softmax.prepare_dense_target(pred, target, o, xp, validate, loss, mask)
         return replace(prep, static={"target_kind": "probs"})
     if not xp.isdtype(target.dtype, "integral"):
         raise TypeError(f"{loss}: `target` must hold integer class ids or float probabilities, got dtype {target.dtype}.")
-    expected = tuple(pred.shape[:axis]) + tuple(pred.shape[axis + 1 :])
     if tuple(target.shape) != expected:
         hint = ""
         if tuple(target.shape) == expected + (1,):
@@ -276,14 +276,22 @@ def _ce_prepare(pred, target, o, xp, validate, loss, mask=None):
 
 
 def _ce_q(z, t, o, xp):
-    """Effective per-class target weights q (see ``_softmax``)."""
+    """Effective per-class target weights q (see ``_softmax``). With id targets a class weight
+    enters only through the samples labelled with it (and, with label smoothing, through every
+    sample's α/C term): a NaN weight of an unused class changes nothing, on every path."""
     a = o["label_smoothing"]
     cw = o["class_weight"]
     num_classes = z.shape[-1]
-    q = class_ids_onehot(t, num_classes, z.dtype, xp) if o["target_kind"] == "ids" else t
+    if o["target_kind"] == "ids":
+        q = class_ids_onehot(t, num_classes, z.dtype, xp)
+        if cw is not None:
+            q = q * gather_classes(cw, t, xp)[..., None]
+    else:
+        q = t if cw is None else t * cw
     if a:
-        q = (1.0 - a) * q + (a / num_classes) * xp.astype(z != -xp.inf, z.dtype)
-    return q if cw is None else q * cw
+        spread = (a / num_classes) * xp.astype(z != -xp.inf, z.dtype)
+        q = (1.0 - a) * q + (spread if cw is None else spread * cw)
+    return q
 
 
 def _ce_value(z, t, o, xp):
@@ -340,9 +348,13 @@ cross_entropy = declare(
     hess=_ce_hess,
     value_and_grad=_ce_value_and_grad,
     grad_and_hess=_ce_grad_and_hess,
-    options={"axis": -1, "ignore_index": None, "class_weight": None, "label_smoothing": 0.0},
+    options={
+        "axis": Option(-1, "int"),
+        "ignore_index": Option(None, "int"),
+        "class_weight": Option(None, "array", low=0.0),
+        "label_smoothing": Option(0.0, "number", low=0.0, high=1.0),
+    },
     array_options=("class_weight",),
-    check=_ce_check,
     prepare=_ce_prepare,
     pred_name="logits",
     doc=r"""Softmax cross-entropy from logits.
@@ -380,3 +392,10 @@ Example:
     0.634229
 """,
 )
+
+
+def _ce_check(o, loss):
+    """Cross-entropy's option rules for callers outside the declaration (the fused loss)."""
+    for k in ("label_smoothing", "ignore_index"):
+        if o[k] is not None:
+            o[k] = check_option(cross_entropy._rules[k], o[k], k, loss, None, None, True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._loss import CLASS_AXIS, declare
+from .._loss import CLASS_AXIS, Option, declare
 from . import _softmax
 
 
@@ -36,11 +36,6 @@ def _kl_value_and_grad(z, t, o, xp):
     return neg_entropy + _softmax.weighted_nll(z, prob, xp, lse), _softmax.weighted_nll_grad(z, prob, xp, lse)
 
 
-def _kl_check(o, loss):
-    if not isinstance(o["log_target"], bool):
-        raise TypeError(f"{loss}: `log_target` must be True or False, got {o['log_target']!r}.")
-
-
 kl_divergence = declare(
     name="kl_divergence",
     family="divergence",
@@ -55,8 +50,7 @@ kl_divergence = declare(
     grad=_kl_grad,
     hess=_kl_hess,
     value_and_grad=_kl_value_and_grad,
-    options={"axis": -1, "log_target": False},
-    check=_kl_check,
+    options={"axis": Option(-1, "int"), "log_target": Option(False, "bool")},
     prepare=_softmax.prepare_dense_target,
     pred_name="logits",
     doc=r"""Kullback–Leibler divergence KL(target ‖ softmax(logits)).

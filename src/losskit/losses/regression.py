@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .. import _validate
-from .._loss import ELEMENTWISE, declare
+from .._array import nan_where
+from .._loss import ELEMENTWISE, Option, declare
 
 # --- mse ---------------------------------------------------------------------------------
 
@@ -18,7 +18,7 @@ def _mse_grad(p, y, o, xp):
 
 
 def _mse_hess(p, y, o, xp):
-    return xp.full_like(p, 2.0)
+    return nan_where(p - y, xp.full_like(p, 2.0), xp=xp)
 
 
 def _mse_value_and_grad(p, y, o, xp):
@@ -69,7 +69,7 @@ def _mae_grad(p, y, o, xp):
 
 
 def _mae_hess(p, y, o, xp):
-    return xp.zeros_like(p)
+    return nan_where(p - y, xp.zeros_like(p), xp=xp)
 
 
 mae = declare(
@@ -105,10 +105,6 @@ Example:
 # --- huber -------------------------------------------------------------------------------
 
 
-def _huber_check(o, loss):
-    o["delta"] = _validate.check_number(o["delta"], "delta", loss, low=0.0, low_open=True)
-
-
 def _huber_value(p, y, o, xp):
     d = o["delta"]
     r = p - y
@@ -122,7 +118,8 @@ def _huber_grad(p, y, o, xp):
 
 
 def _huber_hess(p, y, o, xp):
-    return xp.astype(xp.abs(p - y) <= o["delta"], p.dtype)
+    r = p - y
+    return nan_where(r, xp.astype(xp.abs(r) <= o["delta"], p.dtype), xp=xp)
 
 
 def _huber_value_and_grad(p, y, o, xp):
@@ -146,8 +143,7 @@ huber = declare(
     grad=_huber_grad,
     hess=_huber_hess,
     value_and_grad=_huber_value_and_grad,
-    options={"delta": 1.0},
-    check=_huber_check,
+    options={"delta": Option(1.0, "number", low=0.0, low_open=True)},
     doc=r"""Huber loss.
 
 .. math::
