@@ -302,7 +302,7 @@ def check_distribution(t, arg: str, loss: str, xp, valid=None, *, log: bool, tol
             "Pass validate=False to skip this check."
         )
     pos = _first_position(row_bad, xp)
-    total = float(xp.sum(prob[pos]))
+    total = float(xp.sum(prob[pos + (...,)]))
     raise ValueError(
         f"{loss}: each row of `{arg}` must be a distribution along the class axis ({'exp ' if log else ''}summing to 1 "
         f"within {tol:.2g}); the row at {arg}{list(pos)} sums to {total!r}.{hint} Normalise it, or pass validate=False "

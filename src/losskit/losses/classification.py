@@ -12,6 +12,7 @@ from .._array import (
     finite_bound,
     gather_classes,
     is_floating,
+    nan_where,
     sigmoid,
     sigmoid_and_slope,
     softplus_nonpositive,
@@ -69,13 +70,12 @@ def _bce_value_and_grad(z, y, o, xp):
 
 
 def _bce_hess(z, y, o, xp):
-    h = sigmoid_and_slope(z, xp=xp)[1]
-    pw = _bce_posw(y, o)
-    return h if pw is None else pw[0] * h
+    return _bce_grad_and_hess(z, y, o, xp)[1]
 
 
 def _bce_grad_and_hess(z, y, o, xp):
     s, h = sigmoid_and_slope(z, xp=xp)
+    h = nan_where(y, h, xp=xp)  # the Hessian does not involve y, but a NaN target must reach it
     pw = _bce_posw(y, o)
     if pw is None:
         return s - y, h
@@ -237,8 +237,8 @@ def _ce_prepare(pred, target, o, xp, validate, loss, mask=None):
     if is_floating(target, xp):
         if tuple(target.shape) == expected and expected != tuple(pred.shape):
             raise ValueError(
-                f"{loss}: `target` of shape {expected} is floating-point (dtype {target.dtype}): class ids must be "
-                f"integers (e.g. target.astype(int64)); probabilities need the logits' shape {tuple(pred.shape)}."
+                f"{loss}: `target` of shape {expected} has dtype {target.dtype}: class ids must be integers; "
+                f"probabilities need the logits' shape {tuple(pred.shape)}. Cast ids with target.astype(int64)."
             )
         if o["ignore_index"] is not None:
             raise ValueError(f"{loss}: `ignore_index` applies to integer class ids; with probability targets use `mask`.")
