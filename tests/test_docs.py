@@ -55,7 +55,8 @@ def toy_loss():
         value=lambda p, y, o, xp: (p - y) ** 4,
         grad=lambda p, y, o, xp: 4 * (p - y) ** 3,
         hess=lambda p, y, o, xp: 12 * (p - y) ** 2,
-        doc="A toy loss.\n\nExample:\n    >>> 1 + 1\n    2\n",
+        title="A toy loss.",
+        example=">>> 1 + 1\n2",
     )
     yield loss
     del REGISTRY["toy_quartic"]
@@ -86,7 +87,8 @@ def test_a_newly_declared_loss_gets_a_page_a_plot_and_a_cli_row(toy_loss, tmp_pa
 
 def _blocks(page: str):
     text = (DOCS / page).read_text(encoding="utf-8")
-    return [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if ">>>" in b]
+    fences = re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)
+    return [b for lang, b in fences if lang in ("python", "pycon") and ">>>" in b]
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -32,25 +32,3 @@ def test_readme_examples_run():
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})
 
-
-def _markdown_doctests():
-    import pathlib
-    import re
-
-    docs = pathlib.Path(__file__).parents[1] / "docs"
-    out = []
-    for page in sorted(docs.glob("*.md")):
-        fences = re.findall(r"^```(\w*)\n(.*?)^```", page.read_text(), re.S | re.M)
-        blocks = [b for lang, b in fences if lang in ("python", "pycon") and ">>>" in b]
-        if blocks:
-            out.append(pytest.param(page, "\n".join(blocks), id=page.name))
-    return out
-
-
-@pytest.mark.parametrize("page,text", _markdown_doctests())
-def test_markdown_examples(page, text):
-    """``>>>`` examples in docs/*.md print what they say (one namespace per page)."""
-    test = doctest.DocTestParser().get_doctest(text, {}, page.name, str(page), 0)
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    runner.run(test)
-    assert runner.failures == 0

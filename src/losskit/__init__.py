@@ -1,16 +1,10 @@
 """losskit: loss functions defined once, with closed-form gradients and Hessians, on NumPy,
-PyTorch and JAX arrays."""
+PyTorch and JAX arrays.
 
+Every declared loss is a public name here, derived from ``losskit.registry`` (one place)."""
+
+from . import losses as _losses  # noqa: F401  (declares and registers every loss)
 from ._loss import REGISTRY, Loss
-from .losses import (
-    binary_cross_entropy,
-    binary_cross_entropy_from_probs,
-    cross_entropy,
-    huber,
-    kl_divergence,
-    mae,
-    mse,
-)
 from .fused import (
     LinearCrossEntropyExtras,
     LinearCrossEntropyGrads,
@@ -21,17 +15,12 @@ from .fused import (
 __version__ = "0.1.0"
 
 registry = REGISTRY
+globals().update(REGISTRY)
 
 __all__ = [
     "Loss",
     "registry",
-    "mse",
-    "mae",
-    "huber",
-    "binary_cross_entropy",
-    "binary_cross_entropy_from_probs",
-    "cross_entropy",
-    "kl_divergence",
+    *REGISTRY,
     "linear_cross_entropy",
     "linear_cross_entropy_with_extras",
     "LinearCrossEntropyExtras",

@@ -14,29 +14,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from . import _validate
-from ._array import backend, coerce_like, compute_dtype, upcast
+from ._array import backend, coerce_like, compute_dtype, is_floating, upcast
 from ._reduce import combine_masks, is_scalar, multiplier, reduce_terms, scale_elementwise
 
-__all__ = ["LossSpec", "Loss", "Prepared", "REGISTRY", "declare", "evaluate"]
+__all__ = ["LossSpec", "Loss", "Option", "Peer", "Checks", "Prepared", "REGISTRY", "declare", "evaluate", "ELEMENTWISE", "CLASS_AXIS", "SET"]
 
-ELEMENTWISE = "elementwise"
-CLASS_AXIS = "class_axis"
-
-
-@dataclass(frozen=True)
-class Option:
-    """A loss option's default and the one rule that checks it, whatever form it comes in.
-
-    ``kind``: ``"number"`` (a real number or a 0-d array, read once to a float), ``"array"``
-    (a real number or a real array, passed to the kernels and framework hooks as an input),
-    ``"bool"``, ``"int"`` or ``"any"`` (checked by the loss's own ``check``). ``low``/``high``
-    bound numbers and every entry of arrays; ``None`` is allowed when it is the default."""
-
-    default: Any = None
-    kind: str = "any"
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
+from ._spec import CLASS_AXIS, ELEMENTWISE, HESSIAN_KINDS, KINDS, SET, Checks, LossSpec, Option, Peer, docstring
 
 
 @dataclass(frozen=True)
@@ -52,34 +35,6 @@ class Prepared:
     denom: Any = None
     static: Mapping = field(default_factory=dict)  # extra static options (e.g. target kind)
     axis: int | None = None  # original class axis, to move gradients back
-
-
-@dataclass(frozen=True, eq=False)
-class LossSpec:
-    """Declaration of one loss. Kernels have the signature ``f(pred, target, o, xp)`` where ``o``
-    is the dict of bound options, and return per-sample values (shape without the class axis)
-    or per-element derivatives of the per-sample loss (shape of ``pred``)."""
-
-    name: str
-    family: str
-    kind: str
-    formula: str
-    gradient: str
-    hessian: str
-    domain: str
-    reference: str
-    use_when: str
-    value: Callable
-    grad: Callable
-    hess: Callable
-    value_and_grad: Callable | None = None
-    grad_and_hess: Callable | None = None
-    options: Mapping = field(default_factory=dict)  # name -> default
-    array_options: tuple = ()  # options that may be arrays (passed to hooks as inputs)
-    check: Callable | None = None  # check(o, loss) -> None, raises on bad option values
-    prepare: Callable | None = None  # prepare(pred, target, o, xp, validate, loss, mask) -> Prepared
-    check_values: Callable | None = None  # check_values(pred, target, o, xp, loss, valid), when validate
-    pred_name: str = "pred"
 
 
 @dataclass(frozen=True)
@@ -229,10 +184,31 @@ class Loss:
         self.__name__ = spec.name
         self.__qualname__ = spec.name
         self.__doc__ = doc
-        self._rules = {k: v if isinstance(v, Option) else Option(v) for k, v in spec.options.items()}
-        self._defaults = {k: r.default for k, r in self._rules.items()}
+        self._rules = dict(spec.option_rules)
+        self._defaults = dict(spec.options)
         self._static_names = tuple(k for k in spec.options if k not in spec.array_options)
         self.__signature__ = _signature(spec)
+
+    @property
+    def hessian_kind(self) -> str:
+        """``"exact"``, ``"piecewise"``, ``"zero"`` (almost everywhere) or ``"none"``."""
+        return self.spec.hessian_kind
+
+    def baseline(self, target, /, *, weight=None, **options):
+        """The optimal constant prediction for ``target`` (with per-sample ``weight``): the value
+        c minimising Σ w_i ℓ(c, y_i), e.g. the mean for ``mse``, the weighted median for ``mae``,
+        the log-odds for ``binary_cross_entropy``, log class frequencies for softmax losses.
+        The usual starting score of a boosted model. ``NotImplementedError`` where the loss has
+        no closed form."""
+        if self.spec.baseline is None:
+            raise NotImplementedError(f"{self.spec.name} has no closed-form optimal constant (baseline).")
+        (weight,) = coerce_like(target, weight)
+        xp = _validate.input_namespace(self.spec.name, "target", target, weight=weight)
+        o = {**self._defaults, **options}
+        if options and not options.keys() <= self._defaults.keys():
+            _validate.check_options(options, self._defaults, self.spec.name)
+        w = weight if weight is None or not is_floating(target, xp) else xp.astype(weight, target.dtype)
+        return self.spec.baseline(target, w, o, xp)
 
     def __repr__(self) -> str:
         return f"<losskit loss {self.spec.name!r} ({self.spec.family})>"
@@ -252,7 +228,12 @@ class Loss:
 
     def grad_hess(self, pred, target, /, *, weight=None, mask=None, reduction="mean", normalizer=None, validate=True, **options):
         """``(grad, hess)``: gradient and Hessian diagonal with respect to ``pred``, each of
-        ``pred``'s shape (the form gradient-boosting libraries take)."""
+        ``pred``'s shape (the form gradient-boosting libraries take). ``hessian_kind`` says
+        what the Hessian is; a loss declared without one raises ``NotImplementedError``."""
+        if self.spec.hessian_kind == "none":
+            raise NotImplementedError(
+                f"{self.spec.name} has no closed-form Hessian (hessian_kind='none'); use .grad, or a loss with one."
+            )
         return self._run("grad_hess", pred, target, weight, mask, reduction, normalizer, validate, options)
 
     # -- machinery ------------------------------------------------------------------------
@@ -374,13 +355,24 @@ def _signature(spec: LossSpec) -> inspect.Signature:
 REGISTRY: dict[str, Loss] = {}
 
 
-def declare(doc: str | None = None, **fields) -> Loss:
-    """Declare a loss from its per-sample math and metadata; registers and returns it."""
-    spec = LossSpec(**fields)
-    if spec.kind not in (ELEMENTWISE, CLASS_AXIS):
-        raise ValueError(f"unknown loss kind {spec.kind!r}")
+def declare(**fields) -> Loss:
+    """Declare a loss from its math and metadata (a :class:`LossSpec`'s fields; ``options`` may
+    map names to defaults or to :class:`Option` rules); registers and returns it. Its docstring
+    is generated from the declaration."""
+    rules = {k: v if isinstance(v, Option) else Option(v) for k, v in dict(fields.pop("options", {})).items()}
+    arrays = tuple(fields.pop("array_options", ())) + tuple(k for k, r in rules.items() if r.kind == "array")
+    spec = LossSpec(
+        options={k: r.default for k, r in rules.items()},
+        option_rules=rules,
+        array_options=tuple(dict.fromkeys(arrays)),
+        **fields,
+    )
+    if spec.kind not in KINDS:
+        raise ValueError(f"unknown loss kind {spec.kind!r}; one of {KINDS}")
+    if spec.hessian_kind not in HESSIAN_KINDS:
+        raise ValueError(f"unknown hessian_kind {spec.hessian_kind!r}; one of {HESSIAN_KINDS}")
     if spec.name in REGISTRY:
         raise ValueError(f"loss {spec.name!r} is already declared")
-    loss = Loss(spec, doc)
+    loss = Loss(spec, docstring(spec))
     REGISTRY[spec.name] = loss
     return loss

@@ -1,15 +1,4 @@
-"""Loss families. Each module holds per-sample math and its declaration only."""
+"""Loss families. Each module holds per-sample math and its declarations only; importing a
+module registers its losses in ``losskit.registry``, from which the public names are derived."""
 
-from .classification import binary_cross_entropy, binary_cross_entropy_from_probs, cross_entropy
-from .divergence import kl_divergence
-from .regression import huber, mae, mse
-
-__all__ = [
-    "mse",
-    "mae",
-    "huber",
-    "binary_cross_entropy",
-    "binary_cross_entropy_from_probs",
-    "cross_entropy",
-    "kl_divergence",
-]
+from . import classification, divergence, regression  # noqa: F401  (registers the losses)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .._array import nan_where
-from .._loss import ELEMENTWISE, Option, declare
+from .._loss import ELEMENTWISE, Checks, Option, Peer, declare
 
 # --- mse ---------------------------------------------------------------------------------
 
@@ -26,35 +28,78 @@ def _mse_value_and_grad(p, y, o, xp):
     return r * r, 2.0 * r
 
 
+def _sample_regression(rng, shape, o):
+    return rng.standard_normal(shape) * 2, rng.standard_normal(shape) * 2
+
+
+def _edges_regression(o):
+    big = np.array([1e4, -1e4, 0.0, 3.0])
+    return big, -big * np.array([1.0, 1.0, 1.0, -1.0])
+
+
+def _minimum_at_target(y, o):
+    return y, np.zeros_like(y)
+
+
+def _torch_peer(fn_name, **fixed):
+    """``torch.nn.functional.<fn_name>(pred, target, reduction=..., **options)``."""
+
+    def fn(p, y, reduction, **o):
+        import torch
+        import torch.nn.functional as F
+
+        return getattr(F, fn_name)(torch.as_tensor(p), torch.as_tensor(y), reduction=reduction, **fixed, **o).numpy()
+
+    return fn
+
+
+def _weighted_mean(y, w, xp):
+    return xp.mean(y) if w is None else xp.sum(w * y) / xp.sum(w)
+
+
+def _weighted_median(y, w, xp):
+    """The weighted median: the smallest y whose cumulative weight reaches half the total."""
+    flat = xp.reshape(y, (-1,))
+    ws = xp.ones_like(flat) if w is None else xp.reshape(xp.astype(w, flat.dtype), (-1,))
+    order = xp.argsort(flat)
+    ys, cw = xp.take(flat, order), xp.cumulative_sum(xp.take(ws, order))
+    k = xp.sum(xp.astype(cw < 0.5 * cw[-1], xp.int64))
+    return ys[int(k)]
+
+
 mse = declare(
     name="mse",
     family="regression",
     kind=ELEMENTWISE,
+    title="Mean squared error.",
     formula=r"\ell(p, y) = (p - y)^2",
     gradient=r"\partial_p \ell = 2 (p - y)",
     hessian=r"\partial_p^2 \ell = 2",
     domain="p, y real",
-    reference="Gauss (1809); any regression textbook, e.g. Hastie, Tibshirani & Friedman, ESL §2.4",
+    reference="Hastie, Tibshirani & Friedman, *The Elements of Statistical Learning*, §2.4",
     use_when="Regression with roughly Gaussian noise; punishes large errors quadratically, so outliers dominate.",
+    details="""
+        The plain (not "half") squared error, equal to ``torch.nn.functional.mse_loss`` and
+        ``optax.squared_error``'s mean. It is the maximum-likelihood loss under Gaussian noise,
+        but a few outliers dominate its gradient (see ``huber``). Optimal constant: the
+        (weighted) mean.
+    """,
+    example="""
+        >>> import numpy as np, losskit as lk
+        >>> float(lk.mse(np.array([1.0, 2.0]), np.array([1.5, 2.0])))
+        0.125
+    """,
     value=_mse_value,
     grad=_mse_grad,
     hess=_mse_hess,
     value_and_grad=_mse_value_and_grad,
-    doc=r"""Mean squared error.
-
-.. math:: \ell(p, y) = (p - y)^2, \qquad \partial_p\ell = 2(p - y), \qquad \partial_p^2\ell = 2
-
-The plain (not "half") squared error, equal to ``torch.nn.functional.mse_loss`` and
-``optax.squared_error``'s mean. Use it for regression with Gaussian-like noise; it is the
-maximum-likelihood loss there, but a few outliers dominate its gradient (see ``huber``).
-
-Reference: Hastie, Tibshirani & Friedman, *The Elements of Statistical Learning*, §2.4.
-
-Example:
-    >>> import numpy as np, losskit as lk
-    >>> float(lk.mse(np.array([1.0, 2.0]), np.array([1.5, 2.0])))
-    0.125
-""",
+    baseline=lambda y, w, o, xp: _weighted_mean(y, w, xp),
+    checks=Checks(
+        sample=_sample_regression,
+        edges=_edges_regression,
+        minimum=_minimum_at_target,
+        peers=(Peer("torch.nn.functional.mse_loss", _torch_peer("mse_loss"), requires="torch"),),
+    ),
 )
 
 # --- mae ---------------------------------------------------------------------------------
@@ -76,30 +121,36 @@ mae = declare(
     name="mae",
     family="regression",
     kind=ELEMENTWISE,
+    title="Mean absolute error.",
     formula=r"\ell(p, y) = |p - y|",
     gradient=r"\partial_p \ell = \operatorname{sign}(p - y) \quad (0 \text{ at } p = y)",
     hessian=r"\partial_p^2 \ell = 0",
+    hessian_kind="zero",
     domain="p, y real",
-    reference="Laplace (1774); Koenker, Quantile Regression (2005), median regression",
+    reference="Koenker, *Quantile Regression* (2005), ch. 1",
     use_when="Regression robust to outliers (fits the conditional median); gradient magnitude is constant.",
+    details="""
+        The subgradient at ``p == y`` is 0. Equals ``torch.nn.functional.l1_loss``. It
+        estimates the conditional median, so outliers do not dominate. Its Hessian is zero,
+        so Newton-type boosting needs a surrogate (``huber`` or ``pseudo_huber``). Optimal
+        constant: the (weighted) median.
+    """,
+    example="""
+        >>> import numpy as np, losskit as lk
+        >>> float(lk.mae(np.array([1.0, 2.0]), np.array([1.5, 4.0])))
+        1.25
+    """,
     value=_mae_value,
     grad=_mae_grad,
     hess=_mae_hess,
-    doc=r"""Mean absolute error.
-
-.. math:: \ell(p, y) = |p - y|, \qquad \partial_p\ell = \operatorname{sign}(p - y), \qquad \partial_p^2\ell = 0
-
-The subgradient at ``p == y`` is 0. Equals ``torch.nn.functional.l1_loss``. Use it when
-outliers should not dominate: it estimates the conditional median. Its Hessian is zero, so
-Newton-type boosting needs a surrogate (``huber`` or ``pseudo_huber``).
-
-Reference: Koenker, *Quantile Regression* (2005), ch. 1.
-
-Example:
-    >>> import numpy as np, losskit as lk
-    >>> float(lk.mae(np.array([1.0, 2.0]), np.array([1.5, 4.0])))
-    1.25
-""",
+    baseline=lambda y, w, o, xp: _weighted_median(y, w, xp),
+    checks=Checks(
+        sample=_sample_regression,
+        edges=_edges_regression,
+        kinks=lambda p, y, **o: np.abs(p - y) < 1e-2,
+        minimum=_minimum_at_target,
+        peers=(Peer("torch.nn.functional.l1_loss", _torch_peer("l1_loss"), requires="torch"),),
+    ),
 )
 
 # --- huber -------------------------------------------------------------------------------
@@ -133,35 +184,36 @@ huber = declare(
     name="huber",
     family="regression",
     kind=ELEMENTWISE,
+    title="Huber loss.",
     formula=r"\ell(p, y) = \begin{cases} \tfrac12 r^2 & |r| \le \delta \\ \delta (|r| - \tfrac12 \delta) & \text{otherwise} \end{cases},\ r = p - y",
     gradient=r"\partial_p \ell = \operatorname{clip}(r, -\delta, \delta)",
     hessian=r"\partial_p^2 \ell = \mathbb{1}[|r| \le \delta]",
+    hessian_kind="piecewise",
     domain="p, y real; delta > 0",
-    reference="Huber, Robust Estimation of a Location Parameter, Ann. Math. Statist. 35 (1964)",
+    reference='P. J. Huber, "Robust Estimation of a Location Parameter", *Ann. Math. Statist.* 35 (1964)',
     use_when="Regression with outliers: quadratic near zero, linear beyond delta; bounded gradient.",
+    details="""
+        Equals ``torch.nn.functional.huber_loss(pred, target, delta=delta)`` and
+        ``optax.huber_loss``. Not ``smooth_l1`` (which divides by delta): squared error for
+        small residuals, absolute error (gradient capped at delta) for large ones. ``delta``
+        must be > 0.
+    """,
+    example="""
+        >>> import numpy as np, losskit as lk
+        >>> float(lk.huber(np.array([0.5, 3.0]), np.array([0.0, 0.0]), delta=1.0))
+        1.3125
+    """,
     value=_huber_value,
     grad=_huber_grad,
     hess=_huber_hess,
     value_and_grad=_huber_value_and_grad,
-    options={"delta": Option(1.0, "number", low=0.0, low_open=True)},
-    doc=r"""Huber loss.
-
-.. math::
-    \ell(p, y) = \begin{cases} \tfrac12 r^2 & |r| \le \delta \\
-                 \delta\,(|r| - \tfrac12\delta) & |r| > \delta \end{cases}, \quad r = p - y
-
-.. math:: \partial_p\ell = \operatorname{clip}(r, -\delta, \delta), \qquad \partial_p^2\ell = \mathbb{1}[|r| \le \delta]
-
-Equals ``torch.nn.functional.huber_loss(pred, target, delta=delta)`` and ``optax.huber_loss``.
-Not ``smooth_l1`` (which divides by delta). Use it for regression with outliers: squared error
-for small residuals, absolute error (gradient capped at delta) for large ones. ``delta`` must
-be > 0.
-
-Reference: P. J. Huber, "Robust Estimation of a Location Parameter", *Ann. Math. Statist.* 35 (1964).
-
-Example:
-    >>> import numpy as np, losskit as lk
-    >>> float(lk.huber(np.array([0.5, 3.0]), np.array([0.0, 0.0]), delta=1.0))
-    1.3125
-""",
+    options={"delta": Option(1.0, "number", low=0.0, low_open=True, doc="where the loss turns from quadratic to linear")},
+    checks=Checks(
+        sample=_sample_regression,
+        option_sets=({}, {"delta": 0.5}, {"delta": 2.5}),
+        edges=_edges_regression,
+        kinks=lambda p, y, delta=1.0: np.abs(np.abs(p - y) - delta) < 1e-2,
+        minimum=_minimum_at_target,
+        peers=(Peer("torch.nn.functional.huber_loss", _torch_peer("huber_loss"), requires="torch", options=("delta",)),),
+    ),
 )
