@@ -172,19 +172,26 @@ def test_all_ignored_gives_zero_and_zero_grads(reduction, how, grad_in_forward):
 
 
 def test_nan_rows_that_are_ignored_get_zero_gradient():
-    """An ignored token's logits gradient is exactly 0 even when its hidden state is NaN, so dx
-    of every row is finite. (dW = Gᵀx still sees 0·NaN = NaN from that row, exactly as the
-    materialised reference does: NaN inputs propagate, they are never replaced.)"""
+    """An ignored token counts nowhere, even when its hidden state is NaN: its logits gradient
+    is exactly 0, so its dx row is 0, and dW = Gᵀx reads x with that row zeroed (a plain GEMM
+    would give 0·NaN = NaN in every entry of dW). More cases: test_torch_lean_edges.py."""
     x, w, b, y, _ = _inputs(dtype=torch.float32, n=10)
     x[3] = float("nan")
     target = y[:10].clone()
     target[3] = IGNORE
+    clean = x.clone()
+    clean[3] = 0.0
     for gif in (None, False):
         xs, ws = _leaves(x, w)
         loss = lk.linear_cross_entropy(xs, ws, target, ignore_index=IGNORE, grad_in_forward=gif)
         assert torch.isfinite(loss)
         loss.backward()
         assert torch.all(xs.grad[3] == 0) and torch.isfinite(xs.grad).all()
+        assert torch.isfinite(ws.grad).all()
+        xr, wr = _leaves(clean, w)
+        F.cross_entropy(xr @ wr.T, target, ignore_index=IGNORE).backward()
+        torch.testing.assert_close(ws.grad, wr.grad)
+        torch.testing.assert_close(xs.grad, xr.grad)
 
 
 @pytest.mark.parametrize("dtype,rtol_v,rtol_g", [(torch.bfloat16, 2e-2, 5e-2), (torch.float16, 5e-3, 1e-2)])

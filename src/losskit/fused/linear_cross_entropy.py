@@ -37,6 +37,7 @@ __all__ = [
     "Config",
     "default_chunk_size",
     "chunk_math",
+    "masked_rows",
 ]
 
 NAME = "linear_cross_entropy"
@@ -209,14 +210,16 @@ def prepare(x, weight, target, bias, sample_weight, mask, reduction, normalizer,
             hint = " It has a trailing axis of size 1: pass target[..., 0]." if _shape(target) == lead + (1,) else ""
             raise ValueError(f"{NAME}: integer `target` must have the shape of x without its last axis, {lead}; got {_shape(target)}.{hint}")
         t2 = xp.reshape(target, (n,))
+        if t2.dtype != xp.int64 and backend(xp) == "torch":
+            t2 = xp.astype(t2, xp.int64)  # torch's gather / scatter_add_ / indexing want int64 ids
         if ignore_index is not None:
             valid = t2 != ignore_index
         if mask is not None:
             _validate.check_sample_array(mask, lead, "mask", NAME, xp, boolean=True)
             valid = combine_masks(xp.reshape(mask, (n,)), valid, xp)
-        if validate:
-            # ignored and masked ids are exempt (padding may hold anything)
-            _validate.check_class_ids(target, num_classes, ignore_index, NAME, xp, None if valid is None else xp.reshape(valid, lead))
+        if validate and n:
+            # ignored and masked ids are exempt (padding may hold anything); no tokens, nothing to check
+            _validate.check_class_ids(xp.reshape(t2, lead), num_classes, ignore_index, NAME, xp, None if valid is None else xp.reshape(valid, lead))
         if valid is not None:
             t2 = xp.where(valid, t2, xp.zeros_like(t2))
         if class_weight is not None:
@@ -293,6 +296,15 @@ def chunk_math(zraw, t, class_weight, cfg: Config, xp, *, grad: bool = False, ex
     return value, lse, g, ext
 
 
+def masked_rows(xc, valid_c, xp):
+    """``xc`` with the rows that are not valid set to 0, for dW = Gᵀx: G is 0 on those rows, but
+    0·NaN is NaN, so a masked or ignored token whose hidden state is NaN or inf (padding) would
+    otherwise poison every entry of dW. Valid rows are untouched (their NaN propagates)."""
+    if valid_c is None:
+        return xc
+    return xp.where(valid_c[:, None], xc, xp.zeros_like(xc))
+
+
 def accuracy_from(correct, valid, dtype, xp):
     """Fraction of valid rows that are correct (0 when none is valid)."""
     hit = xp.astype(correct, dtype)
@@ -354,7 +366,7 @@ def _loop(inp: Inputs, *, need_grad: bool, extras: bool):
             vc = None if inp.valid is None else inp.valid[r0:r1]
             g = scale_elementwise(g, cc, vc, True, xp)
             gxs.append(g @ w)
-            gw = gw + xp.matrix_transpose(g) @ xc
+            gw = gw + xp.matrix_transpose(g) @ masked_rows(xc, vc, xp)
             if gb is not None:
                 gb = gb + xp.sum(g, axis=0)
     cat = lambda parts, shape, dt: xp.concat(parts, axis=0) if parts else xp.zeros(shape, dtype=dt)  # noqa: E731

@@ -26,6 +26,7 @@ from ..fused.linear_cross_entropy import (
     LinearCrossEntropyGrads,
     chunk_math,
     finish,
+    masked_rows,
 )
 
 
@@ -96,7 +97,8 @@ def _rows_bwd(cfg, extras, res, cts):
         g = scale_elementwise(g, ctc, vc, True, jnp)
         gl = g.astype(x2.dtype)
         dx = _dot(gl, w, cd).astype(x2.dtype)
-        gw = gw + _dot(gl.T, xc, cd)
+        # G is 0 on masked / ignored rows; zero their x too, or a NaN padding row gives 0·NaN in dW
+        gw = gw + _dot(gl.T, xc if valid is None else masked_rows(xc, vc, jnp), cd)
         gb = gb + jnp.sum(g, axis=0)
         return (gw, gb), dx
 

@@ -20,6 +20,12 @@ What is kept for backward (the memory model, see ``docs/linear_cross_entropy.md`
 The fast in-place kernel covers class-id targets without label smoothing (with class weights,
 z-loss, softcap, ignore_index); probability targets and label smoothing run the generic
 array-API chunk math of ``fused.linear_cross_entropy.chunk_math`` on the same slab.
+
+Masked and ignored tokens contribute exactly nothing, whatever their hidden state holds: G is
+overwritten with 0 on their rows (never 0·NaN), and dW = Gᵀx reads x with those rows zeroed
+(one chunk-sized copy of x per chunk, only when a mask or ``ignore_index`` is given), so a NaN
+or inf padding row leaves dx of its row at 0 and dW, db finite. Class ids arrive as int64
+(``prepare`` converts other integer dtypes for torch).
 """
 
 from __future__ import annotations
@@ -143,6 +149,8 @@ def _chunks(x2, w, b, t, s, valid, cw, cfg: Config, need, extras=False, lse_in=N
         return values, lse, tlp, correct, gx, gw, gb
     slab = torch.empty((rows, v), dtype=cd, device=x2.device)
     slab_low = torch.empty((rows, v), dtype=x2.dtype, device=x2.device) if low else None
+    # x rows for dW = Gᵀx with the rows that are not valid zeroed (see masked_rows)
+    x_valid = torch.empty((rows, h), dtype=x2.dtype, device=x2.device) if gw is not None and valid is not None and s is not None else None
     wt = w.t()
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
@@ -176,6 +184,10 @@ def _chunks(x2, w, b, t, s, valid, cw, cfg: Config, need, extras=False, lse_in=N
         if gx is not None:
             torch.mm(gl, w, out=gx[r0:r1])
         if gw is not None:
+            if x_valid is not None:
+                # G is 0 on masked / ignored rows, but 0·NaN is NaN: a NaN or inf hidden state
+                # of a padding token would poison all of dW through the GEMM
+                xc = x_valid[:r].copy_(xc).masked_fill_(~vc[:, None], 0.0)
             if low:
                 # the GEMM accumulates in float32 inside one chunk; partial sums across chunks
                 # are added in float32
