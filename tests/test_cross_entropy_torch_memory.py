@@ -1,9 +1,11 @@
 """The lean torch backward of ``cross_entropy`` (``interop.torch.LEAN_KERNELS``): what it saves,
 its peak memory, equality with ``F.cross_entropy``, double backward through the closed form,
-and the cases that keep the generic bridge (torch.compile, torch.func, views that would copy)."""
+and the cases that keep the generic bridge (torch.compile, torch.func). Layouts, empty
+batches, integer dtypes and padding rows: ``test_torch_lean_edges.py``."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -101,14 +103,19 @@ def test_all_ignored_gives_zero_and_zero_grad():
     assert out.item() == 0.0 and torch.all(z.grad == 0)
 
 
-def test_generic_bridge_where_lean_does_not_apply():
-    # class axis 1: the moved view is not a (rows, C) view; above one chunk the chunked kernel
-    # needs rows, so the generic bridge runs (a single-chunk input takes the small lean path)
+def test_moved_class_axis_takes_the_lean_kernel():
+    # class axis 1: the moved view is not a (rows, C) view; the kernel cuts it into blocks of
+    # whole rows (above one chunk) or reads it strided (the small path); torch.func transforms
+    # keep the generic bridge
     z = torch.randn(40, 7, 300, requires_grad=True)
     y = torch.randint(0, 7, (40, 300))
     out = lk.cross_entropy(z, y, axis=1)
-    assert type(out.grad_fn).__name__ == "LossFunctionBackward"
-    torch.testing.assert_close(out, F.cross_entropy(z, y))
+    assert type(out.grad_fn).__name__ == "LeanLossFunctionBackward"
+    out.backward()
+    ref = z.detach().requires_grad_(True)
+    F.cross_entropy(ref, y).backward()
+    torch.testing.assert_close(out, F.cross_entropy(ref, y))
+    torch.testing.assert_close(z.grad, ref.grad)
     small = torch.randn(4, 7, 3, requires_grad=True)
     y_small = torch.randint(0, 7, (4, 3))
     out = lk.cross_entropy(small, y_small, axis=1)
@@ -125,32 +132,44 @@ def test_generic_bridge_where_lean_does_not_apply():
 
 _PEAK_SCRIPT = textwrap.dedent(
     """
-    import torch, losskit as lk
+    import sys, torch, losskit as lk
     n, c = 2048, 4096  # 32 MiB of float32 logits
-    z = torch.randn(n, c).requires_grad_(True)
-    y = torch.randint(0, c, (n,))
+    axis = int(sys.argv[1])
+    if axis == -1:
+        z = torch.randn(n, c).requires_grad_(True)
+        y = torch.randint(0, c, (n,))
+    else:  # (N, C, L) with the class axis 1: the kernel sees a moved, non-contiguous view
+        n, c = 32, 256
+        z = torch.randn(n, c, 1024).requires_grad_(True)
+        y = torch.randint(0, c, (n, 1024))
     def rss():
         return int(open("/proc/self/statm").read().split()[1]) * 4096
     def hwm():
         for line in open("/proc/self/status"):
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
-    lk.cross_entropy(z, y).backward()  # warm-up
+    lk.cross_entropy(z, y, axis=axis).backward()  # warm-up
     z.grad = None
     base = rss()
     open("/proc/self/clear_refs", "w").write("5")
-    lk.cross_entropy(z, y).backward()
-    print((hwm() - base) / (n * c * 4))
+    lk.cross_entropy(z, y, axis=axis).backward()
+    print((hwm() - base) / (z.numel() * 4))
     """
 )
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS via /proc")
-def test_peak_memory_is_about_logits_plus_gradient():
+@pytest.mark.parametrize("axis", [-1, 1], ids=["classes_last", "classes_moved"])
+def test_peak_memory_is_about_logits_plus_gradient(axis):
     """Forward + backward allocate at most 1.2× the logits beyond the logits themselves (the
-    gradient, one chunk, small vectors): peak ≤ 2.2× the logits' size."""
+    gradient, one chunk, small vectors): peak ≤ 2.2× the logits' size. A moved class axis is
+    cut into blocks (never copied in full) and its gradient is allocated in the caller's
+    layout, so autograd does not copy it when accumulating."""
+    # a fixed mmap threshold: every chunk-sized temporary is mapped and unmapped, so the peak
+    # RSS is the live memory, not glibc's dynamic threshold keeping freed chunks on the heap
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
     try:
-        out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT], capture_output=True, text=True, check=True, timeout=120)
+        out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(axis)], capture_output=True, text=True, check=True, timeout=120, env=env)
     except subprocess.CalledProcessError as exc:  # e.g. /proc/self/clear_refs not writable
         pytest.skip(f"could not measure peak RSS: {exc.stderr.strip()[-200:]}")
     extra = float(out.stdout.strip())

@@ -8,10 +8,10 @@ log-softmax, and works through the rows in chunks of at most 2**22 elements:
 
 * forward: per chunk, one fused ``log_softmax`` into a reused chunk buffer, ℓ = −log p_y
   (times ``class_weight[y]``);
-* backward: the gradient buffer G (the size of the logits) is filled chunk by chunk: fused
-  ``softmax`` straight into G, then in place s_i·(p − onehot(y)) (s = reduction multiplier ×
-  incoming gradient × ``class_weight[y_i]``, 0 for ignored/masked rows), so the peak is
-  logits + G + one chunk.
+* backward: the gradient buffer G (the size and layout of the logits) is filled chunk by
+  chunk: fused ``softmax`` into G, then in place s_i·(p − onehot(y)) (s = reduction
+  multiplier × incoming gradient × ``class_weight[y_i]``), then 0 on ignored/masked rows, so
+  the peak is logits + G + one chunk.
 
 The per-row LSE is *not* saved: recomputing max and Σexp inside the fused softmax kernel (on a
 chunk that is in cache) measured faster on CPU than exp(z − LSE) from a saved LSE, because
@@ -23,9 +23,26 @@ smoothing run the shared declaration (``_loss.evaluate``) chunk by chunk into th
 preallocated G, so their peak is also logits + G + chunk temporaries. Double backward
 (``create_graph=True``) is handled by the caller, which falls back to the differentiable
 closed form of the generic bridge.
+
+The kernel takes every layout and input the bridge hands it; ``applies`` only refuses 0-d
+and empty logits (the generic bridge handles those):
+
+* any layout: a class axis that is not last arrives as a moved, non-contiguous view. Logits
+  that reshape to (rows, C) without a copy are cut into row slices; others (e.g. (N, C, L)
+  with ``axis=1``) into blocks of whole rows along their leading axes (``_blocks``), never
+  copied in full. Every op works along the last axis of a strided block, and G is allocated
+  with the strides of the logits, so the gradient autograd moves back to the caller's layout
+  is dense there (no extra copy when it is accumulated);
+* class ids of any integer dtype: torch's ``gather`` / ``scatter_add_`` / indexing want int64,
+  so other dtypes are converted once per call (int64 ids are used as they are);
+* rows that are masked or ignored get exactly zero gradient whatever their logits hold (NaN or
+  ±inf padding): their gradient rows are overwritten with 0 after the arithmetic (a
+  ``masked_fill_`` on G, never 0·NaN); valid rows with NaN logits still give NaN.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 
@@ -38,25 +55,67 @@ from .._reduce import is_scalar, reduce_terms
 MIN_CHUNK, MAX_CHUNK = 1 << 16, 1 << 22
 
 
-def _step(n, k):
-    elems = max(MIN_CHUNK, min(MAX_CHUNK, (n * k) // 8))
-    return max(1, elems // max(k, 1))
+def _budget(numel):
+    """Elements per chunk for logits of ``numel`` elements."""
+    return max(MIN_CHUNK, min(MAX_CHUNK, numel // 8))
 
 
 def _rows(pred):
-    """``pred`` (kernel layout, classes last) as a (rows, C) view, or None when that would copy."""
-    c = int(pred.shape[-1])
+    """``pred`` (kernel layout, classes last) as (rows, C) when that is a view, else ``pred``
+    itself (a moved class axis whose rows do not merge: it is cut into blocks instead)."""
+    if pred.ndim == 2:
+        return pred
     try:
-        return pred.view(-1, c)
+        return pred.view(-1, int(pred.shape[-1]))
     except RuntimeError:
-        return None
+        return pred
 
 
-def _flat(a, n):
-    """A per-sample array (or scalar) as (n,) rows, or the scalar itself."""
-    if a is None or is_scalar(a):
+def _cut(shape, budget):
+    """``(a, step)``: blocks of ``shape`` (class axis last) hold whole rows, are sliced along
+    leading axis ``a`` (the outermost one whose single index fits in ``budget`` elements, or
+    0), ``step`` entries of it at a time (at least one)."""
+    lead = shape[:-1]
+    a, size = len(lead) - 1, int(shape[-1])  # size: elements under one index of axis a
+    while a > 0 and size * lead[a] <= budget:
+        size *= lead[a]
+        a -= 1
+    return a, min(lead[a], max(1, budget // size))
+
+
+def _blocks(shape, budget):
+    """``(index, rows)`` pairs that cut an array of ``shape`` (class axis last) into blocks of
+    whole rows of about ``budget`` elements: integers on the axes before ``a``, then a slice of
+    ``rows`` entries of axis ``a`` (see ``_cut``). For (rows, C): plain row slices."""
+    a, step = _cut(shape, budget)
+    n = shape[a]
+    for outer in itertools.product(*(range(d) for d in shape[:a])):
+        for r0 in range(0, n, step):
+            r1 = min(n, r0 + step)
+            yield outer + (slice(r0, r1),), r1 - r0
+
+
+def _block_buffer(shape, budget, dtype, device):
+    """A buffer for the largest block of ``_blocks(shape, budget)``; block i is ``buf[:rows]``."""
+    a, step = _cut(shape, budget)
+    return torch.empty((step,) + tuple(shape[a + 1 :]), dtype=dtype, device=device)
+
+
+def _per_sample(a, pred, shape):
+    """A per-sample array in the sample ``shape`` of the working layout; scalars (Python
+    floats, and 0-d arrays broadcast over the samples of a batch) as they are. For 1-D
+    logits (one sample) the per-sample arrays are 0-d and become shape (1,)."""
+    if a is None or isinstance(a, float) or (a.ndim == 0 and pred.ndim > 1):
         return a
-    return a.reshape(n)
+    return a.reshape(shape)
+
+
+def _ids(target, o):
+    """Class ids as int64, the index dtype of torch's gather / scatter_add_ / indexing (a no-op
+    for int64 ids and probability targets)."""
+    if o["target_kind"] == "ids" and target.dtype != torch.int64:
+        return target.to(torch.int64)
+    return target
 
 
 def _fast(o) -> bool:
@@ -64,114 +123,134 @@ def _fast(o) -> bool:
 
 
 class CrossEntropyKernel:
-    """forward -> (value, lse); backward(c_up) -> d value / d pred. See the module doc."""
+    """forward -> (value, None); backward(c_up) -> d value / d pred. See the module doc."""
 
     name = "cross_entropy"
 
     @staticmethod
     def applies(call, pred, target, c, valid, aux) -> bool:
-        size = pred.numel()
-        return pred.ndim > 0 and size > 0 and (size <= MIN_CHUNK or _rows(pred) is not None)
+        # every layout, integer dtype and option is handled; empty logits keep the generic bridge
+        return pred.ndim > 0 and pred.numel() > 0
 
     @staticmethod
     def forward(call, pred, target, c, valid, aux, xp):
         o = call.options(aux)
-        if _fast(o) and pred.numel() <= MIN_CHUNK:
+        target = _ids(target, o)
+        fast = _fast(o)
+        if fast and pred.numel() <= MIN_CHUNK:
             # one chunk: no buffers, three fused ops (small batches are overhead-bound)
             z = pred if torch.finfo(pred.dtype).bits >= 32 else pred.float()
             nll = torch.log_softmax(z, -1).gather(-1, target[..., None])[..., 0].neg_()
             cw = o["class_weight"]
             per_sample = nll if cw is None else nll * cw[target]
             return reduce_terms(per_sample, c, valid, call.reduction, xp), None
-        p2 = _rows(pred)
-        n, k = p2.shape
+        p = _rows(pred)
+        samples = tuple(p.shape[:-1])
         cd = torch.float32 if torch.finfo(pred.dtype).bits < 32 else pred.dtype
-        step = _step(n, k)
-        fast = _fast(o)
-        t2 = target.reshape(n) if o["target_kind"] == "ids" else target.reshape(n, k)
-        c2, v2 = _flat(c, n), _flat(valid, n)
+        budget = _budget(pred.numel())
+        t = target.reshape(samples if o["target_kind"] == "ids" else tuple(p.shape))
+        c2, v2 = _per_sample(c, pred, samples), _per_sample(valid, pred, samples)
         cw = o["class_weight"]
+        none = call.reduction == "none"
+        values = torch.empty(samples, dtype=cd, device=pred.device) if fast or none else None
         if fast:
-            per_sample = torch.empty(n, dtype=cd, device=pred.device)
-            buf = torch.empty((min(step, n), k), dtype=cd, device=pred.device)
+            buf = _block_buffer(tuple(p.shape), budget, cd, pred.device)
         parts = []
-        for r0 in range(0, n, step):
-            r1 = min(n, r0 + step)
-            z = p2[r0:r1]
+        for idx, r in _blocks(tuple(p.shape), budget):
+            z = p[idx]
             z = z if z.dtype == cd else z.to(cd)
             if fast:
                 # one fused kernel (max, Σexp, write) into a reused chunk buffer; ℓ = −log p_y
-                logp = torch.log_softmax(z, 1, out=buf[: r1 - r0])
-                tc = t2[r0:r1]
-                nll = logp.gather(1, tc[:, None])[:, 0].neg_()
-                per_sample[r0:r1] = nll if cw is None else nll * cw[tc]
+                logp = torch.log_softmax(z, -1, out=buf[:r])
+                tc = t[idx]
+                nll = logp.gather(-1, tc[..., None])[..., 0].neg_()
+                values[idx] = nll if cw is None else nll * cw[tc]
             else:
-                cc = c2 if c2 is None or is_scalar(c2) else c2[r0:r1]
-                vc = None if v2 is None else v2[r0:r1]
-                parts.append(evaluate(call, z, t2[r0:r1], cc, vc, aux, xp, "value"))
+                cc = c2 if c2 is None or is_scalar(c2) else c2[idx]
+                vc = None if v2 is None else v2[idx]
+                part = evaluate(call, z, t[idx], cc, vc, aux, xp, "value")
+                if none:
+                    values[idx] = part
+                else:
+                    parts.append(part)
         if fast:
-            value = reduce_terms(per_sample.reshape(pred.shape[:-1]), c, valid, call.reduction, xp)
-        elif call.reduction == "none":
-            value = torch.cat(parts).reshape(pred.shape[:-1])
+            value = reduce_terms(values.reshape(pred.shape[:-1]), c, valid, call.reduction, xp)
+        elif none:
+            value = values.reshape(pred.shape[:-1])
         else:
-            value = torch.stack(parts).sum() if parts else torch.zeros((), dtype=cd, device=pred.device)
+            value = torch.stack(parts).sum()
         return value, None
 
     @staticmethod
     def backward(call, pred, target, c_up, valid, aux, residual, xp):
         o = call.options(aux)
+        target = _ids(target, o)
         cw = o["class_weight"]
-        if _fast(o) and pred.numel() <= MIN_CHUNK and torch.finfo(pred.dtype).bits >= 32 and isinstance(c_up, torch.Tensor):
+        fast = _fast(o)
+        if fast and pred.numel() <= MIN_CHUNK and torch.finfo(pred.dtype).bits >= 32 and isinstance(c_up, torch.Tensor):
             # small batch: s_i (p − onehot(y)) in three in-place ops on the softmax
             s = c_up if c_up.ndim == 0 else c_up[..., None]
             if cw is not None:
                 s = s * cw[target][..., None]
-            if valid is not None:
-                s = torch.where(valid[..., None], s, 0.0)
             idx = target[..., None]
             grad = torch.softmax(pred, -1).mul_(s)
-            return grad.scatter_add_(-1, idx, (-s).expand(idx.shape))
-        p2 = _rows(pred)
-        n, k = p2.shape
+            grad.scatter_add_(-1, idx, (-s).expand(idx.shape))
+            if valid is not None:
+                # exact zeros for masked / ignored rows, even where their logits are NaN or inf
+                grad.masked_fill_(~valid[..., None], 0.0)
+            return grad
+        p = _rows(pred)
+        shape = tuple(p.shape)
+        samples = shape[:-1]
         cd = torch.float32 if torch.finfo(pred.dtype).bits < 32 else pred.dtype
-        step = _step(n, k)
-        grad = torch.empty((n, k), dtype=pred.dtype, device=pred.device)
-        t2 = target.reshape(n) if o["target_kind"] == "ids" else target.reshape(n, k)
-        v2 = _flat(valid, n)
-        if _fast(o):
-            # row scales s_i = c_i · grad_out_i · class_weight[y_i], 0 where not valid
+        budget = _budget(pred.numel())
+        # G in the layout of the logits: what autograd moves back to the caller's layout is dense
+        grad = torch.empty_like(pred)
+        g = grad.view(shape)
+        t = target.reshape(samples if o["target_kind"] == "ids" else shape)
+        v2 = _per_sample(valid, pred, samples)
+        if fast:
+            # row scales s_i = c_i · grad_out_i · class_weight[y_i]; rows not valid are zeroed below
             s = c_up if isinstance(c_up, torch.Tensor) else torch.tensor(c_up, dtype=cd, device=pred.device)
-            if s.ndim or cw is not None or v2 is not None:
-                s = torch.broadcast_to(s.to(cd), pred.shape[:-1]).reshape(n)
+            if s.ndim or cw is not None:
+                s = torch.broadcast_to(s.to(cd), pred.shape[:-1]).reshape(samples)
                 if cw is not None:
-                    s = s * cw[t2]
-                if v2 is not None:
-                    s = torch.where(v2, s, torch.zeros_like(s))
-                s_col = s[:, None]
+                    s = s * cw[t]
+                s_col = s[..., None]
             else:
-                s_col = torch.broadcast_to(s.to(cd), (n, 1))  # one scale for every row: no per-row array
+                s_col = torch.broadcast_to(s.to(cd), samples + (1,))  # one scale for every row: no per-row array
             low = pred.dtype != cd
             big = float(torch.finfo(pred.dtype).max) if low else None
-            for r0 in range(0, n, step):
-                r1 = min(n, r0 + step)
-                z = p2[r0:r1]
-                out = torch.empty((r1 - r0, k), dtype=cd, device=pred.device) if low else grad[r0:r1]
+            tmp = None
+            for idx, r in _blocks(shape, budget):
+                z = p[idx]
+                out = g[idx]
+                direct = not low and out.is_contiguous()
+                if not direct:
+                    # half inputs: a float32 chunk; strided G (moved class axis): a contiguous
+                    # chunk, scaled there and written into G in one pass
+                    if tmp is None:
+                        tmp = _block_buffer(shape, budget, cd, pred.device)
+                    work = tmp[:r]
+                else:
+                    work = out
                 # the fused softmax kernel recomputes max and Σexp from the chunk: on CPU this is
                 # ~2x faster than exp(z − LSE) from a saved LSE (torch's exp_ is not the fast
                 # exp its softmax kernel uses), so the LSE is not kept
-                torch.softmax(z if not low else z.to(cd), 1, out=out)
-                out.mul_(s_col[r0:r1])
-                out.scatter_add_(1, t2[r0:r1, None], -s_col[r0:r1])
+                torch.softmax(z if not low else z.to(cd), -1, out=work)
+                sc = s_col[idx]
+                work.mul_(sc)
+                work.scatter_add_(-1, t[idx][..., None], -sc)
                 if v2 is not None:
-                    out.masked_fill_(~v2[r0:r1, None], 0.0)
+                    work.masked_fill_(~v2[idx][..., None], 0.0)
                 if low:
-                    grad[r0:r1] = out.clamp_(-big, big)
+                    out.copy_(work.clamp_(-big, big))
+                elif not direct:
+                    out.copy_(work)
         else:
-            c2 = _flat(c_up, n)
-            for r0 in range(0, n, step):
-                r1 = min(n, r0 + step)
-                cc = c2 if is_scalar(c2) else c2[r0:r1]
-                vc = None if v2 is None else v2[r0:r1]
-                grad[r0:r1] = evaluate(call, p2[r0:r1], t2[r0:r1], cc, vc, aux, xp, "grad")
-        return grad.view(pred.shape)
-
+            c2 = _per_sample(c_up, pred, samples)
+            for idx, _ in _blocks(shape, budget):
+                cc = c2 if is_scalar(c2) else c2[idx]
+                vc = None if v2 is None else v2[idx]
+                g[idx] = evaluate(call, p[idx], t[idx], cc, vc, aux, xp, "grad")
+        return grad
