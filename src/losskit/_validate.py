@@ -161,7 +161,7 @@ def check_option_array(x, arg: str, loss: str, xp, *, shape=None, low=None, vali
     if shape is not None and _shape(x) not in shape:
         want = " or ".join(str(s) for s in shape)
         raise ValueError(f"{loss}: `{arg}` must have shape {want}, got {_shape(x)}.")
-    if not validate or is_tracing(x) or x.size == 0:
+    if not validate or is_tracing(x) or 0 in _shape(x):
         return
     bad = ~xp.isfinite(x) if low is None else ~(x >= low) | ~xp.isfinite(x)
     if _any(bad, xp):
@@ -232,7 +232,7 @@ def check_denominator(total, arg: str, sample_shape, valid, loss: str, xp) -> No
 
 def check_class_ids(ids, num_classes: int, ignore_index, loss: str, xp, valid=None) -> None:
     """Integer targets in [0, num_classes) where ``valid`` (ignored and masked ids are exempt)."""
-    if is_tracing(ids) or ids.size == 0:
+    if is_tracing(ids) or 0 in _shape(ids):
         return
     checked = ids if valid is None else xp.where(valid, ids, xp.zeros_like(ids))
     # two reductions and two host reads on the happy path; the position only on failure
@@ -251,7 +251,7 @@ def check_class_ids(ids, num_classes: int, ignore_index, loss: str, xp, valid=No
 
 def check_probabilities(x, arg: str, loss: str, xp, valid=None) -> None:
     """Values in [0, 1] where ``valid``; NaN passes (it propagates, never replaced)."""
-    if is_tracing(x) or x.size == 0:
+    if is_tracing(x) or 0 in _shape(x):
         return
     bad = (x < 0) | (x > 1)
     if valid is not None:
@@ -275,7 +275,7 @@ def check_distribution(t, arg: str, loss: str, xp, valid=None, *, log: bool, tol
     summing to 1 within ``tol`` (``log=True``: log-probabilities, entries <= 0 whose exp sums
     to 1). Rows outside ``valid`` are exempt; NaN passes (it propagates). ``flag`` names the
     option that switches between the two forms, for the hint."""
-    if is_tracing(t) or t.size == 0:
+    if is_tracing(t) or 0 in _shape(t):
         return
     prob = xp.exp(t) if log else t
     entry_bad = (t > 0) if log else ((t < 0) | (t > 1))

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from .. import _validate
 from .._array import (
+    backend,
     class_ids_onehot,
     compute_dtype,
     finite_bound,
@@ -300,6 +301,8 @@ def _ce_prepare(pred, target, o, xp, validate, loss, mask=None):
             f"{loss}: integer `target` must have the shape of the logits without axis {axis}, "
             f"i.e. {expected}; got {tuple(target.shape)} for logits {tuple(pred.shape)}.{hint}"
         )
+    if backend(xp) == "torch" and target.dtype != xp.int64:
+        target = xp.astype(target, xp.int64)  # torch indexes with int64 only (and uint8 != -100 would wrap)
     ii = o["ignore_index"]
     valid = None if ii is None else target != ii
     checked = valid if mask is None else (mask if valid is None else valid & mask)
