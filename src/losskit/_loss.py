@@ -53,7 +53,9 @@ class Call:
 
 
 def _prepare_elementwise(pred, target, o, xp, validate, loss, mask=None):
-    _validate.check_same_shape(pred, target, "pred", "target", loss)
+    spec = REGISTRY[loss].spec if loss in REGISTRY else None
+    names = (spec.inputs[0], spec.target) if spec is not None else ("pred", "target")
+    _validate.check_same_shape(pred, target, *names, loss)
     return Prepared(pred, upcast_target(target, pred, xp), tuple(pred.shape))
 
 
@@ -187,6 +189,9 @@ class Loss:
         self._rules = dict(spec.option_rules)
         self._defaults = dict(spec.options)
         self._static_names = tuple(k for k in spec.options if k not in spec.array_options)
+        self._n_positional = len(spec.positional)
+        # (pred, target) losses with per-sample kernels take the direct path below
+        self._plain = spec.kind != SET and len(spec.inputs) == 1 and spec.target is not None
         self.__signature__ = _signature(spec)
 
     @property
@@ -214,27 +219,38 @@ class Loss:
         return f"<losskit loss {self.spec.name!r} ({self.spec.family})>"
 
     # -- public API ---------------------------------------------------------------------
-    def __call__(self, pred, target, /, *, weight=None, mask=None, reduction="mean", normalizer=None, validate=True, **options):
-        return self._run("value", pred, target, weight, mask, reduction, normalizer, validate, options)
+    def __call__(self, *arrays, weight=None, mask=None, reduction="mean", normalizer=None, validate=True, **options):
+        return self._dispatch("value", arrays, weight, mask, reduction, normalizer, validate, options)
 
-    def grad(self, pred, target, /, *, weight=None, mask=None, reduction="mean", normalizer=None, validate=True, **options):
-        """d value / d pred, shape of ``pred`` (for ``reduction='none'``: the gradient of the sum,
-        i.e. each sample's own weighted gradient)."""
-        return self._run("grad", pred, target, weight, mask, reduction, normalizer, validate, options)
+    def grad(self, *arrays, weight=None, mask=None, reduction="mean", normalizer=None, validate=True, **options):
+        """d value / d input: an array of the input's shape, or for a loss with several
+        differentiable inputs a tuple with one gradient per input (for ``reduction='none'``:
+        the gradient of the sum, i.e. each sample's own weighted gradient)."""
+        return self._dispatch("grad", arrays, weight, mask, reduction, normalizer, validate, options)
 
-    def value_and_grad(self, pred, target, /, *, weight=None, mask=None, reduction="mean", normalizer=None, validate=True, **options):
-        """``(value, grad)`` in one pass where the math shares work."""
-        return self._run("value_and_grad", pred, target, weight, mask, reduction, normalizer, validate, options)
+    def value_and_grad(self, *arrays, weight=None, mask=None, reduction="mean", normalizer=None, validate=True, **options):
+        """``(value, grad)`` in one pass where the math shares work; ``grad`` as in :meth:`grad`."""
+        return self._dispatch("value_and_grad", arrays, weight, mask, reduction, normalizer, validate, options)
 
-    def grad_hess(self, pred, target, /, *, weight=None, mask=None, reduction="mean", normalizer=None, validate=True, **options):
-        """``(grad, hess)``: gradient and Hessian diagonal with respect to ``pred``, each of
-        ``pred``'s shape (the form gradient-boosting libraries take). ``hessian_kind`` says
-        what the Hessian is; a loss declared without one raises ``NotImplementedError``."""
+    def grad_hess(self, *arrays, weight=None, mask=None, reduction="mean", normalizer=None, validate=True, **options):
+        """``(grad, hess)``: gradient and Hessian diagonal with respect to the prediction, each of
+        its shape (the form gradient-boosting libraries take). ``hessian_kind`` says what the
+        Hessian is; a loss declared without one raises ``NotImplementedError``."""
         if self.spec.hessian_kind == "none":
             raise NotImplementedError(
                 f"{self.spec.name} has no closed-form Hessian (hessian_kind='none'); use .grad, or a loss with one."
             )
-        return self._run("grad_hess", pred, target, weight, mask, reduction, normalizer, validate, options)
+        return self._dispatch("grad_hess", arrays, weight, mask, reduction, normalizer, validate, options)
+
+    def _dispatch(self, need, arrays, weight, mask, reduction, normalizer, validate, options):
+        if len(arrays) != self._n_positional:
+            names = ", ".join(self.spec.positional)
+            raise TypeError(f"{self.spec.name}() takes {self._n_positional} positional arrays ({names}), got {len(arrays)}.")
+        if self._plain:
+            return self._run(need, arrays[0], arrays[1], weight, mask, reduction, normalizer, validate, options)
+        from ._kinds import run
+
+        return run(self, need, arrays, weight, mask, reduction, normalizer, validate, options)
 
     # -- machinery ------------------------------------------------------------------------
     def _bind(self, options: dict, pred, xp, validate) -> dict:
@@ -316,6 +332,10 @@ def check_option(rule: Option, value, arg: str, loss: str, pred, xp, validate):
         if not isinstance(value, bool):
             raise TypeError(f"{loss}: `{arg}` must be True or False, got {value!r}.")
         return value
+    if rule.kind == "choice":
+        if not isinstance(value, str) or value not in rule.choices:
+            raise ValueError(f"{loss}: `{arg}` must be one of {rule.choices}, got {value!r}.")
+        return value
     if rule.kind == "int":
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"{loss}: `{arg}` must be an int, got {value!r}.")
@@ -339,9 +359,8 @@ def _pred_name(loss: str) -> str:
 
 def _signature(spec: LossSpec) -> inspect.Signature:
     P = inspect.Parameter
-    params = [
-        P(spec.pred_name, P.POSITIONAL_ONLY),
-        P("target", P.POSITIONAL_ONLY),
+    params = [P(name, P.POSITIONAL_ONLY) for name in spec.positional]
+    params += [
         P("weight", P.KEYWORD_ONLY, default=None),
         P("mask", P.KEYWORD_ONLY, default=None),
         P("reduction", P.KEYWORD_ONLY, default="mean"),

@@ -93,3 +93,105 @@ def value(call, pred, target, c, valid, aux):
     if isinstance(c, float):
         c = jnp.asarray(c, dtype=jnp.result_type(pred.dtype, jnp.float32))
     return _function(call)(pred, target, c, valid, aux)
+
+
+# --- several differentiable inputs and set-level losses (see ``_kinds``) ------------------
+
+
+@functools.lru_cache(maxsize=512)
+def _multi_function(call: Call):
+    from .._kinds import evaluate_multi
+
+    class_axis = call.spec.kind == CLASS_AXIS
+
+    def plain(inputs, target, c, valid, aux):
+        return evaluate_multi(call, inputs, target, c, valid, aux, jnp, "value")
+
+    @jax.custom_jvp
+    def loss(inputs, target, c, valid, aux):
+        return plain(inputs, target, c, valid, aux)
+
+    def loss_jvp(primals, tangents):
+        inputs, target, c, valid, aux = primals
+        d_inputs, d_target, d_c, _, d_aux = tangents
+        out, gs = evaluate_multi(call, inputs, target, c, valid, aux, jnp, "value_and_grad")
+        tangent = jnp.zeros_like(out)
+        for g, d in zip(gs, d_inputs):
+            if _is_zero(d):
+                continue
+            directional = g * d
+            if class_axis:
+                directional = jnp.sum(directional, axis=-1)
+            tangent = tangent + (jnp.sum(directional) if call.reduction != "none" else directional).astype(out.dtype)
+        rest_zero = _is_zero(d_target) and _is_zero(d_c) and all(_is_zero(a) for a in jax.tree_util.tree_leaves(d_aux, is_leaf=_is_zero))
+        if not rest_zero:
+            def f(target_, c_, aux_):
+                return plain(inputs, target_, c_, valid, aux_)
+
+            zl = lambda x, t: jnp.zeros_like(x) if _is_zero(t) else t  # noqa: E731
+            args, tans = [], []
+            float_target = target is not None and jnp.issubdtype(jnp.result_type(target), jnp.floating)
+            t_arg = target if float_target else None
+            c_arr = jnp.asarray(c)
+            aux_arr = tuple(jnp.asarray(a) for a in aux)
+            d_aux_leaves = jax.tree_util.tree_leaves(d_aux, is_leaf=_is_zero) if d_aux is not None else [None] * len(aux)
+
+            def g(*xs):
+                xs = list(xs)
+                tt = xs.pop(0) if float_target else target
+                return f(tt, xs[0], tuple(xs[1:]))
+
+            args = ([t_arg] if float_target else []) + [c_arr, *aux_arr]
+            tans = ([zl(target, d_target)] if float_target else []) + [zl(c_arr, d_c)] + [zl(a, t) for a, t in zip(aux_arr, d_aux_leaves)]
+            tangent = tangent + jax.jvp(g, tuple(args), tuple(tans))[1]
+        return out, tangent
+
+    loss.defjvp(loss_jvp, symbolic_zeros=True)
+    return loss
+
+
+def value_multi(call, inputs, target, c, valid, aux):
+    if isinstance(c, float):
+        c = jnp.asarray(c, dtype=jnp.result_type(inputs[0].dtype, jnp.float32))
+    return _multi_function(call)(tuple(inputs), target, c, valid, tuple(aux))
+
+
+@functools.lru_cache(maxsize=512)
+def _set_function(call: Call):
+    """custom_vjp: the kernel gives a vector-Jacobian product, not a JVP (set-level losses
+    declare no Hessian, so forward mode is not needed)."""
+    from .._kinds import evaluate_set, set_factor
+
+    @jax.custom_vjp
+    def loss(pred, target, w, valid, normalizer, aux):
+        return evaluate_set(call, pred, target, w, valid, normalizer, aux, jnp, "value")
+
+    def fwd(pred, target, w, valid, normalizer, aux):
+        return loss(pred, target, w, valid, normalizer, aux), (pred, target, w, valid, normalizer, aux)
+
+    def bwd(res, g):
+        pred, target, w, valid, normalizer, aux = res
+        if call.reduction == "none":
+            upstream = g
+        else:
+            upstream = lambda values: g * set_factor(call, normalizer, values.size)  # noqa: E731
+        d_pred = evaluate_set(call, pred, target, w, valid, normalizer, aux, jnp, "grad", upstream=upstream)
+
+        def others(target_, w_, aux_):
+            return evaluate_set(call, pred, target_, w_, valid, normalizer, aux_, jnp, "value")
+
+        zero = lambda x: None if x is None else jnp.zeros_like(x)  # noqa: E731
+        float_target = jnp.issubdtype(jnp.result_type(target), jnp.floating)
+        if float_target:
+            _, pull = jax.vjp(others, target, w, aux)
+            d_target, d_w, d_aux = pull(g)
+        else:
+            d_target, d_w, d_aux = None, zero(w), jax.tree_util.tree_map(jnp.zeros_like, aux)
+        return d_pred, d_target, d_w, None if valid is None else None, None if normalizer is None else zero(jnp.asarray(normalizer)), d_aux
+
+    loss.defvjp(fwd, bwd)
+    return loss
+
+
+def value_set(call, pred, target, w, valid, normalizer, aux):
+    return _set_function(call)(pred, target, w, valid, normalizer, tuple(aux))

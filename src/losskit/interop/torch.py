@@ -166,3 +166,125 @@ def _register_lean_kernels():
 
 
 _register_lean_kernels()
+
+
+# --- several differentiable inputs and set-level losses (see ``_kinds``) ------------------
+
+
+class MultiLossFunction(torch.autograd.Function):
+    """A loss of several differentiable inputs: backward returns the closed-form gradient of
+    every input (differentiable torch ops, so double backward works)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(call, n_inputs, c, valid, target, *arrays):
+        from .._kinds import evaluate_multi
+
+        return evaluate_multi(call, arrays[:n_inputs], target, c, valid, arrays[n_inputs:], _xp(), "value")
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        call, n_inputs, *args = inputs
+        ctx.call, ctx.n_inputs = call, n_inputs
+        _save(ctx, args)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        from .._kinds import evaluate_multi
+
+        c, valid, target, *arrays, _ = _restore(ctx)
+        n = ctx.n_inputs
+        inputs, aux = tuple(arrays[:n]), tuple(arrays[n:])
+        needs = ctx.needs_input_grad
+        grads = [None] * len(needs)
+        if any(needs[5 : 5 + n]):
+            gs = evaluate_multi(ctx.call, inputs, target, c * grad_out, valid, aux, _xp(), "grad")
+            for i, g in enumerate(gs):
+                grads[5 + i] = g if needs[5 + i] else None
+        # c (slot 2), target (4) and array options (5 + n + k): autograd through the value
+        slots = [2, 4] + [5 + n + k for k in range(len(aux))]
+        wanted = [i for i in slots if needs[i]]
+        if wanted:
+            def plain(c_, target_, *aux_):
+                return evaluate_multi(ctx.call, tuple(a.detach() for a in inputs), target_, c_, valid, aux_, _xp(), "value")
+
+            got = _autograd_of(plain, [c, target, *aux], [slots.index(i) for i in wanted], grad_out)
+            for i, g in zip(wanted, got):
+                grads[i] = g
+        return tuple(grads)
+
+
+def _autograd_of(plain, args, positions, grad_out):
+    """Gradients of ``plain(*args)`` (scaled by ``grad_out``) for the args at ``positions``, by
+    autograd; keeps the graph when a double backward is being recorded."""
+    create_graph = torch.is_grad_enabled()
+    args = list(args)
+    with torch.enable_grad():
+        for j in positions:
+            args[j] = args[j].detach().requires_grad_(True)
+        value = plain(*args)
+        return torch.autograd.grad(value, [args[j] for j in positions], grad_out, create_graph=create_graph, allow_unused=True)
+
+
+def value_multi(call, inputs, target, c, valid, aux):
+    from .._kinds import evaluate_multi
+
+    tensors = [*inputs, target, c, *aux]
+    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors):
+        return _apply(MultiLossFunction, call, len(inputs), c, valid, target, *inputs, *aux)
+    return evaluate_multi(call, inputs, target, c, valid, aux, _xp(), "value")
+
+
+class SetLossFunction(torch.autograd.Function):
+    """A set-level loss: backward is the kernel's closed-form vector-Jacobian product."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(call, pred, target, w, valid, normalizer, *aux):
+        from .._kinds import evaluate_set
+
+        return evaluate_set(call, pred, target, w, valid, normalizer, aux, _xp(), "value")
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        call, *args = inputs
+        ctx.call = call
+        _save(ctx, args)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        from .._kinds import evaluate_set, set_factor
+
+        pred, target, w, valid, normalizer, *aux, _ = _restore(ctx)
+        aux = tuple(aux)
+        needs = ctx.needs_input_grad
+        grads = [None] * len(needs)
+        if needs[1]:
+            call = ctx.call
+            if call.reduction == "none":
+                upstream = grad_out
+            else:
+                upstream = lambda values: grad_out * set_factor(call, normalizer, values.numel())  # noqa: E731
+            grads[1] = evaluate_set(call, pred, target, w, valid, normalizer, aux, _xp(), "grad", upstream=upstream)
+        # target (slot 2), weight (3) and array options (6 + k): autograd through the value
+        slots = [2, 3] + [6 + k for k in range(len(aux))]
+        wanted = [i for i in slots if needs[i]]
+        if wanted:
+            def plain(target_, w_, *aux_):
+                return evaluate_set(ctx.call, pred.detach(), target_, w_, valid, normalizer, aux_, _xp(), "value")
+
+            got = _autograd_of(plain, [target, w, *aux], [slots.index(i) for i in wanted], grad_out)
+            for i, g in zip(wanted, got):
+                grads[i] = g
+        return tuple(grads)
+
+
+def value_set(call, pred, target, w, valid, normalizer, aux):
+    from .._kinds import evaluate_set
+
+    tensors = [pred, target, w, *aux]
+    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors):
+        return _apply(SetLossFunction, call, pred, target, w, valid, normalizer, *aux)
+    return evaluate_set(call, pred, target, w, valid, normalizer, aux, _xp(), "value")

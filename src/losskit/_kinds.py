@@ -1,0 +1,183 @@
+"""The kinds of loss beyond one prediction against one target, in the same machinery:
+
+* **several differentiable inputs** (``spec.inputs`` names them, e.g. ``anchor, positive,
+  negative``): the kernels take every input and return one gradient per input; ``.grad``
+  returns a tuple, and the torch ``autograd.Function`` / JAX ``custom_jvp`` return them all;
+* **set-level** losses (``kind=SET``), a ratio of sums over a set of elements (Dice): the
+  kernel sees the per-element weights and masks, because they enter both sums, and returns
+  the per-set values with a vector-Jacobian product. ``reduction="none"`` gives the per-set
+  values, ``"sum"`` their sum, ``"mean"`` their mean (or the sum over ``normalizer``).
+
+Validation and the shared options follow ``_loss`` (the same helpers); only the shapes differ.
+"""
+
+from __future__ import annotations
+
+import math
+
+from . import _validate
+from ._array import backend, coerce_like, compute_dtype, upcast
+from ._reduce import combine_masks, multiplier, reduce_terms, scale_elementwise
+from ._spec import CLASS_AXIS, SET
+
+
+def run(loss, need, arrays, weight, mask, reduction, normalizer, validate, options):
+    from ._loss import _NORMALIZER, Call, check_option
+
+    spec = loss.spec
+    name = spec.name
+    first = arrays[0]
+    *others, weight, mask = coerce_like(first, *arrays[1:], weight, mask)
+    arrays = (first, *others)
+    xp = _validate.input_namespace(name, spec.inputs[0], first, **dict(zip(spec.positional[1:], others)), weight=weight, mask=mask)
+    n_in = len(spec.inputs)
+    inputs, target = arrays[:n_in], (arrays[n_in] if spec.target else None)
+    for arg, x in zip(spec.inputs, inputs):
+        _validate.check_floating(x, arg, name, xp)
+        if x is not first:
+            _validate.check_same_shape(first, x, spec.inputs[0], arg, name)
+    if target is not None:
+        _validate.check_real(target, spec.target, name)
+    _validate.check_reduction(reduction, normalizer, name)
+    if normalizer is not None:
+        normalizer = check_option(_NORMALIZER, normalizer, "normalizer", name, first, xp, validate)
+    o = loss._bind(options, first, xp, validate)
+    if spec.kind == SET:
+        return _run_set(loss, need, first, target, weight, mask, reduction, normalizer, validate, o, xp)
+
+    class_axis = spec.kind == CLASS_AXIS
+    axis = None
+    if class_axis:
+        axis = _validate.normalize_axis(o.get("axis", -1), first.ndim, name)
+        sample_shape = tuple(first.shape[:axis]) + tuple(first.shape[axis + 1 :])
+    else:
+        sample_shape = tuple(first.shape)
+    _validate.check_sample_array(weight, sample_shape, "weight", name, xp, boolean=False, class_axis=class_axis)
+    _validate.check_sample_array(mask, sample_shape, "mask", name, xp, boolean=True, class_axis=class_axis)
+    moved = class_axis and axis != first.ndim - 1
+    if moved:
+        inputs = tuple(xp.moveaxis(x, axis, -1) for x in inputs)
+    if target is not None and target.dtype != first.dtype and _validate.is_floating(target, xp):
+        target = xp.astype(target, compute_dtype(first.dtype, xp))
+    if validate and spec.check_values is not None:
+        spec.check_values(*inputs, *(() if target is None else (target,)), o, xp, name, mask)
+    c = multiplier(sample_shape, weight, mask, None, reduction, normalizer, compute_dtype(first.dtype, xp), xp, check=validate and name)
+    call = Call(spec, reduction, tuple((k, o[k]) for k in loss._static_names), spec.array_options)
+    aux = tuple(o[k] for k in spec.array_options)
+    kind = backend(xp)
+    if need == "value" and kind in ("torch", "jax"):
+        if kind == "torch":
+            from .interop import torch as hook
+        else:
+            from .interop import jax as hook
+        return hook.value_multi(call, inputs, target, c, mask, aux)
+    out = evaluate_multi(call, inputs, target, c, mask, aux, xp, need)
+    if not moved or need == "value":
+        return out
+    back = lambda gs: tuple(xp.moveaxis(g, -1, axis) for g in gs)  # noqa: E731
+    if need == "grad":
+        return back(out)
+    if need == "value_and_grad":
+        return out[0], back(out[1])
+    return back(out[0]), back(out[1])
+
+
+def evaluate_multi(call, inputs, target, c, valid, aux, xp, need):
+    """The math of one call of a several-input loss: 'value' -> reduced value; 'grad' -> tuple
+    of gradients (one per input); 'value_and_grad' -> (value, tuple); 'grad_hess' -> (tuple, tuple)."""
+    from ._loss import _out_dtype
+
+    spec = call.spec
+    o = call.options(aux)
+    args = tuple(upcast(x, xp) for x in inputs) + (() if target is None else (target,))
+    class_axis = spec.kind == CLASS_AXIS
+
+    def scaled(gs):
+        return tuple(_out_dtype(scale_elementwise(g, c, valid, class_axis, xp), x, xp) for g, x in zip(gs, inputs))
+
+    if need == "value":
+        return reduce_terms(spec.value(*args, o, xp), c, valid, call.reduction, xp)
+    if need == "grad":
+        return scaled(spec.grad(*args, o, xp))
+    if need == "value_and_grad":
+        if spec.value_and_grad is not None:
+            v, gs = spec.value_and_grad(*args, o, xp)
+        else:
+            v, gs = spec.value(*args, o, xp), spec.grad(*args, o, xp)
+        return reduce_terms(v, c, valid, call.reduction, xp), scaled(gs)
+    if spec.grad_and_hess is not None:
+        gs, hs = spec.grad_and_hess(*args, o, xp)
+    else:
+        gs, hs = spec.grad(*args, o, xp), spec.hess(*args, o, xp)
+    return scaled(gs), scaled(hs)
+
+
+# --- set-level losses ----------------------------------------------------------------------
+
+
+def _run_set(loss, need, pred, target, weight, mask, reduction, normalizer, validate, o, xp):
+    from ._loss import Call, _prepare_elementwise
+
+    spec = loss.spec
+    name = spec.name
+    shape = tuple(pred.shape)
+    _validate.check_sample_array(weight, shape, "weight", name, xp, boolean=False)
+    _validate.check_sample_array(mask, shape, "mask", name, xp, boolean=True)
+    prep = (spec.prepare or _prepare_elementwise)(pred, target, o, xp, validate, name, mask)
+    valid = combine_masks(mask, prep.valid, xp)
+    if validate and spec.check_values is not None:
+        spec.check_values(prep.pred, prep.target, o, xp, name, valid)
+    w = None if weight is None else xp.astype(weight, compute_dtype(pred.dtype, xp))
+    static = tuple((k, o[k]) for k in loss._static_names) + tuple(prep.static.items())
+    call = Call(spec, reduction, static, spec.array_options)
+    aux = tuple(o[k] for k in spec.array_options)
+    kind = backend(xp)
+    if need == "value" and kind in ("torch", "jax"):
+        if kind == "torch":
+            from .interop import torch as hook
+        else:
+            from .interop import jax as hook
+        return hook.value_set(call, prep.pred, prep.target, w, valid, normalizer, aux)
+    return evaluate_set(call, prep.pred, prep.target, w, valid, normalizer, aux, xp, need)
+
+
+def set_factor(call, normalizer, n_sets):
+    """What each set's value is multiplied by in the reduced loss."""
+    if call.reduction != "mean":
+        return 1.0
+    if normalizer is None:
+        return 0.0 if n_sets == 0 else 1.0 / n_sets
+    if isinstance(normalizer, float):
+        return 0.0 if normalizer == 0 else 1.0 / normalizer
+    return 1.0 / normalizer
+
+
+def _count(values) -> int:
+    return math.prod(int(d) for d in values.shape)
+
+
+def reduce_sets(values, call, normalizer, xp):
+    if call.reduction == "none":
+        return values
+    total = xp.sum(values)
+    return total if call.reduction == "sum" else total * set_factor(call, normalizer, _count(values))
+
+
+def evaluate_set(call, pred, target, w, valid, normalizer, aux, xp, need, upstream=None):
+    """The math of one call of a set-level loss. ``upstream`` (per set, or a scalar) replaces
+    the reduction's own weights of the sets in the gradient (the framework hooks' cotangent);
+    a callable gets the per-set values first."""
+    from ._loss import _out_dtype
+
+    o = call.options(aux)
+    values, vjp = call.spec.set_kernel(upcast(pred, xp), target, w, valid, o, xp)
+    if need == "value":
+        return reduce_sets(values, call, normalizer, xp)
+    if upstream is None:
+        upstream = set_factor(call, normalizer, _count(values)) if call.reduction != "none" else 1.0
+    elif callable(upstream):
+        upstream = upstream(values)
+    grad = _out_dtype(vjp(upstream), pred, xp)
+    if need == "grad":
+        return grad
+    return reduce_sets(values, call, normalizer, xp), grad
