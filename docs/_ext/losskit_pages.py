@@ -37,7 +37,9 @@ def loss_section(loss, plot: str | None) -> str:
     sig = str(inspect.signature(loss))
     doc = inspect.cleandoc(loss.__doc__ or s.use_when)
     options = ", ".join(f"``{k}={v!r}``" for k, v in s.options.items()) or "only the common ones"
-    kind = "per sample, summed over the class axis" if s.kind == "class_axis" else "elementwise"
+    from losskit._spec import kind_words
+
+    kind = kind_words(s)
     lines = [
         f".. _loss-{s.name}:",
         "",

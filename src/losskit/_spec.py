@@ -149,6 +149,15 @@ class LossSpec:
         return self.inputs + ((self.target,) if self.target else ())
 
 
+def kind_words(spec: LossSpec) -> str:
+    """How the loss reduces, in words (for the CLI and the docs pages)."""
+    if spec.kind == SET:
+        return "set-level: a ratio of sums over a set of elements"
+    if len(spec.inputs) > 1:
+        return f"{len(spec.inputs)} differentiable inputs, " + ("one value per sample along the last axis" if spec.kind == CLASS_AXIS else "elementwise")
+    return "per sample, summed over the class axis" if spec.kind == CLASS_AXIS else "elementwise"
+
+
 def docstring(spec: LossSpec) -> str:
     """The loss's docstring, generated from its declaration: title, the formula / gradient /
     Hessian math (the same LaTeX the docs page and the CLI show), when to use it, the prose,

@@ -80,7 +80,7 @@ _SYMBOLS = {
     r"\ell": "ℓ", r"\partial": "∂", r"\sigma": "σ", r"\delta": "δ", r"\varepsilon": "ε", r"\epsilon": "ε",
     r"\alpha": "α", r"\gamma": "γ", r"\lambda": "λ", r"\tau": "τ", r"\mu": "μ", r"\pi": "π", r"\theta": "θ",
     r"\sum": "Σ", r"\prod": "Π", r"\le": "≤", r"\ge": "≥", r"\leq": "≤", r"\geq": "≥", r"\cdot": "·",
-    r"\times": "×", r"\infty": "∞", r"\in": "∈", r"\to": "→", r"\log": "log", r"\exp": "exp", r"\max": "max",
+    r"\times": "×", r"\infty": "∞", r"\nabla": "∇", r"\in": "∈", r"\to": "→", r"\log": "log", r"\exp": "exp", r"\max": "max",
     r"\min": "min", r"\lVert": "‖", r"\rVert": "‖", r"\|": "‖", r"\mid": "|", r"\neq": "≠", r"\approx": "≈",
 }
 _SUPER = str.maketrans("0123456789+-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻")
@@ -136,6 +136,7 @@ def build():
     from rich.table import Table
 
     import losskit as lk
+    from losskit._spec import kind_words
 
     def console() -> Console:
         return Console(highlight=False)
@@ -227,11 +228,11 @@ def build():
         s = loss.spec
         fmt = (lambda t: t) if latex else latex_to_text
         c = console()
-        c.rule(f"[bold cyan]{s.name}[/bold cyan]  [dim]({s.family}, {'over a class axis' if s.kind == 'class_axis' else 'elementwise'})[/dim]")
+        c.rule(f"[bold cyan]{s.name}[/bold cyan]  [dim]({s.family}, {kind_words(s)})[/dim]")
         table = Table(show_header=False, box=None, pad_edge=False)
         table.add_column(style="bold", no_wrap=True)
         table.add_column(overflow="fold")
-        sig = f"lk.{s.name}({s.pred_name}, target, *, weight=None, mask=None, reduction='mean', normalizer=None"
+        sig = f"lk.{s.name}({', '.join(s.positional)}, *, weight=None, mask=None, reduction='mean', normalizer=None"
         sig += "".join(f", {k}={v!r}" for k, v in s.options.items()) + ")"
         rows = [
             ("call", sig),

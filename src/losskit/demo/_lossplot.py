@@ -3,7 +3,9 @@ of ``losskit show NAME --plot FILE.png`` and of the documentation pages.
 
 The range is chosen from the loss's declaration (no per-loss table): residuals for
 regression-style losses, logits for ``pred_name == "logits"``, probabilities for
-``pred_name == "probs"``, and one logit of a 3-class row for losses over a class axis.
+``pred_name == "probs"``, one logit of a 3-class row for losses over a class axis, and for
+losses of several inputs or over a set, one entry of the first input of the declared sample
+(the total loss and that entry's gradient). A loss without a Hessian gets an empty panel.
 """
 
 from __future__ import annotations
@@ -27,6 +29,17 @@ def curves(loss, n: int = 401, **options) -> dict:
             g, h = g[:, pick], h[:, pick]
         series.append((label, value, g, h))
 
+    if len(spec.inputs) > 1 or spec.kind == "set":
+        arrays = [np.array(a, dtype=float) if np.asarray(a).dtype.kind == "f" else a for a in spec.checks.sample(np.random.default_rng(0), spec.checks.shape, {})]
+        base = float(arrays[0].flat[0])
+        x = np.linspace(-3.0, 3.0, n)
+        value, grad = np.empty(n), np.empty(n)
+        for i, dx in enumerate(x):
+            arrays[0].flat[0] = base + dx
+            v, g = loss.value_and_grad(*arrays, reduction="sum", **options)
+            value[i], grad[i] = float(v), float(np.asarray(g[0] if isinstance(g, tuple) else g).flat[0])
+        series.append((f"declared sample, {spec.inputs[0]}[0] = {base:.2f} + x", value, grad, np.full(n, np.nan)))
+        return {"x": x, "xlabel": f"shift x of one entry of `{spec.inputs[0]}`", "series": series}
     if spec.kind == "class_axis":
         x = np.linspace(-6.0, 6.0, n)
         z = np.zeros((n, 3))
@@ -66,12 +79,13 @@ def plot_loss(loss, path, *, dpi: int = 110, **options):
 
     data = curves(loss, **options)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    names = ("value (per sample)", "gradient", "Hessian diagonal")
+    total = len(loss.spec.inputs) > 1 or loss.spec.kind == "set"
+    names = ("value (total)" if total else "value (per sample)", "gradient", "Hessian diagonal")
     for i, ax in enumerate(axes):
         for label, *ys in data["series"]:
             ax.plot(data["x"], ys[i], lw=2, label=label)
         ax.axhline(0.0, c="0.7", lw=0.8, zorder=0)
-        ax.set_title(names[i])
+        ax.set_title(names[i] if i < 2 or loss.spec.hessian_kind != "none" else "no closed-form Hessian")
         ax.set_xlabel(data["xlabel"])
         ax.grid(alpha=0.3)
     if len(data["series"]) > 1:
