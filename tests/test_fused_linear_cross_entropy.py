@@ -422,3 +422,40 @@ def test_signature_options_are_keyword_only():
         lk.linear_cross_entropy(x, w, y, b)  # bias is keyword-only
     for combo in itertools.product(["mean"], [None]):
         assert lk.linear_cross_entropy(x, w, y, reduction=combo[0], bias=combo[1]).ndim == 0
+
+
+# --- every argument through the shared checks (issue: unclear errors, unchecked array options) --
+
+
+@pytest.mark.parametrize("arg", ["bias", "sample_weight", "mask", "class_weight", "target"])
+def test_non_arrays_and_other_libraries_are_type_errors_naming_the_argument(arg):
+    x, w, y = np.zeros((4, 3)), np.zeros((5, 3)), np.array([0, 1, 2, 3])
+    for bad in ([0.0] * 5, "abc", 3, torch.zeros(5)):
+        kw = {} if arg == "target" else {arg: bad}
+        args = (x, w, bad) if arg == "target" else (x, w, y)
+        with pytest.raises(TypeError, match=f"`{arg}`"):
+            lk.linear_cross_entropy(*args, **kw)
+
+
+def test_option_values_follow_the_shared_rules():
+    x, w, y = np.zeros((4, 3)), np.zeros((5, 3)), np.array([0, 1, 2, 3])
+    for kw, err, msg in (
+        ({"normalizer": np.array(-1.0)}, ValueError, "`normalizer` must be finite and >= 0"),
+        ({"normalizer": np.array([1.0, 2.0])}, ValueError, "`normalizer` must have shape"),
+        ({"normalizer": True}, TypeError, "`normalizer`"),
+        ({"normalizer": 0}, ValueError, "`normalizer` is 0"),
+        ({"class_weight": -np.ones(5)}, ValueError, "`class_weight` must be finite and >= 0"),
+        ({"sample_weight": np.zeros(4)}, ValueError, "sum to 0"),
+        ({"label_smoothing": True}, TypeError, "`label_smoothing`"),
+    ):
+        with pytest.raises(err, match=msg):
+            lk.linear_cross_entropy(x, w, y, **kw)
+    # an empty selection is still the documented 0
+    assert float(lk.linear_cross_entropy(x, w, y, sample_weight=np.zeros(4), mask=np.zeros(4, bool))) == 0.0
+
+
+def test_jax_x_with_numpy_weight_and_labels():
+    jnp = pytest.importorskip("jax.numpy")
+    rng = np.random.default_rng(0)
+    x, w, y = rng.standard_normal((6, 3)), rng.standard_normal((5, 3)), rng.integers(0, 5, 6)
+    np.testing.assert_allclose(float(lk.linear_cross_entropy(jnp.asarray(x), w, y)), float(lk.linear_cross_entropy(x, w, y)), rtol=1e-6)

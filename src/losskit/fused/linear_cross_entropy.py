@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .. import _validate
-from .._array import backend, compute_dtype, gather_classes, is_floating, logsumexp, namespace
+from .._array import backend, coerce_like, compute_dtype, gather_classes, is_floating, logsumexp
 from .._reduce import combine_masks, multiplier, reduce_terms, scale_elementwise
+from .._loss import _NORMALIZER, check_option
 from ..losses import _softmax
 from ..losses.classification import _ce_check, _ce_q
 
@@ -173,10 +174,16 @@ class Inputs:
 
 def prepare(x, weight, target, bias, sample_weight, mask, reduction, normalizer, validate, ignore_index, class_weight,
             label_smoothing, smoothing_formula, z_loss_weight, softcap, chunk_size, grad_in_forward) -> Inputs:
-    xp = namespace(x, weight, target, bias, sample_weight, mask, class_weight)
+    weight, target, bias, sample_weight, mask, class_weight = coerce_like(x, weight, target, bias, sample_weight, mask, class_weight)
+    xp = _validate.input_namespace(
+        NAME, "x", x, weight=weight, target=target, bias=bias, sample_weight=sample_weight, mask=mask, class_weight=class_weight
+    )
     _validate.check_floating(x, "x", NAME, xp)
     _validate.check_floating(weight, "weight", NAME, xp)
     _validate.check_reduction(reduction, normalizer, NAME)
+    _validate.check_real(target, "target", NAME)
+    if normalizer is not None:
+        normalizer = check_option(_NORMALIZER, normalizer, "normalizer", NAME, x, xp, validate)
     if x.ndim < 1:
         raise ValueError(f"{NAME}: `x` must have at least one axis (the hidden axis last), got a 0-d array.")
     if weight.ndim != 2:
@@ -204,6 +211,7 @@ def prepare(x, weight, target, bias, sample_weight, mask, reduction, normalizer,
     if class_weight is not None:
         if not hasattr(class_weight, "shape") or _shape(class_weight) != (num_classes,):
             raise ValueError(f"{NAME}: `class_weight` must have shape ({num_classes},) (one weight per class), got {_shape(class_weight) if hasattr(class_weight, 'shape') else type(class_weight).__name__}.")
+        _validate.check_option_array(class_weight, "class_weight", NAME, xp, low=0.0, validate=validate)
         class_weight = xp.astype(class_weight, cd)
     if xp.isdtype(target.dtype, "integral"):
         if _shape(target) != lead:
@@ -244,7 +252,7 @@ def prepare(x, weight, target, bias, sample_weight, mask, reduction, normalizer,
     if mask is not None and kind == "probs":
         _validate.check_sample_array(mask, lead, "mask", NAME, xp, boolean=True)
         valid = xp.reshape(mask, (n,))
-    c = multiplier((n,), sw, valid, denom, reduction, normalizer, cd, xp)
+    c = multiplier((n,), sw, valid, denom, reduction, normalizer, cd, xp, check=validate and NAME)
     rows = chunk_size if chunk_size is not None else default_chunk_size(n, hidden, num_classes, _itemsize(x.dtype, xp))
     cfg = Config(reduction, kind, float(alpha), float(zl), cap, int(rows), num_classes, grad_in_forward)
     return Inputs(xp, x2, weight, bias, t2, c, valid, class_weight, cfg, lead, _shape(x))
