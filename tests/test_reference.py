@@ -1,5 +1,7 @@
-"""Values equal the peer's (torch.nn.functional) to 1e-6 relative in float64, for every
-shared option and reduction, on every backend."""
+"""Values equal every declared peer's (torch, optax, Keras, scikit-learn, SciPy or a closed
+formula) to 1e-6 relative in float64 (or the peer's ``rtol``), for every option set the peer
+shares and every reduction, on every backend; the weighted / masked / normalizer rule for
+``"mean"``; and the peers' values on the declared edge inputs. Driven by the registry."""
 
 from __future__ import annotations
 
@@ -7,110 +9,133 @@ import numpy as np
 import pytest
 
 import losskit as lk
-from cases import CASES, case_ids, losskit_options, option_id
-
-torch = pytest.importorskip("torch")
-
-REDUCTIONS = ("mean", "sum", "none")
-
-
-def test_every_loss_has_a_case():
-    assert set(lk.registry) <= set(CASES), f"add a test case for {sorted(set(lk.registry) - set(CASES))}"
-
-
-def _torch_ref(name, pred, target, reduction, o):
-    ref = CASES[name].torch_ref
-    t_pred = torch.as_tensor(pred)
-    t_target = torch.as_tensor(target)
-    return ref(t_pred, t_target, reduction, **o).numpy()
+from registry_cases import (
+    REDUCTIONS,
+    SET,
+    arrays_on,
+    draw,
+    names,
+    option_set,
+    options_on,
+    peer_params,
+    peer_value,
+    require,
+    spec,
+    strip,
+)
 
 
-def _backend_args(backend, o):
-    return {k: (backend.asarray(v) if isinstance(v, np.ndarray) else v) for k, v in losskit_options(o).items()}
+def _peer(name, j):
+    return spec(name).checks.peers[j]
 
 
-@pytest.mark.parametrize("param", case_ids(), ids=option_id)
+def test_every_loss_has_metadata_and_peers():
+    """Every registered loss declares how the generic suites test it, and something to test
+    its value against: at least one peer or a known minimum."""
+    assert set(names()) == set(lk.registry), sorted(set(lk.registry) - set(names()))
+    for name, loss in lk.registry.items():
+        checks = loss.spec.checks
+        assert callable(checks.sample), name
+        assert checks.option_sets, name
+        assert checks.peers or checks.minimum is not None, f"{name}: declare a peer or a minimum"
+
+
+@pytest.mark.parametrize("param", peer_params("test_value_matches_the_peer"))
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_value_matches_torch(param, reduction, backend, rng):
-    name, i = param
-    o = CASES[name].option_sets[i]
-    pred, target = CASES[name].make(rng, o)
-    expected = _torch_ref(name, pred, target, reduction, o)
-    got = lk.registry[name](backend.asarray(pred), backend.asarray(target), reduction=reduction, **_backend_args(backend, o))
+def test_value_matches_the_peer(param, reduction, backend, rng):
+    name, i, j = param
+    peer = _peer(name, j)
+    require(peer)
+    if reduction not in peer.reductions:
+        pytest.skip(f"the peer has no reduction={reduction!r}")
+    d = draw(name, i, rng)
+    expected = peer_value(peer, d.arrays, reduction, d.raw)
+    got = d.loss(*arrays_on(backend, d.arrays), reduction=reduction, **options_on(backend, d.raw))
     assert backend.is_native(got), type(got)
     got = backend.to_numpy(got)
     assert got.shape == expected.shape
     assert got.dtype == np.float64
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(got, expected, rtol=peer.rtol, atol=1e-12)
 
 
-@pytest.mark.parametrize("param", case_ids(), ids=option_id)
-def test_weighted_mean_is_the_documented_rule(param, rng):
-    """mean = Σ w·ℓ / Σ w·d over valid samples, with ℓ and d from torch (d = class_weight[y])."""
-    name, i = param
-    case = CASES[name]
-    o = case.option_sets[i]
-    pred, target = case.make(rng, o)
-    per = _torch_ref(name, pred, target, "none", o)
-    w = rng.uniform(0.1, 2.0, per.shape)
-    mask = rng.random(per.shape) < 0.8
+def _row_axis_ok(d) -> bool:
+    """The first axis holds samples (not the class axis), so rows can be repeated."""
+    return d.spec.kind != SET and len(d.sample_shape) >= 1 and d.axis != 0
+
+
+@pytest.mark.parametrize("param", peer_params("test_mean_rule_matches_the_peer_on_repeated_rows", where=lambda s: s.kind != SET))
+def test_mean_rule_matches_the_peer_on_repeated_rows(param, rng):
+    """mean = Σ w·ℓ / Σ w·d over valid samples, checked without knowing d: integer row weights
+    and a row mask equal the peer's plain "mean" / "sum" on the batch with each valid row
+    repeated w times (masked rows dropped), whatever the loss's own denominator weights d are
+    (class weights, ignored ids...). normalizer=N gives the repeated batch's sum / N."""
+    name, i, j = param
+    peer = _peer(name, j)
+    require(peer)
+    if not {"mean", "sum"} <= set(peer.reductions):
+        pytest.skip("the peer lacks mean or sum")
+    d = draw(name, i, rng)
+    if not _row_axis_ok(d):
+        pytest.skip("no sample axis to repeat")
+    n = d.sample_shape[0]
+    counts = rng.integers(1, 4, n)
+    rows = rng.random(n) < 0.7
+    rows[0] = True
+    broadcast = lambda r: np.broadcast_to(r.reshape((n,) + (1,) * (len(d.sample_shape) - 1)), d.sample_shape)  # noqa: E731
+    weight = broadcast(np.where(rows, counts, 5.0).astype(np.float64)).copy()  # masked rows' weights must not matter
+    mask = broadcast(rows).copy()
+    repeat = np.where(rows, counts, 0)
+    repeated = tuple(np.repeat(a, repeat, axis=0) for a in d.arrays)
+    o = d.options
+    np.testing.assert_allclose(d.loss(*d.arrays, weight=weight, mask=mask, **o), peer_value(peer, repeated, "mean", d.raw), rtol=max(peer.rtol, 1e-10))
+    total = peer_value(peer, repeated, "sum", d.raw)
+    np.testing.assert_allclose(d.loss(*d.arrays, weight=weight, mask=mask, reduction="sum", **o), total, rtol=max(peer.rtol, 1e-10))
+    np.testing.assert_allclose(d.loss(*d.arrays, weight=weight, mask=mask, normalizer=7.0, **o), total / 7.0, rtol=max(peer.rtol, 1e-10))
+
+
+@pytest.mark.parametrize("param", peer_params("test_weighted_sum_of_the_peer_per_sample_values", where=lambda s: s.kind != SET))
+def test_weighted_sum_of_the_peer_per_sample_values(param, rng):
+    """With unit weights and no mask, "mean" is the peer's "mean"; with weights and a mask,
+    "sum" is Σ over unmasked samples of w·ℓ (ℓ the peer's per-sample values) and
+    normalizer=7 gives that sum / 7."""
+    name, i, j = param
+    peer = _peer(name, j)
+    require(peer)
+    if not {"none", "mean"} <= set(peer.reductions):
+        pytest.skip("the peer lacks none or mean")
+    d = draw(name, i, rng)
+    o = d.options
+    per = peer_value(peer, d.arrays, "none", d.raw)
+    assert per.shape == d.sample_shape
+    ones = np.ones(d.sample_shape)
+    np.testing.assert_allclose(d.loss(*d.arrays, weight=ones, **o), peer_value(peer, d.arrays, "mean", d.raw), rtol=max(peer.rtol, 1e-10))
+    w = rng.uniform(0.1, 2.0, d.sample_shape)
+    mask = rng.random(d.sample_shape) < 0.8
     mask.flat[0] = True
-    d = np.ones(per.shape)
-    valid = mask.copy()
-    if name == "cross_entropy" and not o.get("_probs"):
-        if o.get("class_weight") is not None:
-            d = o["class_weight"][np.where(target == o.get("ignore_index", -100), 0, target)]
-        if o.get("ignore_index") is not None:
-            valid &= target != o["ignore_index"]
-    expected = np.sum(np.where(valid, w * per, 0)) / np.sum(np.where(valid, w * d, 0))
-    got = lk.registry[name](pred, target, weight=w, mask=mask, **losskit_options(o))
-    np.testing.assert_allclose(got, expected, rtol=1e-10)
-    got_norm = lk.registry[name](pred, target, weight=w, mask=mask, normalizer=7.0, **losskit_options(o))
-    np.testing.assert_allclose(got_norm, np.sum(np.where(valid, w * per, 0)) / 7.0, rtol=1e-10)
+    expected = np.sum(np.where(mask, w * per, 0.0))
+    np.testing.assert_allclose(d.loss(*d.arrays, weight=w, mask=mask, reduction="sum", **o), expected, rtol=max(peer.rtol, 1e-10))
+    np.testing.assert_allclose(d.loss(*d.arrays, weight=w, mask=mask, normalizer=7.0, **o), expected / 7.0, rtol=max(peer.rtol, 1e-10))
 
 
-def test_cross_entropy_class_axis_1_matches_torch_on_3d(rng):
-    z = rng.standard_normal((4, 6, 3))
-    y = rng.integers(0, 6, (4, 3))
-    cw = rng.uniform(0.5, 2, 6)
-    for ls in (0.0, 0.3):
-        expected = torch.nn.functional.cross_entropy(torch.tensor(z), torch.tensor(y), weight=torch.tensor(cw), label_smoothing=ls)
-        got = lk.cross_entropy(z, y, axis=1, class_weight=cw, label_smoothing=ls)
-        np.testing.assert_allclose(got, expected.item(), rtol=1e-10)
-        g = lk.cross_entropy.grad(z, y, axis=1, class_weight=cw, label_smoothing=ls)
-        tz = torch.tensor(z, requires_grad=True)
-        torch.nn.functional.cross_entropy(tz, torch.tensor(y), weight=torch.tensor(cw), label_smoothing=ls).backward()
-        np.testing.assert_allclose(g, tz.grad.numpy(), rtol=1e-9, atol=1e-14)
-
-
-def test_kl_matches_torch_batchmean_2d(rng):
-    z = rng.standard_normal((5, 4))
-    t = rng.dirichlet(np.ones(4), 5)
-    expected = torch.nn.functional.kl_div(torch.log_softmax(torch.tensor(z), -1), torch.tensor(t), reduction="batchmean")
-    np.testing.assert_allclose(lk.kl_divergence(z, t), expected.item(), rtol=1e-10)
-
-
-def test_kl_zero_probability_target_is_zero_contribution():
-    z = np.array([[0.0, 1.0, -np.inf]])
-    t = np.array([[0.5, 0.5, 0.0]])
-    v, g = lk.kl_divergence.value_and_grad(z, t)
-    p = np.exp(z[0, :2] - np.logaddexp(z[0, 0], z[0, 1]))
-    expected = np.sum(t[0, :2] * (np.log(t[0, :2]) - np.log(p)))
-    np.testing.assert_allclose(v, expected, rtol=1e-12)
-    assert np.all(np.isfinite(g)) and g[0, 2] == 0
-
-
-def test_values_match_torch_on_edge_inputs():
-    """The edge grid in float64, compared per sample wherever the peer's value is finite."""
-    from test_edges import EDGE_INPUTS
-
-    for name, (pred, target, opts) in EDGE_INPUTS.items():
-        ref_opts = dict(opts)
-        if name == "binary_cross_entropy_from_probs":
-            keep = (pred > 1e-12) & (pred < 1 - 1e-12)  # losskit clips at eps, torch at log >= -100
-            pred, target = pred[keep], target[keep]
-        expected = CASES[name].torch_ref(torch.as_tensor(pred), torch.as_tensor(target), "none", **ref_opts).numpy()
-        got = lk.registry[name](pred, target, reduction="none", **opts)
-        finite = np.isfinite(expected)
-        assert finite.any(), name
-        np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-6, atol=1e-300, err_msg=name)
+@pytest.mark.parametrize("param", peer_params("test_values_match_the_peer_on_edge_inputs", where=lambda s: s.checks.edges is not None))
+def test_values_match_the_peer_on_edge_inputs(param):
+    """The declared edge inputs in float64, compared per sample wherever the peer's value is
+    finite and the peer is not declared less accurate than losskit."""
+    name, i, j = param
+    peer = _peer(name, j)
+    require(peer)
+    if "none" not in peer.reductions:
+        pytest.skip("the peer has no per-sample values")
+    s = spec(name)
+    raw = option_set(name, i)
+    arrays = tuple(np.asarray(a) for a in s.checks.edges(raw))
+    expected = peer_value(peer, arrays, "none", raw)
+    got = np.asarray(lk.registry[name](*arrays, reduction="none", **strip(raw)))
+    assert got.shape == expected.shape
+    keep = np.isfinite(expected)
+    if peer.less_accurate is not None:
+        keep &= ~np.asarray(peer.less_accurate(*arrays, **strip(raw)), dtype=bool)
+    if not np.isfinite(expected).any():
+        pytest.skip("the peer is not finite on any edge input of this option set")
+    assert keep.any(), "no edge input to compare"
+    np.testing.assert_allclose(got[keep], expected[keep], rtol=peer.rtol, atol=1e-300)
