@@ -1,92 +1,123 @@
-"""The JAX bridge: jax.grad / jit / vmap / hessian use the closed-form derivatives and agree
-with the peer (PyTorch autograd) where the closed form does not apply (soft targets, weights)."""
+"""The JAX bridge, over every registered loss: jax.grad / jit / vmap / hessian use the
+closed-form derivatives; gradients for weights and soft targets equal autograd through the
+torch peers (``"sum"``) and finite differences (``"mean"``). Driven by the registry."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-import losskit as lk
-from cases import CASES, case_ids, draw, losskit_options, option_id
+from registry_cases import (
+    SET,
+    as_tuple,
+    draw,
+    finite_difference_grad,
+    finite_difference_grad_relative,
+    grads,
+    is_float,
+    jax_options,
+    loss_params,
+    params,
+    torch_autograd_peer,
+    torch_peers,
+)
 
 jax = pytest.importorskip("jax")
 jnp = jax.numpy
-torch = pytest.importorskip("torch")
 
 
-def _inputs(name, i, rng):
-    case, o, pred, target = draw(name, i, rng)
-    opts = {k: (jnp.asarray(v) if isinstance(v, np.ndarray) else v) for k, v in losskit_options(o).items()}
-    return case, o, pred, target, opts
-
-
-@pytest.mark.parametrize("param", case_ids(), ids=option_id)
+@pytest.mark.parametrize("param", params("test_grad_jit_hessian"))
 def test_grad_jit_hessian(param, rng):
-    name, i = param
-    case, o, pred, target, opts = _inputs(name, i, rng)
-    loss = lk.registry[name]
-    z, t = jnp.asarray(pred), jnp.asarray(target)
-    f = lambda p: loss(p, t, **opts)  # noqa: E731
-    g_expected, h_expected = loss.grad_hess(pred, target, **losskit_options(o))
-    np.testing.assert_allclose(jax.grad(f)(z), g_expected, rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(jax.jit(jax.grad(f))(z), g_expected, rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(jax.jit(f)(z), loss(pred, target, **losskit_options(o)), rtol=1e-12)
-    hess = jax.hessian(f)(z).reshape(pred.size, pred.size)
-    np.testing.assert_allclose(np.diagonal(hess).reshape(pred.shape), h_expected, rtol=1e-10, atol=1e-14)
-    # reduction="none": jacobian rows are the per-sample gradients
-    jac = jax.jacrev(lambda p: loss(p, t, reduction="none", **opts))(z)
-    per_sample_total = jac.reshape(-1, pred.size).sum(0).reshape(pred.shape)
-    np.testing.assert_allclose(per_sample_total, loss.grad(pred, target, reduction="sum", **losskit_options(o)), rtol=1e-12, atol=1e-14)
-
-
-@pytest.mark.parametrize("name", ["huber", "binary_cross_entropy", "cross_entropy", "kl_divergence"])
-def test_vmap_over_batches(name, rng):
-    case = CASES[name]
-    o = case.option_sets[0]
-    batches = [case.make(rng, o) for _ in range(3)]
-    z = jnp.stack([jnp.asarray(b[0]) for b in batches])
-    t = jnp.stack([jnp.asarray(b[1]) for b in batches])
-    loss = lk.registry[name]
-    values = jax.vmap(loss)(z, t)
-    grads = jax.vmap(jax.grad(loss))(z, t)
-    for k, (p, y) in enumerate(batches):
-        np.testing.assert_allclose(values[k], loss(p, y), rtol=1e-12)
-        np.testing.assert_allclose(grads[k], loss.grad(p, y), rtol=1e-12, atol=1e-15)
-
-
-@pytest.mark.parametrize("param", case_ids(), ids=option_id)
-def test_target_and_weight_gradients_match_torch(param, rng):
-    name, i = param
-    case, o, pred, target, opts = _inputs(name, i, rng)
-    loss = lk.registry[name]
-    shape = pred.shape[:-1] if case.sample_axis_dropped else pred.shape
-    w = rng.uniform(0.5, 1.5, shape)
-    soft = np.issubdtype(np.asarray(target).dtype, np.floating)
-    z, t, jw = jnp.asarray(pred), jnp.asarray(target), jnp.asarray(w)
-    if soft:
-        gw, gt = jax.grad(lambda w_, t_: loss(z, t_, weight=w_, **opts), argnums=(0, 1))(jw, t)
+    d = draw(*param, rng)
+    loss, o, n = d.loss, d.options, d.n_inputs
+    opts = jax_options(d.raw)
+    inputs = tuple(jnp.asarray(x) for x in d.inputs)
+    rest = tuple(jnp.asarray(a) for a in d.arrays[n:])
+    f = lambda *xs: loss(*xs, *rest, **opts)  # noqa: E731
+    argnums = tuple(range(n))
+    hessian = d.spec.hessian_kind != "none"
+    if hessian:
+        g_expected, h_expected = (as_tuple(a, n) for a in loss.grad_hess(*d.arrays, **o))
     else:
-        gw = jax.grad(lambda w_: loss(z, t, weight=w_, **opts))(jw)
-    # peer: torch autograd through the rule mean = Σ w ℓ / Σ w d
+        g_expected = grads(d, loss.grad(*d.arrays, **o))
+    for got in (jax.grad(f, argnums)(*inputs), jax.jit(jax.grad(f, argnums))(*inputs)):
+        for a, b in zip(got, g_expected):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(jax.jit(f)(*inputs), loss(*d.arrays, **o), rtol=1e-12)
+    if hessian:
+        for k, x in enumerate(d.inputs):
+            hess = jax.hessian(f, argnums=k)(*inputs).reshape(x.size, x.size)
+            np.testing.assert_allclose(np.diagonal(hess).reshape(x.shape), h_expected[k], rtol=1e-10, atol=1e-14)
+    # reduction="none": the jacobian's rows are the per-sample (per-set) gradients
+    g_sum = grads(d, loss.grad(*d.arrays, reduction="sum", **o))
+    for k, x in enumerate(d.inputs):
+        jac = jax.jacrev(lambda *xs: loss(*xs, *rest, reduction="none", **opts), argnums=k)(*inputs)
+        total = np.asarray(jac).reshape(-1, x.size).sum(0).reshape(x.shape)
+        np.testing.assert_allclose(total, g_sum[k], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", loss_params("test_vmap_over_batches"))
+def test_vmap_over_batches(name, rng):
+    batches = [draw(name, 0, rng) for _ in range(3)]
+    d = batches[0]
+    loss, n = d.loss, d.n_inputs
+    opts = jax_options(d.raw)
+    stacked = [jnp.stack([jnp.asarray(b.arrays[k]) for b in batches]) for k in range(len(d.arrays))]
+    f = lambda *a: loss(*a, **opts)  # noqa: E731
+    values = jax.vmap(f)(*stacked)
+    per_batch = jax.vmap(jax.grad(f, tuple(range(n))))(*stacked)
+    for j, b in enumerate(batches):
+        np.testing.assert_allclose(values[j], loss(*b.arrays, **b.options), rtol=1e-12)
+        for k, g in enumerate(grads(b, loss.grad(*b.arrays, **b.options))):
+            np.testing.assert_allclose(per_batch[k][j], g, rtol=1e-12, atol=1e-15)
+
+
+def _torch_weights_case(s, o) -> bool:
+    return s.kind != SET and any("none" in p.reductions and all(k in p.options for k in o if not k.startswith("_")) for p in torch_peers(s))
+
+
+@pytest.mark.parametrize("param", params("test_weight_and_soft_target_gradients_of_the_sum_match_torch", case=_torch_weights_case))
+def test_weight_and_soft_target_gradients_of_the_sum_match_torch(param, rng):
+    """d/dw and d/dt of Σ w·ℓ equal torch autograd through the peer's per-sample values."""
+    torch = pytest.importorskip("torch")
+    d = draw(*param, rng)
+    loss, n = d.loss, d.n_inputs
+    peer = next(p for p in torch_peers(d.spec) if "none" in p.reductions and all(k in p.options for k in d.options))
+    opts = jax_options(d.raw)
+    w = rng.uniform(0.5, 1.5, d.sample_shape)
+    soft = d.target is not None and is_float(d.target)
+    inputs = tuple(jnp.asarray(x) for x in d.inputs)
+    if soft:
+        gw, gt = jax.grad(lambda w_, t_: loss(*inputs, t_, weight=w_, reduction="sum", **opts), argnums=(0, 1))(jnp.asarray(w), jnp.asarray(d.target))
+    else:
+        rest = tuple(jnp.asarray(a) for a in d.arrays[n:])
+        gw = jax.grad(lambda w_: loss(*inputs, *rest, weight=w_, reduction="sum", **opts))(jnp.asarray(w))
     tw = torch.tensor(w, requires_grad=True)
-    tt = torch.tensor(target, requires_grad=soft)
-    per = case.torch_ref(torch.tensor(pred), tt, "none", **o)
-    d = torch.ones_like(per)
-    valid = torch.ones_like(per, dtype=torch.bool)
-    if name == "cross_entropy" and not soft:
-        if o.get("ignore_index") is not None:
-            valid = tt != o["ignore_index"]
-        if o.get("class_weight") is not None:
-            d = torch.as_tensor(o["class_weight"])[torch.where(valid, tt, 0)]
-    ref = (torch.where(valid, tw * per, 0)).sum() / torch.where(valid, tw * d, 0).sum()
-    ref.backward()
+    tt = None if d.target is None else torch.tensor(d.target, requires_grad=soft)
+    t_inputs = [torch.tensor(x) for x in d.inputs]
+    (torch_autograd_peer(peer)(*t_inputs, *(() if tt is None else (tt,)), reduction="none", **d.raw) * tw).sum().backward()
     np.testing.assert_allclose(gw, tw.grad.numpy(), rtol=1e-10, atol=1e-14)
     if soft:
         np.testing.assert_allclose(gt, tt.grad.numpy(), rtol=1e-10, atol=1e-14)
 
 
-def test_validation_is_skipped_under_jit_but_runs_eagerly():
-    z = jnp.zeros((2, 3))
-    with pytest.raises(ValueError, match="class id 7"):
-        lk.cross_entropy(z, jnp.asarray([0, 7]))
-    jax.jit(lambda z, y: lk.cross_entropy(z, y))(z, jnp.asarray([0, 2]))
+@pytest.mark.parametrize("param", params("test_weight_and_soft_target_gradients_of_the_mean_match_finite_differences"))
+def test_weight_and_soft_target_gradients_of_the_mean_match_finite_differences(param, rng):
+    """d/dw and d/dt of "mean" (whose denominator holds the weights) equal finite differences
+    of the NumPy value (validation off: a perturbed distribution no longer sums to 1)."""
+    d = draw(*param, rng)
+    loss, n = d.loss, d.n_inputs
+    o = d.options
+    opts = jax_options(d.raw)
+    w = rng.uniform(0.5, 1.5, d.sample_shape)
+    inputs = tuple(jnp.asarray(x) for x in d.inputs)
+    rest = tuple(jnp.asarray(a) for a in d.arrays[n:])
+    gw = jax.grad(lambda w_: loss(*inputs, *rest, weight=w_, **opts))(jnp.asarray(w))
+    expected = finite_difference_grad(lambda w_: float(loss(*d.arrays, weight=w_, **o)), w)
+    np.testing.assert_allclose(gw, expected, rtol=1e-6, atol=1e-9)
+    if d.target is not None and is_float(d.target):
+        gt = jax.grad(lambda t_: loss(*inputs, t_, weight=jnp.asarray(w), **opts))(jnp.asarray(d.target))
+        # probabilities end at 0: steps relative to each entry never cross it
+        expected = finite_difference_grad_relative(lambda t_: float(loss(*d.inputs, t_, weight=w, validate=False, **o)), d.target)
+        compared = ~np.isnan(expected)
+        np.testing.assert_allclose(np.asarray(gt)[compared], expected[compared], rtol=1e-6, atol=1e-9)

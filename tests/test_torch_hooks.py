@@ -1,124 +1,152 @@
-"""The torch bridge: grad_fn with the closed-form backward, gradcheck / gradgradcheck,
-torch.compile(fullgraph=True), gradients for targets and weights, dtype and device rules."""
+"""The torch bridge, over every registered loss: grad_fn with the closed-form backward,
+gradcheck / gradgradcheck, gradients for targets and weights equal to autograd through the
+torch peers, torch.compile(fullgraph=True) (``checks.compiles``), torch.func.vmap
+(``checks.vmaps``), dtype rules and the no-grad path. Driven by the registry."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-import losskit as lk
-from cases import CASES, case_ids, draw, losskit_options, option_id
+from registry_cases import (
+    SET,
+    draw,
+    grads,
+    is_float,
+    loss_params,
+    names,
+    params,
+    peer_value,
+    spec,
+    torch_autograd_peer,
+    torch_options,
+    torch_peers,
+)
 
 torch = pytest.importorskip("torch")
 
 
-def _torch_inputs(name, i, rng, dtype=torch.float64):
-    case, o, pred, target = draw(name, i, rng)
-    opts = {k: (torch.as_tensor(v) if isinstance(v, np.ndarray) else v) for k, v in losskit_options(o).items()}
-    t = torch.as_tensor(target)
-    if t.is_floating_point():
-        t = t.to(dtype)
-    return case, torch.tensor(pred, dtype=dtype, requires_grad=True), t, opts
+def _torch_inputs(param, rng, dtype=torch.float64):
+    """(drawn case, leaf tensors for the differentiable inputs, the other positional tensors,
+    options as torch values)."""
+    d = draw(*param, rng)
+    leaves = [torch.tensor(x, dtype=dtype, requires_grad=True) for x in d.inputs]
+    rest = []
+    for a in d.arrays[d.n_inputs :]:
+        t = torch.as_tensor(a)
+        rest.append(t.to(dtype) if t.is_floating_point() else t)
+    return d, leaves, rest, torch_options(d.raw)
 
 
-@pytest.mark.parametrize("param", case_ids(), ids=option_id)
+@pytest.mark.parametrize("param", params("test_gradcheck_and_gradgradcheck"))
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_gradcheck_and_gradgradcheck(param, reduction, rng):
-    name, i = param
-    case, pred, target, opts = _torch_inputs(name, i, rng)
-    loss = lk.registry[name]
-    fn = lambda p: loss(p, target, reduction=reduction, **opts)  # noqa: E731
-    out = fn(pred)
-    assert out.grad_fn is not None and "LossFunction" in type(out.grad_fn).__name__
-    assert torch.autograd.gradcheck(fn, (pred,))
-    if name != "mae":  # |x| has no second derivative worth checking numerically
-        assert torch.autograd.gradgradcheck(fn, (pred,))
+    d, leaves, rest, opts = _torch_inputs(param, rng)
+    loss = d.loss
+    fn = lambda *inputs: loss(*inputs, *rest, reduction=reduction, **opts)  # noqa: E731
+    out = fn(*leaves)
+    assert out.grad_fn is not None and "LossFunction" in type(out.grad_fn).__name__, type(out.grad_fn)
+    assert torch.autograd.gradcheck(fn, tuple(leaves))
+    if d.spec.hessian_kind != "zero":  # a zero Hessian has no second derivative worth checking numerically
+        assert torch.autograd.gradgradcheck(fn, tuple(leaves))
 
 
-@pytest.mark.parametrize("param", case_ids(), ids=option_id)
+def _weights_case(s, o) -> bool:
+    return s.kind != SET and any("none" in p.reductions and all(k in p.options for k in o if not k.startswith("_")) for p in torch_peers(s))
+
+
+@pytest.mark.parametrize("param", params("test_soft_targets_and_weights_get_autograd_gradients", case=_weights_case))
 def test_soft_targets_and_weights_get_autograd_gradients(param, rng):
-    """Inputs other than pred get gradients equal to autograd through the peer."""
-    name, i = param
-    case, pred, target, opts = _torch_inputs(name, i, rng)
-    loss = lk.registry[name]
-    shape = pred.shape[:-1] if case.sample_axis_dropped else pred.shape
-    w = torch.tensor(rng.uniform(0.5, 1.5, shape), requires_grad=True)
-    diff_target = target.is_floating_point()
-    if diff_target:
-        target = target.detach().requires_grad_(True)
-    v = loss(pred, target, weight=w, reduction="sum", **opts)
-    v.backward()
-    o = CASES[name].option_sets[i]
-    p2 = pred.detach().requires_grad_(True)
-    t2 = target.detach().requires_grad_(diff_target)
+    """Every input that requires grad (inputs, soft targets, weights) gets the gradient autograd
+    finds through the torch peer's per-sample values."""
+    d, leaves, rest, opts = _torch_inputs(param, rng)
+    peer = next(p for p in torch_peers(d.spec) if "none" in p.reductions and all(k in p.options for k in d.options))
+    w = torch.tensor(rng.uniform(0.5, 1.5, d.sample_shape), requires_grad=True)
+    rest = [r.detach().requires_grad_(True) if r.is_floating_point() else r for r in rest]
+    d.loss(*leaves, *rest, weight=w, reduction="sum", **opts).backward()
+    leaves2 = [x.detach().requires_grad_(True) for x in leaves]
+    rest2 = [r.detach().requires_grad_(r.is_floating_point()) for r in rest]
     w2 = w.detach().requires_grad_(True)
-    (case.torch_ref(p2, t2, "none", **o) * w2).sum().backward()
-    torch.testing.assert_close(pred.grad, p2.grad)
-    torch.testing.assert_close(w.grad, w2.grad)
-    if diff_target:
-        torch.testing.assert_close(target.grad, t2.grad)
+    (torch_autograd_peer(peer)(*leaves2, *rest2, reduction="none", **d.raw) * w2).sum().backward()
+    for a, b in zip(leaves + rest + [w], leaves2 + rest2 + [w2]):
+        if b.requires_grad:
+            torch.testing.assert_close(a.grad, b.grad)
 
 
-@pytest.mark.parametrize("name", ["mse", "huber", "binary_cross_entropy", "cross_entropy", "kl_divergence"])
-def test_torch_compile_fullgraph(name, rng):
-    i = 1 if len(CASES[name].option_sets) > 1 else 0
-    case, pred, target, opts = _torch_inputs(name, i, rng, dtype=torch.float32)
-    loss = lk.registry[name]
+def _compile_params():
+    """Option sets 0 and 1 of every loss that declares it compiles."""
+    return [p for p in params("test_torch_compile_fullgraph", where=lambda s: s.checks.compiles) if p.values[0][1] < 2]
 
-    def step(p, t):
-        v = loss(p, t, **opts)
-        (g,) = torch.autograd.grad(v, p)
-        return v, g
 
-    compiled = torch.compile(lambda p, t: loss(p, t, **opts), fullgraph=True, backend="eager")
-    v = compiled(pred, target)
+@pytest.mark.parametrize("param", _compile_params())
+def test_torch_compile_fullgraph(param, rng):
+    d, leaves, rest, opts = _torch_inputs(param, rng, dtype=torch.float32)
+    loss = d.loss
+    torch._dynamo.reset()  # one code object compiled for every loss: do not hit the recompile limit
+    compiled = torch.compile(lambda *a: loss(*a, **opts), fullgraph=True, backend="eager")
+    v = compiled(*leaves, *rest)
     v.backward()
-    p2 = pred.detach().requires_grad_(True)
-    v2 = loss(p2, target, **opts)
+    leaves2 = [x.detach().requires_grad_(True) for x in leaves]
+    v2 = loss(*leaves2, *rest, **opts)
     v2.backward()
     torch.testing.assert_close(v, v2)
-    torch.testing.assert_close(pred.grad, p2.grad)
+    for a, b in zip(leaves, leaves2):
+        torch.testing.assert_close(a.grad, b.grad)
 
 
-def test_torch_compile_inductor_cross_entropy(rng):
-    z = torch.randn(16, 7, requires_grad=True)
-    y = torch.randint(0, 7, (16,))
-    compiled = torch.compile(lambda z, y: lk.cross_entropy(z, y, label_smoothing=0.1), fullgraph=True)
-    v = compiled(z, y)
-    v.backward()
-    z2 = z.detach().requires_grad_(True)
-    torch.nn.functional.cross_entropy(z2, y, label_smoothing=0.1).backward()
-    torch.testing.assert_close(v, torch.nn.functional.cross_entropy(z2.detach(), y, label_smoothing=0.1))
-    torch.testing.assert_close(z.grad, z2.grad)
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-def test_half_inputs_compute_in_float32_and_return_grad_in_input_dtype(dtype):
-    z = torch.randn(8, 5).to(dtype).requires_grad_(True)
-    y = torch.randint(0, 5, (8,))
-    v = lk.cross_entropy(z, y)
+@pytest.mark.parametrize("name", loss_params("test_half_inputs_compute_in_float32_and_return_grad_in_input_dtype"))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+def test_half_inputs_compute_in_float32_and_return_grad_in_input_dtype(name, dtype, rng):
+    d, leaves, rest, opts = _torch_inputs((name, 0), rng, dtype=dtype)
+    v = d.loss(*leaves, *rest, **opts)
     assert v.dtype == torch.float32
     v.backward()
-    assert z.grad.dtype == dtype
-    ref = torch.nn.functional.cross_entropy(z.detach().float(), y)
-    torch.testing.assert_close(v, ref)
+    for x in leaves:
+        assert x.grad.dtype == dtype
+    # the value of the rounded inputs, as the float64 peer computes it
+    rounded = tuple(t.detach().double().numpy() if t.is_floating_point() else t.numpy() for t in leaves + rest)
+    for peer in torch_peers(d.spec):
+        if "mean" in peer.reductions and all(k in peer.options for k in d.options):
+            np.testing.assert_allclose(v.item(), peer_value(peer, rounded, "mean", d.raw), rtol=1e-4, atol=1e-5)
 
 
-def test_no_grad_path_returns_plain_tensor_and_inputs_are_not_mutated():
-    z = torch.randn(6, 3)
-    y = torch.rand(6, 3)
-    z0, y0 = z.clone(), y.clone()
+@pytest.mark.parametrize("name", loss_params("test_no_grad_path_returns_plain_tensor_and_inputs_are_not_mutated"))
+def test_no_grad_path_returns_plain_tensor_and_inputs_are_not_mutated(name, rng):
+    d = draw(name, 0, rng)
+    tensors = [torch.as_tensor(a).clone() for a in d.arrays]
+    before = [t.clone() for t in tensors]
+    opts = torch_options(d.raw)
     with torch.no_grad():
-        v = lk.binary_cross_entropy(z, y)
+        v = d.loss(*tensors, **opts)
     assert v.grad_fn is None
-    g = lk.binary_cross_entropy.grad(z, y)
-    assert g.data_ptr() != z.data_ptr()
-    assert torch.equal(z, z0) and torch.equal(y, y0)
+    for g in grads(d, d.loss.grad(*tensors, **opts)):
+        assert all(g.data_ptr() != t.data_ptr() for t in tensors)
+    for t, t0 in zip(tensors, before):
+        assert torch.equal(t, t0)
 
 
-def test_torch_func_grad_and_vmap(rng):
-    z = torch.randn(4, 6, 3, dtype=torch.float64)
-    y = torch.randint(0, 3, (4, 6))
-    per_batch = torch.func.vmap(torch.func.grad(lambda zz, yy: lk.cross_entropy(zz, yy)))(z, y)
-    expected = torch.stack([lk.cross_entropy.grad(z[b], y[b]) for b in range(4)])
-    torch.testing.assert_close(per_batch, expected)
+@pytest.mark.parametrize("name", loss_params("test_torch_func_grad_and_vmap", where=lambda s: s.checks.vmaps))
+def test_torch_func_grad_and_vmap(name, rng):
+    s = spec(name)
+    batches = [draw(name, 0, rng) for _ in range(4)]
+    d = batches[0]
+    stacked = [torch.as_tensor(np.stack([b.arrays[k] for b in batches])) for k in range(len(d.arrays))]
+    opts = torch_options(d.raw)
+    n = d.n_inputs
+    f = lambda *a: d.loss(*a, **opts)  # noqa: E731
+    per_batch = torch.func.vmap(torch.func.grad(f, argnums=tuple(range(n))))(*stacked)
+    for k in range(n):
+        expected = torch.stack([torch.as_tensor(grads(b, b.loss.grad(*b.arrays, **b.options))[k]) for b in batches])
+        torch.testing.assert_close(per_batch[k], expected, msg=s.inputs[k])
+
+
+def test_every_float_target_is_differentiable_somewhere():
+    """Guard for the weights test: it covers soft targets wherever a loss has them."""
+    for name in names():
+        s = spec(name)
+        if s.target is None:
+            continue
+        for i, o in enumerate(s.checks.option_sets):
+            d = draw(name, i, np.random.default_rng(0))
+            if is_float(d.target) and s.kind != SET:
+                assert _weights_case(s, o) or not torch_peers(s), (name, i)
