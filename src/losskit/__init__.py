@@ -17,6 +17,16 @@ __version__ = "0.1.0"
 registry = REGISTRY
 globals().update(REGISTRY)
 
+
+def __getattr__(name):
+    # ``lk.boosting`` and ``lk.distributed`` are imported on first use, so ``import losskit``
+    # needs only NumPy.
+    if name in ("boosting", "distributed"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'losskit' has no attribute {name!r}")
+
 __all__ = [
     "Loss",
     "registry",
