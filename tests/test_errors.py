@@ -1,7 +1,10 @@
-"""Clear errors that name the argument, for every kind of bad input."""
+"""Clear errors that name the argument, for every kind of bad input, over every registered loss
+(argument names come from the declaration). Messages special to one loss (class ids,
+probabilities, per-class weights) are in that loss's own test file."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -9,89 +12,101 @@ import numpy as np
 import pytest
 
 import losskit as lk
+from registry_cases import CLASS_AXIS, ELEMENTWISE, draw, names, sample_shape, spec
 
 
-def test_shape_mismatch_names_both_shapes_with_trailing_axis_hint():
-    with pytest.raises(ValueError, match=r"`pred` and `target` must have the same shape, got pred \(4, 1\) and target \(4,\).*trailing axis of size 1"):
-        lk.mse(np.zeros((4, 1)), np.zeros(4))
-    with pytest.raises(ValueError, match=r"target \(4, 1\).*trailing axis"):
-        lk.huber(np.zeros(4), np.zeros((4, 1)))
-    with pytest.raises(ValueError, match=r"\(3,\) and target \(4,\)"):
-        lk.binary_cross_entropy(np.zeros(3), np.zeros(4))
+def _inputs(name, rng):
+    d = draw(name, 0, rng)
+    return list(d.arrays), d.options
 
 
-def test_class_ids_out_of_range_name_the_first_bad_id_and_position():
-    z = np.zeros((3, 4))
-    with pytest.raises(ValueError, match=r"class id 9 at target\[1\] is out of range for 4 classes"):
-        lk.cross_entropy(z, np.array([0, 9, -3]))
-    with pytest.raises(ValueError, match=r"class id -3 at target\[2\]"):
-        lk.cross_entropy(z, np.array([0, -100, -3]), ignore_index=-100)
-    # ignored or masked ids are exempt, and validate=False skips the check
-    assert np.isfinite(lk.cross_entropy(z, np.array([0, -100, 1]), ignore_index=-100))
-    assert np.isfinite(lk.cross_entropy(z, np.array([0, 77, 1]), mask=np.array([True, False, True])))
+@pytest.mark.parametrize("name", names(lambda s: s.kind == ELEMENTWISE))
+def test_shape_mismatch_names_both_shapes_with_trailing_axis_hint(name):
+    s = spec(name)
+    a, b = s.positional[:2]
+    loss = lk.registry[name]
+    rest = [np.zeros(4)] * (len(s.positional) - 2)
+    with pytest.raises(ValueError, match=rf"`{a}` and `{b}` must have the same shape, got {a} \(4, 1\) and {b} \(4,\).*trailing axis of size 1"):
+        loss(np.zeros((4, 1)), np.zeros(4), *rest)
+    with pytest.raises(ValueError, match=rf"{b} \(4, 1\).*`{b}` has a trailing axis"):
+        loss(np.zeros(4), np.zeros((4, 1)), *rest)
+    with pytest.raises(ValueError, match=rf"\(3,\) and {b} \(4,\)"):
+        loss(np.zeros(3), np.zeros(4), *rest)
 
 
-def test_integer_target_shape_errors():
-    with pytest.raises(ValueError, match=r"without axis 1.*\(3,\).*trailing axis of size 1"):
-        lk.cross_entropy(np.zeros((3, 4)), np.zeros((3, 1), dtype=int))
-    with pytest.raises(ValueError, match="one-hot targets must be float"):
-        lk.cross_entropy(np.zeros((3, 4)), np.zeros((3, 4), dtype=int))
-    with pytest.raises(ValueError, match="ignore_index` applies to integer class ids"):
-        lk.cross_entropy(np.zeros((3, 4)), np.full((3, 4), 0.25), ignore_index=-100)
-    with pytest.raises(ValueError, match="`axis`=2 is out of range"):
-        lk.cross_entropy(np.zeros((3, 4)), np.zeros(3, dtype=int), axis=2)
+@pytest.mark.parametrize("name", names())
+def test_non_floating_first_input_is_rejected(name, rng):
+    arrays, o = _inputs(name, rng)
+    first = spec(name).positional[0]
+    arrays[0] = np.round(arrays[0]).astype(np.int64)
+    with pytest.raises(TypeError, match=rf"`{first}` must be a floating-point array, got dtype int64"):
+        lk.registry[name](*arrays, **o)
 
 
-def test_non_floating_pred_is_rejected():
-    with pytest.raises(TypeError, match="`pred` must be a floating-point array, got dtype int64"):
-        lk.mse(np.arange(3), np.arange(3.0))
-    with pytest.raises(TypeError, match="`logits` must be a floating-point array"):
-        lk.cross_entropy(np.zeros((2, 3), dtype=np.int32), np.zeros(2, dtype=int))
-
-
-def test_bad_options():
-    x = np.zeros(3)
+@pytest.mark.parametrize("name", names())
+def test_bad_reduction_and_normalizer(name, rng):
+    arrays, o = _inputs(name, rng)
+    loss = lk.registry[name]
     with pytest.raises(ValueError, match=r"`reduction` must be one of \('mean', 'sum', 'none'\), got 'avg'"):
-        lk.mse(x, x, reduction="avg")
-    with pytest.raises(ValueError, match="`delta` must be in \\(0.0, inf\\], got -1.0"):
-        lk.huber(x, x, delta=-1.0)
-    with pytest.raises(ValueError, match="`delta`"):
-        lk.huber(x, x, delta=0.0)
+        loss(*arrays, reduction="avg", **o)
     with pytest.raises(ValueError, match="`normalizer` only applies to reduction='mean'"):
-        lk.mse(x, x, reduction="sum", normalizer=4)
-    with pytest.raises(ValueError, match="`label_smoothing` must be in \\[0.0, 1.0\\]"):
-        lk.cross_entropy(np.zeros((2, 3)), np.zeros(2, dtype=int), label_smoothing=1.5)
-    with pytest.raises(TypeError, match="unexpected keyword argument `detla`. Did you mean `delta`"):
-        lk.huber(x, x, detla=1.0)
-    with pytest.raises(ValueError, match=r"`class_weight` must have shape \(3,\)"):
-        lk.cross_entropy(np.zeros((2, 3)), np.zeros(2, dtype=int), class_weight=np.ones(4))
-    with pytest.raises(ValueError, match="`pos_weight` must be"):
-        lk.binary_cross_entropy(np.zeros((2, 3)), np.zeros((2, 3)), pos_weight=np.ones(2))
+        loss(*arrays, reduction="sum", normalizer=4, **o)
 
 
-def test_weight_and_mask_shapes():
-    x = np.zeros((4, 3))
-    with pytest.raises(ValueError, match=r"`weight` must have the shape of the per-sample loss \(4, 3\), got \(4,\)"):
-        lk.mse(x, x, weight=np.ones(4))
-    with pytest.raises(ValueError, match=r"`weight` must have the shape of the per-sample loss \(4,\), got \(4, 3\).*omits the class axis"):
-        lk.cross_entropy(x, np.zeros(4, dtype=int), weight=np.ones((4, 3)))
+def _misspelt(option: str) -> str:
+    """The option with two neighbouring letters swapped (a typo difflib still recognises)."""
+    k = 1 if len(option) > 2 else 0
+    return option[:k] + option[k + 1] + option[k] + option[k + 2 :]
+
+
+@pytest.mark.parametrize("name", names(lambda s: any(len(k) > 2 for k in s.options)))
+def test_unknown_options_suggest_the_closest(name, rng):
+    arrays, o = _inputs(name, rng)
+    option = next(k for k in spec(name).options if len(k) > 2)
+    typo = _misspelt(option)
+    with pytest.raises(TypeError, match=f"unexpected keyword argument `{typo}`. Did you mean `{option}`"):
+        lk.registry[name](*arrays, **{typo: spec(name).options[option]})
+
+
+def _bounded_numbers():
+    return [(n, k) for n in names() for k, r in spec(n).option_rules.items() if r.kind == "number" and r.low is not None]
+
+
+@pytest.mark.parametrize("name,opt", _bounded_numbers())
+def test_out_of_range_numbers_state_the_interval(name, opt, rng):
+    rule = spec(name).option_rules[opt]
+    arrays, o = _inputs(name, rng)
+    interval = f"{'(' if rule.low_open else '['}{rule.low}, {rule.high if rule.high is not None else 'inf'}]"
+    bad = [rule.low - 1.0] + ([rule.low] if rule.low_open else []) + ([rule.high + 1.0] if rule.high is not None else [])
+    for value in bad:
+        with pytest.raises(ValueError, match=re.escape(f"`{opt}` must be in {interval}, got {float(value)!r}")):
+            lk.registry[name](*arrays, **{**o, opt: value})
+
+
+@pytest.mark.parametrize("name", names())
+def test_weight_and_mask_shapes(name, rng):
+    arrays, o = _inputs(name, rng)
+    s = spec(name)
+    loss = lk.registry[name]
+    want = sample_shape(s, arrays[0], s.checks.option_sets[0])
+    shown = re.escape(str(tuple(want)))
+    short = want[:-1]
+    with pytest.raises(ValueError, match=rf"`weight` must have the shape of the per-sample loss {shown}, got {re.escape(str(short))}"):
+        loss(*arrays, weight=np.ones(short), **o)
+    if s.kind == CLASS_AXIS:
+        full = np.shape(arrays[0])
+        with pytest.raises(ValueError, match=rf"`weight` must have the shape of the per-sample loss {shown}, got {re.escape(str(tuple(full)))}.*omits the class axis"):
+            loss(*arrays, weight=np.ones(full), **o)
     with pytest.raises(TypeError, match="`mask` must be a boolean array"):
-        lk.mse(x, x, mask=np.ones((4, 3)))
+        loss(*arrays, mask=np.ones(want), **o)
 
 
-def test_probabilities_outside_unit_interval():
-    with pytest.raises(ValueError, match=r"`probs` must hold probabilities in \[0, 1\]; found 1.5 at probs\[1\]"):
-        lk.binary_cross_entropy_from_probs(np.array([0.5, 1.5]), np.array([1.0, 0.0]))
-    with pytest.raises(ValueError, match=r"`target` must hold probabilities.*-0.5"):
-        lk.binary_cross_entropy_from_probs(np.array([0.5, 0.5]), np.array([1.0, -0.5]))
-    v = lk.binary_cross_entropy_from_probs(np.array([0.5, 1.5]), np.array([1.0, 0.0]), validate=False)
-    assert np.isfinite(v)
-
-
-def test_mixed_libraries_are_rejected():
+@pytest.mark.parametrize("name", names())
+def test_mixed_libraries_are_rejected(name, rng):
     torch = pytest.importorskip("torch")
+    arrays, o = _inputs(name, rng)
     with pytest.raises(TypeError, match="arrays of one library"):
-        lk.mse(torch.zeros(3), np.zeros(3))
+        lk.registry[name](torch.as_tensor(arrays[0]), *arrays[1:], **o)
 
 
 def test_import_does_not_import_frameworks():
@@ -102,9 +117,9 @@ def test_import_does_not_import_frameworks():
 
 def test_registry_metadata_is_complete():
     for name, loss in lk.registry.items():
-        spec = loss.spec
+        spec_ = loss.spec
         for field in ("formula", "gradient", "hessian", "domain", "reference", "use_when", "family"):
-            assert getattr(spec, field), (name, field)
+            assert getattr(spec_, field), (name, field)
         doc = loss.__doc__
         assert ">>>" in doc and "Reference" in doc, name
         assert loss is getattr(lk, name)

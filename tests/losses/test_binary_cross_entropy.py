@@ -106,3 +106,8 @@ def test_targets_outside_0_1(y, hint, backend):
     # masked entries are exempt
     ok = lk.binary_cross_entropy(np.zeros(3), np.array([0.0, 7.0, 1.0]), mask=np.array([True, False, True]))
     assert np.isfinite(ok)
+
+
+def test_pos_weight_shape_message():
+    with pytest.raises(ValueError, match="`pos_weight` must be"):
+        lk.binary_cross_entropy(np.zeros((2, 3)), np.zeros((2, 3)), pos_weight=np.ones(2))

@@ -293,3 +293,37 @@ def test_class_weight_rule(rng):
     # with label smoothing every class enters every sample: NaN everywhere, on every path
     assert np.isnan(lk.cross_entropy(z, y, class_weight=cw, label_smoothing=0.1, validate=False))
 
+
+
+# --- class ids, shapes and option messages --------------------------------------------------------
+
+
+def test_class_ids_out_of_range_name_the_first_bad_id_and_position():
+    z = np.zeros((3, 4))
+    with pytest.raises(ValueError, match=r"class id 9 at target\[1\] is out of range for 4 classes"):
+        lk.cross_entropy(z, np.array([0, 9, -3]))
+    with pytest.raises(ValueError, match=r"class id -3 at target\[2\]"):
+        lk.cross_entropy(z, np.array([0, -100, -3]), ignore_index=-100)
+    # ignored or masked ids are exempt, and validate=False skips the check
+    assert np.isfinite(lk.cross_entropy(z, np.array([0, -100, 1]), ignore_index=-100))
+    assert np.isfinite(lk.cross_entropy(z, np.array([0, 77, 1]), mask=np.array([True, False, True])))
+
+
+def test_integer_target_shape_errors():
+    with pytest.raises(ValueError, match=r"without axis 1.*\(3,\).*trailing axis of size 1"):
+        lk.cross_entropy(np.zeros((3, 4)), np.zeros((3, 1), dtype=int))
+    with pytest.raises(ValueError, match="one-hot targets must be float"):
+        lk.cross_entropy(np.zeros((3, 4)), np.zeros((3, 4), dtype=int))
+    with pytest.raises(ValueError, match="ignore_index` applies to integer class ids"):
+        lk.cross_entropy(np.zeros((3, 4)), np.full((3, 4), 0.25), ignore_index=-100)
+    with pytest.raises(ValueError, match="`axis`=2 is out of range"):
+        lk.cross_entropy(np.zeros((3, 4)), np.zeros(3, dtype=int), axis=2)
+
+
+def test_option_messages():
+    with pytest.raises(ValueError, match="`label_smoothing` must be in \\[0.0, 1.0\\]"):
+        lk.cross_entropy(np.zeros((2, 3)), np.zeros(2, dtype=int), label_smoothing=1.5)
+    with pytest.raises(ValueError, match=r"`class_weight` must have shape \(3,\)"):
+        lk.cross_entropy(np.zeros((2, 3)), np.zeros(2, dtype=int), class_weight=np.ones(4))
+    with pytest.raises(TypeError, match="`logits` must be a floating-point array"):
+        lk.cross_entropy(np.zeros((2, 3), dtype=np.int32), np.zeros(2, dtype=int))
