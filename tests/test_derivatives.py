@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from registry_cases import (
-    CLASS_AXIS,
     REDUCTIONS,
     SET,
     arrays_on,
@@ -30,8 +29,6 @@ from registry_cases import (
     options_on,
     params,
     peer_value,
-    sample,
-    spec,
     torch_autograd_peer,
     torch_peers,
     weight_and_mask,

@@ -174,7 +174,7 @@ def test_all_ignored_gives_zero_and_zero_grads(reduction, how, grad_in_forward):
 def test_nan_rows_that_are_ignored_get_zero_gradient():
     """An ignored token counts nowhere, even when its hidden state is NaN: its logits gradient
     is exactly 0, so its dx row is 0, and dW = Gᵀx reads x with that row zeroed (a plain GEMM
-    would give 0·NaN = NaN in every entry of dW). More cases: test_torch_lean_edges.py."""
+    would give 0·NaN = NaN in every entry of dW). More cases: losses/test_cross_entropy_torch_lean.py."""
     x, w, b, y, _ = _inputs(dtype=torch.float32, n=10)
     x[3] = float("nan")
     target = y[:10].clone()

@@ -1,7 +1,7 @@
 """The lean torch backward of ``cross_entropy`` (``interop.torch.LEAN_KERNELS``): what it saves,
 its peak memory, equality with ``F.cross_entropy``, double backward through the closed form,
 and the cases that keep the generic bridge (torch.compile, torch.func). Layouts, empty
-batches, integer dtypes and padding rows: ``test_torch_lean_edges.py``."""
+batches, integer dtypes and padding rows: ``test_cross_entropy_torch_lean.py``."""
 
 from __future__ import annotations
 
