@@ -286,3 +286,52 @@ def test_import_losskit_imports_no_booster():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _elementwise_cases():
+    for name, loss in sorted(lk.registry.items()):
+        spec = loss.spec
+        if spec.kind != "elementwise" or len(spec.inputs) != 1 or spec.target is None or spec.checks is None or loss.hessian_kind == "none":
+            continue
+        if spec.inputs[0] in ("probs", "prob", "probabilities", "p"):
+            continue
+        for i, o in enumerate(spec.checks.option_sets):
+            # per-column array options (shape (K,)) belong to K scores per row, not to this 1-D path
+            if not any(k.startswith("_") or np.ndim(v) > 0 for k, v in o.items()):
+                yield pytest.param(name, o, id=f"{name}-{i}")
+
+
+@pytest.mark.parametrize("name,options", list(_elementwise_cases()))
+def test_catboost_block_path_equals_the_public_call(name, options):
+    """CatBoost's many small blocks: after a block's first (checked) call the declared kernels
+    run directly; every registered elementwise loss and option set gives the same arrays."""
+    spec = lk.registry[name].spec
+    rng = np.random.default_rng(8)
+    p, y = spec.checks.sample(rng, (300,), options)
+    y = y.astype(np.float32)  # CatBoost's labels are float32
+    w = rng.uniform(0.5, 2.0, 300).astype(np.float32)
+    for kw in ({}, {"hessian": "constant"}, {"hessian": "floor", "scale": 0.5}):
+        if loss_needs_constant(name) and kw.get("hessian") not in (None, "constant"):
+            continue
+        obj = boosting.catboost(name, **kw, **options).objective
+        first = obj.calc_ders_range(p, y, w)
+        assert obj._core._checked_blocks, "the block was not recorded as checked"
+        np.testing.assert_array_equal(obj.calc_ders_range(p, y, w), first)
+        np.testing.assert_array_equal(obj.calc_ders_range(p, y, None), boosting.catboost(name, **kw, **options).objective.calc_ders_range(p, y, None))
+
+
+def loss_needs_constant(name):
+    return lk.registry[name].hessian_kind == "none"
+
+
+def test_docs_page_examples_run():
+    """docs/boosting.md's three-line examples (the plain ```python blocks) run as written."""
+    import pathlib
+    import re
+
+    pytest.importorskip("xgboost"), pytest.importorskip("lightgbm"), pytest.importorskip("catboost")
+    page = (pathlib.Path(__file__).parents[1] / "docs" / "boosting.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", page, re.S) if ">>>" not in b]
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "docs/boosting.md", "exec"), {})

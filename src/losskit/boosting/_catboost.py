@@ -38,7 +38,7 @@ class _RangeObjective:
         )
 
     def calc_ders_range(self, approxes, targets, weights):
-        g, h = self._core.derivatives(np.asarray(approxes), np.asarray(targets), None if weights is None else np.asarray(weights))
+        g, h = self._core.block_derivatives(np.asarray(approxes), np.asarray(targets), None if weights is None else np.asarray(weights))
         out = np.empty((g.shape[0], 2))
         np.negative(g, out=out[:, 0])
         np.negative(h, out=out[:, 1])

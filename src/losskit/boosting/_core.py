@@ -15,9 +15,10 @@ import math
 import warnings
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from .._loss import REGISTRY, Loss, check_option
-from .._spec import CLASS_AXIS, SET
+from .._spec import CLASS_AXIS, ELEMENTWISE, SET
 
 HESSIAN_POLICIES = ("exact", "floor", "constant", "xgboost", "lightgbm")
 
@@ -31,6 +32,9 @@ _DATA_ARGS = {
 }
 # input names that mean the loss takes probabilities, not an unbounded margin
 _PROBABILITY_INPUTS = ("probs", "prob", "probabilities", "p")
+
+
+_NUMPY = array_namespace(np.zeros(0))  # the array-API namespace of NumPy arrays, as losskit's calls use
 
 
 class BoostingWarning(UserWarning):
@@ -98,6 +102,21 @@ class Objective:
             )
         self.hessian = hessian
         self._warned = False
+        spec = loss.spec
+        self._bound = {**spec.options, **self.options}
+        if spec.check is not None:
+            spec.check(dict(self._bound), self.name)
+        # CatBoost calls a single-score objective on blocks of <= 1000 rows, hundreds of times a
+        # round: there the public call's fixed cost (checks, dispatch) would dominate. Each
+        # block's labels go through the public call (checked) once; later calls on the same
+        # label block run the declared kernels directly (the same arithmetic; tested equal).
+        self._direct = spec.kind == ELEMENTWISE and spec.set_kernel is None and spec.grad is not None
+        self._checked_blocks = set()
+
+    def __deepcopy__(self, memo):
+        # The libraries deep-copy their parameters (LightGBM's scikit-learn API, CatBoost):
+        # the configuration is immutable, so copies share it (and its record of checked blocks).
+        return self
 
     # -- construction ---------------------------------------------------------------------
     @property
@@ -184,14 +203,52 @@ class Objective:
         try:
             if self.hessian == "constant":
                 g = loss.grad(pred, target, weight=weight, reduction="none", **o)
-                h = np.ones(pred.shape[0]) if weight is None else np.asarray(weight, dtype=np.float64)
-                h = np.array(np.broadcast_to(h[:, None] if h.ndim < pred.ndim else h, pred.shape))
+                h = None
             else:
                 g, h = loss.grad_hess(pred, target, weight=weight, reduction="none", **o)
         except ValueError as exc:
             if "shape" in str(exc):
                 self._layout_error(exc, pred, label)
             raise
+        return self._policy(g, h, pred, weight)
+
+    def block_derivatives(self, pred, label, weight=None):
+        """:meth:`derivatives` for a library that calls the objective on many small blocks of
+        one score per row (CatBoost): the first call on a label block is the public, checked
+        call; later calls on the same block run the declared kernels directly."""
+        key = None
+        if self._direct and pred.ndim == 1 and isinstance(label, np.ndarray):
+            key = (label.__array_interface__["data"][0], label.shape, label.dtype.str)
+        if key is None or key not in self._checked_blocks:
+            out = self.derivatives(pred, label, weight)
+            if key is not None and len(self._checked_blocks) < 1_000_000:
+                self._checked_blocks.add(key)
+            return out
+        spec = self.loss.spec
+        xp = _NUMPY
+        o = dict(self._bound)
+        p = np.asarray(pred, dtype=np.float64)
+        t = np.asarray(label, dtype=np.float64)
+        if spec.prepare is not None:
+            prep = spec.prepare(p, t, o, xp, False, self.name, None)
+            p, t = prep.pred, prep.target
+        w = _weight(weight, p.shape[0])
+        if self.hessian == "constant":
+            g, h = spec.grad(p, t, o, xp), None
+        elif spec.grad_and_hess is not None:
+            g, h = spec.grad_and_hess(p, t, o, xp)
+        else:
+            g, h = spec.grad(p, t, o, xp), spec.hess(p, t, o, xp)
+        if w is not None:
+            g = g * w
+            h = None if h is None else h * w
+        return self._policy(g, h, p, w)
+
+    def _policy(self, g, h, pred, weight):
+        """The Hessian policy and ``scale`` applied to the loss's weighted derivatives."""
+        if h is None:  # "constant": the sample weight
+            h = np.ones(pred.shape[0]) if weight is None else np.asarray(weight, dtype=np.float64)
+            h = np.array(np.broadcast_to(h[:, None] if h.ndim < pred.ndim else h, pred.shape))
         if self.hessian == "floor":
             w = 1.0 if weight is None else (weight[:, None] if weight.ndim < pred.ndim else weight)
             h = np.maximum(h, self.hessian_floor * w)
@@ -206,7 +263,7 @@ class Objective:
                 f"{self._who}: the Hessian is negative at {int(np.sum(h < 0))} of {h.size} scores; Newton steps there go "
                 "the wrong way. Use hessian='floor' (max(h, hessian_floor·weight)) or hessian='constant'.",
                 BoostingWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         if self.scale != 1.0:
             g = g * self.scale

@@ -13,6 +13,7 @@ import numpy as np
 
 import losskit as lk
 
+from . import _boosting
 from . import _experiments as ex
 
 
@@ -58,7 +59,7 @@ def run_demo(out="losskit-demo", *, seed: int = 0, quick: bool = False, progress
     out = check_writable(out)
     progress = progress or ex.NullProgress()
     settings = ex.Settings.quick() if quick else ex.Settings()
-    seeds = np.random.SeedSequence(seed).spawn(4)
+    seeds = np.random.SeedSequence(seed).spawn(5)
     rngs = [np.random.default_rng(s) for s in seeds]
     t0 = time.perf_counter()
     timings = {}
@@ -75,6 +76,9 @@ def run_demo(out="losskit-demo", *, seed: int = 0, quick: bool = False, progress
     t = time.perf_counter()
     raw["distillation"] = ex.distillation(rngs[3], settings, progress, raw["multiclass"]["means"])
     timings["distillation"] = time.perf_counter() - t
+    t = time.perf_counter()
+    raw["boosting"] = _boosting.run(rngs[4], quick, progress)  # only when a boosting library is installed
+    timings["boosting"] = time.perf_counter() - t
     train_seconds = time.perf_counter() - t0
 
     summary = summarize(raw)
@@ -141,6 +145,9 @@ def summarize(raw) -> dict:
         rows.append(("4 distillation", "student 20-8-5", label,
                      f"test acc {_pct(st['test_accuracy'])}, agrees {_pct(st['agreement_with_teacher'])}, KL {st['kl_teacher_student']:.3f}"))
 
+    boost_rows, boost_finding = _boosting.summarize(raw["boosting"])
+    rows.extend(boost_rows)
+
     fo = {name: fits[(name, "outliers")] for name, _ in ex.REGRESSION_LOSSES}
     r0, r1 = mc["runs"][0.0], mc["runs"][0.1]
     hard, soft, transfer = list(d["students"].values())
@@ -158,6 +165,7 @@ def summarize(raw) -> dict:
         f"{hard['n_labels']} hard labels, {_pct(soft['test_accuracy'])} from the teacher's soft labels on the same inputs "
         f"and {_pct(transfer['test_accuracy'])} with {transfer['n_inputs'] - transfer['n_labels']} more unlabeled inputs "
         f"(teacher {_pct(d['teacher_test_accuracy'])}).",
+        boost_finding,
     ]
     return {
         "regression": {
@@ -172,6 +180,7 @@ def summarize(raw) -> dict:
         "multiclass": {"n_train": mc["n_train"], "n_wrong_labels": mc["n_wrong_labels"], "n_test": mc["n_test"], "runs": multiclass},
         "distillation": {"temperature": d["temperature"], "teacher_test_accuracy": d["teacher_test_accuracy"],
                          "n_teacher_labels": d["n_teacher_labels"], "students": students},
+        "boosting": raw["boosting"],
         "rows": rows,
         "findings": findings,
     }
