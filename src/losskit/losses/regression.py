@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .._array import nan_where
@@ -215,5 +217,82 @@ huber = declare(
         kinks=lambda p, y, delta=1.0: np.abs(np.abs(p - y) - delta) < 1e-2,
         minimum=_minimum_at_target,
         peers=(Peer("torch.nn.functional.huber_loss", _torch_peer("huber_loss"), requires="torch", options=("delta",)),),
+    ),
+)
+
+# --- log_cosh ----------------------------------------------------------------------------
+
+
+def _log_cosh_value(p, y, o, xp):
+    r = p - y
+    a = xp.abs(r)
+    small = xp.where(a < 1.0, r, xp.zeros_like(r))  # sinh would overflow where it is not used
+    s = xp.sinh(0.5 * small)
+    # log cosh r = log1p(2 sinh²(r/2)) keeps full relative precision for small r;
+    # |r| + log1p(e^{-2|r|}) - log 2 never overflows for large r
+    return xp.where(a < 1.0, xp.log1p(2.0 * s * s), a + xp.log1p(xp.exp(-2.0 * a)) - math.log(2.0))
+
+
+def _log_cosh_grad(p, y, o, xp):
+    return xp.tanh(p - y)
+
+
+def _log_cosh_hess(p, y, o, xp):
+    e = xp.exp(-2.0 * xp.abs(p - y))
+    return 4.0 * e / ((1.0 + e) * (1.0 + e))  # sech², without 1 - tanh² cancelling
+
+
+def _optax_log_cosh(p, y, reduction):
+    import jax.numpy as jnp
+    import optax
+
+    # float64 where JAX runs with x64 enabled (the test suite does)
+    per = np.asarray(optax.losses.log_cosh(jnp.asarray(p), jnp.asarray(y)), dtype=np.float64)
+    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+
+
+def _mpmath_log_cosh(p, y, reduction):
+    import mpmath
+
+    with mpmath.workdps(50):
+        per = np.array([float(mpmath.log(mpmath.cosh(mpmath.mpf(a) - mpmath.mpf(b)))) for a, b in zip(p.ravel(), y.ravel())]).reshape(p.shape)
+    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+
+
+log_cosh = declare(
+    name="log_cosh",
+    family="regression",
+    kind=ELEMENTWISE,
+    title="Log-cosh loss.",
+    formula=r"\ell(p, y) = \log\cosh(p - y)",
+    gradient=r"\partial_p \ell = \tanh(p - y)",
+    hessian=r"\partial_p^2 \ell = \operatorname{sech}^2(p - y)",
+    domain="p, y real; finite for residuals up to the dtype's largest value",
+    reference="Saleh & Saleh, \"Statistical Properties of the log-cosh Loss Function Used in Machine Learning\" (2022); optax.losses.log_cosh",
+    use_when="Regression: like mse for small residuals and mae for large ones, twice differentiable everywhere.",
+    details="""
+        About r²/2 for small residuals and |r| − log 2 for large ones: a smooth Huber with a
+        positive Hessian everywhere. Computed as log1p(2 sinh²(r/2)) below |r| = 1, which keeps
+        full relative precision for tiny residuals (optax's logaddexp(r, −r) − log 2 returns
+        rounding noise there), and as |r| + log1p(e^{−2|r|}) − log 2 above, which never
+        overflows. Equals ``optax.losses.log_cosh`` and ``keras.losses.log_cosh`` (whose
+        reduction is a mean over the last axis).
+    """,
+    example="""
+        >>> import numpy as np, losskit as lk
+        >>> round(float(lk.log_cosh(np.array([0.0, 2.0]), np.array([0.0, 0.0]))), 6)
+        0.662501
+    """,
+    value=_log_cosh_value,
+    grad=_log_cosh_grad,
+    hess=_log_cosh_hess,
+    checks=Checks(
+        sample=_sample_regression,
+        edges=_edges_regression,
+        minimum=_minimum_at_target,
+        peers=(
+            Peer("optax.losses.log_cosh", _optax_log_cosh, requires="optax", less_accurate=lambda p, y: np.abs(p - y) < 1e-4),
+            Peer("mpmath log(cosh(r)) at 50 digits", _mpmath_log_cosh, requires="mpmath", rtol=1e-13),
+        ),
     ),
 )
