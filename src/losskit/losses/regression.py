@@ -271,10 +271,10 @@ log_cosh = declare(
     reference="Saleh & Saleh, \"Statistical Properties of the log-cosh Loss Function Used in Machine Learning\" (2022); optax.losses.log_cosh",
     use_when="Regression: like mse for small residuals and mae for large ones, twice differentiable everywhere.",
     details="""
-        About r²/2 for small residuals and |r| − log 2 for large ones: a smooth Huber with a
-        positive Hessian everywhere. Computed as log1p(2 sinh²(r/2)) below |r| = 1, which keeps
+        About r²/2 for small residuals and abs(r) − log 2 for large ones: a smooth Huber with a
+        positive Hessian everywhere. Computed as log1p(2 sinh²(r/2)) below abs(r) = 1, which keeps
         full relative precision for tiny residuals (optax's logaddexp(r, −r) − log 2 returns
-        rounding noise there), and as |r| + log1p(e^{−2|r|}) − log 2 above, which never
+        rounding noise there), and as abs(r) + log1p(exp(−2 abs(r))) − log 2 above, which never
         overflows. Equals ``optax.losses.log_cosh`` and ``keras.losses.log_cosh`` (whose
         reduction is a mean over the last axis).
     """,
