@@ -123,32 +123,35 @@ def _shape(a) -> tuple:
     return tuple(int(d) for d in a.shape)
 
 
-def _check_options(label_smoothing, smoothing_formula, z_loss_weight, softcap, chunk_size, grad_in_forward, ignore_index, num_classes):
+def _check_options(label_smoothing, smoothing_formula, z_loss_weight, softcap, chunk_size, grad_in_forward, ignore_index, num_classes,
+                   name=NAME):
+    """The fused options' rules (also used by ``losskit.distributed``, whose messages carry its
+    own function's ``name``). Returns (effective α of the PyTorch formula, λ, softcap or None)."""
     o = {"label_smoothing": label_smoothing, "ignore_index": ignore_index}
-    _ce_check(o, NAME)
+    _ce_check(o, name)
     alpha = o["label_smoothing"]
     if smoothing_formula not in SMOOTHING_FORMULAS:
-        raise ValueError(f"{NAME}: `smoothing_formula` must be one of {SMOOTHING_FORMULAS}, got {smoothing_formula!r}.")
+        raise ValueError(f"{name}: `smoothing_formula` must be one of {SMOOTHING_FORMULAS}, got {smoothing_formula!r}.")
     if smoothing_formula == "megatron" and alpha:
         # Megatron-LM / NeMo: the true class keeps 1 − α and every other class gets α/(V − 1),
         # i.e. the PyTorch formula with α' = α·V/(V − 1).
         if num_classes < 2:
-            raise ValueError(f"{NAME}: smoothing_formula='megatron' needs at least 2 classes, got {num_classes}.")
+            raise ValueError(f"{name}: smoothing_formula='megatron' needs at least 2 classes, got {num_classes}.")
         alpha_eff = alpha * num_classes / (num_classes - 1)
         if alpha_eff > 1.0:
             raise ValueError(
-                f"{NAME}: with smoothing_formula='megatron', `label_smoothing` must be at most (V-1)/V = "
+                f"{name}: with smoothing_formula='megatron', `label_smoothing` must be at most (V-1)/V = "
                 f"{(num_classes - 1) / num_classes!r} (α·V/(V-1) <= 1), got {label_smoothing!r}."
             )
         alpha = alpha_eff
-    zl = _validate.check_number(z_loss_weight, "z_loss_weight", NAME, low=0.0)
-    cap = None if softcap is None else _validate.check_number(softcap, "softcap", NAME, low=0.0, low_open=True)
+    zl = _validate.check_number(z_loss_weight, "z_loss_weight", name, low=0.0)
+    cap = None if softcap is None else _validate.check_number(softcap, "softcap", name, low=0.0, low_open=True)
     if cap is not None and math.isinf(cap):
         cap = None
     if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
-        raise ValueError(f"{NAME}: `chunk_size` must be a positive int (rows per chunk) or None, got {chunk_size!r}.")
+        raise ValueError(f"{name}: `chunk_size` must be a positive int (rows per chunk) or None, got {chunk_size!r}.")
     if grad_in_forward not in (None, True, False):
-        raise TypeError(f"{NAME}: `grad_in_forward` must be None, True or False, got {grad_in_forward!r}.")
+        raise TypeError(f"{name}: `grad_in_forward` must be None, True or False, got {grad_in_forward!r}.")
     return alpha, zl, cap
 
 

@@ -122,17 +122,23 @@ def _generic_chunk(z, t, cw, cfg: Config, s, lse_in, valid_c, extras):
     return value, lse, g, ext
 
 
-def _chunks(x2, w, b, t, s, valid, cw, cfg: Config, need, extras=False, lse_in=None):
+def _chunks(x2, w, b, t, s, valid, cw, cfg: Config, need, extras=False, lse_in=None, kernel=None):
     """Run all chunks. ``s`` (N,) are the row scales of G (None: value only); ``need`` says
     which of (dx, dW, db) to accumulate; ``lse_in`` (N,) selects the backward (recompute)
     mode. Returns (values, lse, tlp, correct, gx, gw, gb) with gw/gb in float32 (compute
-    dtype) and gx in x's dtype."""
+    dtype) and gx in x's dtype.
+
+    ``kernel`` replaces the per-chunk kernel (the signature of ``_fast_chunk``; it may
+    overwrite the slab ``z`` it is given). ``t`` is only sliced by rows (``t[r0:r1]``) and
+    handed to the kernel, so a custom kernel may pass any row-sliceable per-row state:
+    ``losskit.distributed`` uses this to gather per-row statistics of a vocabulary shard."""
     n, h = x2.shape
     v = w.shape[0]
     cd = compute_dtype(x2.dtype, _xp())
     low = x2.dtype != cd
     rows = max(1, min(cfg.chunk_size, n))
-    kernel = _fast_chunk if _fast(cfg) else _generic_chunk
+    if kernel is None:
+        kernel = _fast_chunk if _fast(cfg) else _generic_chunk
     backward = lse_in is not None
     values = lse = tlp = correct = None
     if not backward:
