@@ -158,16 +158,17 @@ def _constant(d, c):
     """The constant prediction c broadcast over the samples: a number for elementwise losses,
     a vector along the class axis for class-axis losses."""
     shape = np.shape(d.inputs[0])
-    if d.axis is None:
-        return np.full(shape, float(c))
+    if d.axis is None:  # a number, or one per column of the last axis (BCE's per-column pos_weight)
+        return np.broadcast_to(np.asarray(c, dtype=np.float64), shape).copy()
     moved = np.broadcast_to(c, tuple(np.delete(shape, d.axis)) + (shape[d.axis],))
     return np.ascontiguousarray(np.moveaxis(moved, -1, d.axis))
 
 
-def _over_samples(d, g):
-    """Sum of a per-element array over the samples (keeping the class axis)."""
+def _over_samples(d, g, c=0.0):
+    """Sum of a per-element array over the samples (keeping the class axis, or the last axis
+    when the constant ``c`` has one value per column)."""
     if d.axis is None:
-        return np.sum(g)
+        return np.sum(g) if np.ndim(c) == 0 else np.sum(g.reshape(-1, g.shape[-1]), axis=0)
     return np.sum(np.moveaxis(g, d.axis, -1).reshape(-1, g.shape[d.axis]), axis=0)
 
 
@@ -182,7 +183,7 @@ def _baseline_case(d, rng):
     w = rng.uniform(0.5, 2.0, d.sample_shape)
     b = np.asarray(d.loss.baseline(d.target, weight=w, **d.options), dtype=np.float64)
     if d.axis is None:
-        assert b.shape == (), b.shape
+        assert b.shape in ((), np.shape(d.inputs[0])[-1:]), b.shape
     else:
         assert b.shape == (np.shape(d.inputs[0])[d.axis],), b.shape
     return w, b
@@ -200,12 +201,12 @@ def test_newton_steps_reach_the_baseline(param, rng):
     c = np.zeros_like(b)
     for _ in range(200):  # probabilities from p = 0 double each step until Newton's region
         g, h = loss.grad_hess(_constant(d, c), d.target, weight=w, reduction="sum", **o)
-        step = _over_samples(d, g) / _over_samples(d, h)
+        step = _over_samples(d, g, c) / _over_samples(d, h, c)
         c = c - step
         if np.all(step == 0):
             break
     _same_constant(d, c, b, rtol=1e-8, atol=1e-10)
-    g_at_b = _over_samples(d, loss.grad(_constant(d, b), d.target, weight=w, reduction="sum", **o))
+    g_at_b = _over_samples(d, loss.grad(_constant(d, b), d.target, weight=w, reduction="sum", **o), b)
     np.testing.assert_allclose(g_at_b, 0.0, atol=1e-9 * np.sum(w))
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "logsumexp_split",
     "finite_bound",
     "nan_where",
+    "sign",
 ]
 
 
@@ -197,6 +198,17 @@ def _torch_float64():
     import torch
 
     return torch.float64
+
+
+def sign(x, *, xp):
+    """sign(x) with sign(0) = 0 and NaN propagated. On torch this is ``torch.sign``:
+    array-api-compat's version fixes NaN up with a boolean-mask assignment that
+    ``torch.func.vmap`` cannot batch."""
+    if _backend_of(xp) == "torch":
+        import torch
+
+        return torch.sign(x)
+    return xp.sign(x)
 
 
 def nan_where(x, values, *, xp):

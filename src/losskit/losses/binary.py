@@ -37,7 +37,10 @@ def _bce_terms(z, y, o, xp):
     pw = _bce_posw(y, o)
     if pw is None:
         return tail + 0.5 * (a + zc * (1.0 - 2.0 * y)), tail, zc, a
-    return pw[0] * tail + 0.5 * (pw[1] * (a - zc) + (1.0 - y) * (a + zc)), tail, zc, a
+    # max(−z, 0) is capped so that w·y·max(−z, 0) stays finite (at most ~max/2, with a margin
+    # for the rounding of the division) for a wrong sure logit (z = −inf)
+    neg = xp.minimum(0.5 * (a - zc), 0.99 * finite_bound(z.dtype, xp) / xp.maximum(pw[1], xp.ones_like(pw[1])))
+    return pw[0] * tail + pw[1] * neg + 0.5 * (1.0 - y) * (a + zc), tail, zc, a
 
 
 def _bce_value(z, y, o, xp):
@@ -94,16 +97,20 @@ def _sample_bce(rng, shape, o):
 
 
 def _edges_bce(o):
-    z = np.array([1e4, -1e4, np.inf, -np.inf, np.inf, -np.inf, 0.0, 30.0])
-    return z, np.array([0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.5, 0.5])
+    """Two rows of four (so a per-column pos_weight of 4 applies)."""
+    z = np.array([[1e4, -1e4, np.inf, -np.inf], [np.inf, -np.inf, 0.0, 30.0]])
+    return z, np.array([[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.5, 0.5]])
 
 
 def _minimum_bce(y, o):
-    """σ(z) = y minimises soft BCE, where it equals the binary entropy of y."""
+    """σ(z) = y minimises soft BCE, where it equals the binary entropy of y (z = ±inf, value 0,
+    for y = 1 or 0)."""
     if o.get("pos_weight") is not None:
         return None
-    y = np.clip(y, 1e-3, 1 - 1e-3)
-    return np.log(y / (1 - y)), -(y * np.log(y) + (1 - y) * np.log1p(-y))
+    with np.errstate(divide="ignore"):
+        z = np.log(y) - np.log1p(-y)
+    entropy = -(np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0)), 0.0) + np.where(y < 1, (1 - y) * np.log1p(-np.where(y < 1, y, 0.0)), 0.0))
+    return z, entropy
 
 
 def _torch_bce(z, y, reduction, pos_weight=None):
@@ -115,8 +122,20 @@ def _torch_bce(z, y, reduction, pos_weight=None):
 
 
 def _log_odds_baseline(y, w, o, xp):
-    m = xp.mean(y) if w is None else xp.sum(w * y) / xp.sum(w)
-    return xp.log(m) - xp.log1p(-m)
+    """The optimal constant logit: σ(c) = Σ w·pw·y / Σ w·(1 + (pw − 1)y) (the log-odds of the
+    weighted mean target without pos_weight); one per column of the last axis when pos_weight
+    has one weight per column."""
+    pw = o["pos_weight"]
+    w = xp.ones_like(y) if w is None else w
+    pw = 1.0 if pw is None else (pw if isinstance(pw, (int, float)) else xp.astype(xp.asarray(pw), y.dtype))
+    pos = w * pw * y
+    total = w * (1.0 + (pw - 1.0) * y)
+    if getattr(pw, "ndim", 0) == 1:
+        cols = y.shape[-1]
+        pos, total = xp.sum(xp.reshape(pos, (-1, cols)), axis=0), xp.sum(xp.reshape(total, (-1, cols)), axis=0)
+    else:
+        pos, total = xp.sum(pos), xp.sum(total)
+    return xp.log(pos) - xp.log(total - pos)
 
 
 binary_cross_entropy = declare(
@@ -244,6 +263,14 @@ binary_cross_entropy_from_probs = declare(
         sample=lambda rng, shape, o: (rng.uniform(0.02, 0.98, shape), rng.random(shape)),
         edges=lambda o: (np.array([0.0, 1.0, 0.0, 1.0, 0.5, 1e-30]), np.array([1.0, 0.0, 0.0, 1.0, 0.5, 1.0])),
         minimum=_minimum_bce_probs,
-        peers=(Peer("torch.nn.functional.binary_cross_entropy", _torch_bce_probs, requires="torch"),),
+        peers=(
+            Peer(
+                "torch.nn.functional.binary_cross_entropy",
+                _torch_bce_probs,
+                requires="torch",
+                # torch clamps each log at -100 where losskit clips p to [eps, 1 - eps] (documented)
+                less_accurate=lambda p, y: (p < 2.3e-16) | (p > 1.0 - 2.3e-16),
+            ),
+        ),
     ),
 )

@@ -144,10 +144,13 @@ def _sample_ce(rng, shape, o):
 
 
 def _edges_ce(o):
+    """Five classes (the option sets' class_weight has five); rows with -inf action masks."""
     inf = np.inf
-    z = np.array([[1e4, -1e4, 0.0], [0.0, -inf, 2.0], [-inf, -inf, 1.0], [-1e4, 1e4, -1e4]])
+    z = np.array(
+        [[1e4, -1e4, 0.0, 0.0, 0.0], [0.0, -inf, 2.0, 0.0, 1.0], [-inf, -inf, 1.0, -inf, -inf], [-1e4, 1e4, -1e4, 0.0, 0.0]]
+    )
     if o.get("_probs"):
-        return z, np.array([[1.0, 0.0, 0.0], [0.5, 0.0, 0.5], [0.0, 0.0, 1.0], [0.2, 0.6, 0.2]])
+        return z, np.array([[1.0, 0, 0, 0, 0], [0.5, 0, 0.5, 0, 0], [0, 0, 1.0, 0, 0], [0.2, 0.6, 0.2, 0, 0]])
     return z, np.array([0, 2, 2, 1])
 
 
@@ -177,11 +180,19 @@ def _torch_ce(z, y, reduction, axis=-1, ignore_index=None, class_weight=None, la
 
 
 def _log_frequency_baseline(t, w, o, xp):
-    """log of the (weighted) class frequencies of probability targets: the optimal constant logits."""
+    """The optimal constant logits for probability targets: log Σ_i w_i q_i, q the smoothed,
+    class-weighted target (the log of the weighted class frequencies without options)."""
     if xp.isdtype(t.dtype, "integral"):
         raise ValueError("cross_entropy.baseline needs probability targets (one-hot encode class ids first).")
-    q = t if w is None else t * w[..., None]
-    freq = xp.sum(xp.reshape(q, (-1, t.shape[-1])), axis=0)
+    num_classes = t.shape[-1]
+    a = float(o.get("label_smoothing") or 0.0)
+    q = (1.0 - a) * t + a / num_classes if a else t
+    cw = o.get("class_weight")
+    if cw is not None:
+        q = q * xp.astype(xp.asarray(cw), t.dtype)
+    if w is not None:
+        q = q * w[..., None]
+    freq = xp.sum(xp.reshape(q, (-1, num_classes)), axis=0)
     return xp.log(freq / xp.sum(freq))
 
 

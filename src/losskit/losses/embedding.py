@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._array import sign
 from .._loss import CLASS_AXIS, Checks, Option, Peer, declare
 
 
@@ -15,10 +16,10 @@ def _distance(u, p, xp):
         safe = xp.where(d == 0, xp.ones_like(d), d)
         return d, xp.where((d == 0)[..., None], xp.zeros_like(u), u / safe[..., None])
     if p == 1.0:
-        return xp.sum(a, axis=-1), xp.sign(u)
+        return xp.sum(a, axis=-1), sign(u, xp=xp)
     d = xp.sum(a**p, axis=-1) ** (1.0 / p)
     safe = xp.where(d == 0, xp.ones_like(d), d)
-    g = xp.sign(u) * a ** (p - 1.0) / (safe**(p - 1.0))[..., None]
+    g = sign(u, xp=xp) * a ** (p - 1.0) / (safe**(p - 1.0))[..., None]
     return d, xp.where((d == 0)[..., None], xp.zeros_like(u), g)
 
 
@@ -32,7 +33,8 @@ def _triplet_parts(a, pos, neg, o, xp):
         d_pn, g_pn = _distance(pos - neg + eps, p, xp)
         use_pn = d_pn < d_an
         d_neg = xp.where(use_pn, d_pn, d_an)
-    value = xp.maximum(d_ap - d_neg + o["margin"], 0.0)
+    hinge = d_ap - d_neg + o["margin"]
+    value = xp.maximum(hinge, xp.zeros_like(hinge))  # an array operand: a Python 0.0 breaks torch.compile
     # NaN in any input must reach every gradient: `value > 0` alone is False for NaN
     active = xp.astype((value > 0) | xp.isnan(value), a.dtype)[..., None]
     if use_pn is None:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .._array import nan_where
+from .._array import nan_where, sign
 from .._loss import ELEMENTWISE, Checks, Option, Peer, declare
 
 # --- mse ---------------------------------------------------------------------------------
@@ -112,7 +112,7 @@ def _mae_value(p, y, o, xp):
 
 
 def _mae_grad(p, y, o, xp):
-    return xp.sign(p - y)
+    return sign(p - y, xp=xp)
 
 
 def _mae_hess(p, y, o, xp):
