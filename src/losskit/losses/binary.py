@@ -18,6 +18,12 @@ def _bce_clip(z, xp):
     return xp.clip(z, -b, b)
 
 
+def _bce_smooth(y, o):
+    """Label smoothing ε: y(1 − ε) + ε/2 (Keras's binary formula)."""
+    e = o.get("label_smoothing")
+    return y * (1.0 - e) + 0.5 * e if e else y
+
+
 def _bce_posw(y, o):
     pw = o["pos_weight"]
     return None if pw is None else (1.0 + (pw - 1.0) * y, pw * y)
@@ -44,16 +50,18 @@ def _bce_terms(z, y, o, xp):
 
 
 def _bce_value(z, y, o, xp):
-    return _bce_terms(z, y, o, xp)[0]
+    return _bce_terms(z, _bce_smooth(y, o), o, xp)[0]
 
 
 def _bce_grad(z, y, o, xp):
+    y = _bce_smooth(y, o)
     pw = _bce_posw(y, o)
     s = sigmoid(z, xp=xp)
     return s - y if pw is None else pw[0] * s - pw[1]
 
 
 def _bce_value_and_grad(z, y, o, xp):
+    y = _bce_smooth(y, o)
     value, tail, zc, a = _bce_terms(z, y, o, xp)
     s = xp.exp(-(tail + 0.5 * (a - zc)))  # σ(z) = exp(−softplus(−z)), reusing softplus(−|z|)
     pw = _bce_posw(y, o)
@@ -65,6 +73,7 @@ def _bce_hess(z, y, o, xp):
 
 
 def _bce_grad_and_hess(z, y, o, xp):
+    y = _bce_smooth(y, o)
     s, h = sigmoid_and_slope(z, xp=xp)
     h = nan_where(y, h, xp=xp)  # the Hessian does not involve y, but a NaN target must reach it
     pw = _bce_posw(y, o)
@@ -107,6 +116,7 @@ def _minimum_bce(y, o):
     for y = 1 or 0)."""
     if o.get("pos_weight") is not None:
         return None
+    y = _bce_smooth(y, o)
     with np.errstate(divide="ignore"):
         z = np.log(y) - np.log1p(-y)
     entropy = -(np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0)), 0.0) + np.where(y < 1, (1 - y) * np.log1p(-np.where(y < 1, y, 0.0)), 0.0))
@@ -121,11 +131,23 @@ def _torch_bce(z, y, reduction, pos_weight=None):
     return F.binary_cross_entropy_with_logits(torch.as_tensor(z), torch.as_tensor(y), reduction=reduction, pos_weight=pw).numpy()
 
 
+def _keras_bce(z, y, reduction, label_smoothing=0.0):
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    import keras
+
+    per = keras.losses.binary_crossentropy(y.reshape(-1, 1), z.reshape(-1, 1), from_logits=True, label_smoothing=label_smoothing)
+    per = np.asarray(per, dtype=np.float64).reshape(z.shape)
+    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+
+
 def _log_odds_baseline(y, w, o, xp):
     """The optimal constant logit: σ(c) = Σ w·pw·y / Σ w·(1 + (pw − 1)y) (the log-odds of the
     weighted mean target without pos_weight); one per column of the last axis when pos_weight
     has one weight per column."""
     pw = o["pos_weight"]
+    y = _bce_smooth(y, o)
     w = xp.ones_like(y) if w is None else w
     pw = 1.0 if pw is None else (pw if isinstance(pw, (int, float)) else xp.astype(xp.asarray(pw), y.dtype))
     pos = w * pw * y
@@ -158,6 +180,9 @@ binary_cross_entropy = declare(
         logits are available (no clamping, exact gradients). Logits of ±inf are sure
         predictions: a right one costs 0, a wrong one a huge finite value; gradients stay
         exact. Optimal constant: the log-odds of the (weighted) mean target.
+        ``label_smoothing`` ε replaces every target y by y(1 − ε) + ε/2 (as
+        ``keras.losses.binary_crossentropy(label_smoothing=ε)``), in the value and the
+        derivatives, also with ``pos_weight``.
     """,
     example="""
         >>> import numpy as np, losskit as lk
@@ -169,17 +194,23 @@ binary_cross_entropy = declare(
     hess=_bce_hess,
     grad_and_hess=_bce_grad_and_hess,
     value_and_grad=_bce_value_and_grad,
-    options={"pos_weight": Option(None, "array", low=0.0, doc="weight of the positive term: a number or one per column of the last axis")},
+    options={
+        "pos_weight": Option(None, "array", low=0.0, doc="weight of the positive term: a number or one per column of the last axis"),
+        "label_smoothing": Option(0.0, "number", low=0.0, high=1.0, doc="ε of y(1 − ε) + ε/2"),
+    },
     prepare=_bce_prepare,
     check_values=_bce_check_values,
     inputs=("logits",),
     baseline=_log_odds_baseline,
     checks=Checks(
         sample=_sample_bce,
-        option_sets=({}, {"pos_weight": 3.0}, {"pos_weight": np.array([0.5, 1.0, 2.0, 4.0])}),
+        option_sets=({}, {"pos_weight": 3.0}, {"pos_weight": np.array([0.5, 1.0, 2.0, 4.0])}, {"label_smoothing": 0.1}, {"label_smoothing": 0.2, "pos_weight": 2.0}),
         edges=_edges_bce,
         minimum=_minimum_bce,
-        peers=(Peer("torch.nn.functional.binary_cross_entropy_with_logits", _torch_bce, requires="torch", options=("pos_weight",)),),
+        peers=(
+            Peer("torch.nn.functional.binary_cross_entropy_with_logits", _torch_bce, requires="torch", options=("pos_weight",)),
+            Peer("keras.losses.binary_crossentropy(from_logits=True)", _keras_bce, requires="keras", options=("label_smoothing",)),
+        ),
     ),
 )
 
