@@ -26,6 +26,14 @@ def _ce_prepare(pred, target, o, xp, validate, loss, mask=None):
                 f"{loss}: `class_weight` must have shape ({num_classes},) (one weight per class), got {tuple(cw.shape)}."
             )
         cw = o["class_weight"] = xp.astype(cw, compute_dtype(pred.dtype, xp))
+    if o.get("smoothing_formula", "pytorch") == "megatron" and o["label_smoothing"]:
+        if num_classes < 2:
+            raise ValueError(f"{loss}: smoothing_formula='megatron' needs at least 2 classes, got {num_classes}.")
+        if o["label_smoothing"] * num_classes / (num_classes - 1) > 1.0:
+            raise ValueError(
+                f"{loss}: with smoothing_formula='megatron', `label_smoothing` must be at most (C-1)/C = "
+                f"{(num_classes - 1) / num_classes!r}, got {o['label_smoothing']!r}."
+            )
     expected = tuple(pred.shape[:axis]) + tuple(pred.shape[axis + 1 :])
     if is_floating(target, xp):
         if tuple(target.shape) == expected and expected != tuple(pred.shape):
@@ -70,13 +78,22 @@ def _ce_prepare(pred, target, o, xp, validate, loss, mask=None):
     )
 
 
+def _ce_alpha(o, num_classes):
+    """The label-smoothing α of the PyTorch formula: ``smoothing_formula="megatron"`` (the
+    true class keeps 1 − α, every other class gets α/(C − 1)) is α·C/(C − 1)."""
+    a = o["label_smoothing"]
+    if a and o.get("smoothing_formula", "pytorch") == "megatron":
+        a = a * num_classes / (num_classes - 1)
+    return a
+
+
 def _ce_q(z, t, o, xp):
     """Effective per-class target weights q (see ``_softmax``). With id targets a class weight
     enters only through the samples labelled with it (and, with label smoothing, through every
     sample's α/C term): a NaN weight of an unused class changes nothing, on every path."""
-    a = o["label_smoothing"]
     cw = o["class_weight"]
     num_classes = z.shape[-1]
+    a = _ce_alpha(o, num_classes)
     if o["target_kind"] == "ids":
         q = class_ids_onehot(t, num_classes, z.dtype, xp)
         if cw is not None:
@@ -89,43 +106,73 @@ def _ce_q(z, t, o, xp):
     return q
 
 
+def _z_loss(lse, o):
+    """λ·LSE² per sample (PaLM's z-loss), 0 without it."""
+    zl = o.get("z_loss", 0.0)
+    if not zl:
+        return 0.0
+    m, rest = lse
+    return zl * (m + rest) * (m + rest)
+
+
+def _z_loss_grad(z, lse, o, xp):
+    """(gradient 2λ·LSE·p, Hessian diagonal 2λ(p² + LSE·p(1 − p))) of the z-loss."""
+    zl = o.get("z_loss", 0.0)
+    p = _softmax.softmax_from_lse(z, lse, xp)
+    v = (lse[0] + lse[1])[..., None]
+    return 2.0 * zl * v * p, 2.0 * zl * (p * p + v * p * (1.0 - p))
+
+
 def _ce_value(z, t, o, xp):
     if o["target_kind"] == "probs":
-        return _softmax.weighted_nll(z, _ce_q(z, t, o, xp), xp)
+        lse = _softmax.lse_parts(z, xp)
+        return _softmax.weighted_nll(z, _ce_q(z, t, o, xp), xp, lse) + _z_loss(lse, o)
+    return _ce_value_ids(z, t, o, xp)
+
+
+def _ce_value_ids(z, t, o, xp):
     # integer ids: gather instead of building the one-hot
     cw = o["class_weight"]
-    a = o["label_smoothing"]
+    a = _ce_alpha(o, z.shape[-1])
     m, rest = lse = _softmax.lse_parts(z, xp)
     nll = (m - xp.take_along_axis(z, t[..., None], axis=-1)[..., 0]) + rest
     if cw is not None:
         nll = nll * gather_classes(cw, t, xp)
-    if not a:
-        return nll
-    per_class = _softmax._gap(z, lse)
-    per_class = xp.where(z == -xp.inf, xp.zeros_like(per_class), per_class)
-    smooth = xp.sum(per_class if cw is None else per_class * cw, axis=-1)
-    return (1.0 - a) * nll + (a / z.shape[-1]) * smooth
+    if a:
+        per_class = _softmax._gap(z, lse)
+        per_class = xp.where(z == -xp.inf, xp.zeros_like(per_class), per_class)
+        smooth = xp.sum(per_class if cw is None else per_class * cw, axis=-1)
+        nll = (1.0 - a) * nll + (a / z.shape[-1]) * smooth
+    return nll + _z_loss(lse, o)
 
 
 def _ce_grad(z, t, o, xp):
-    return _softmax.weighted_nll_grad(z, _ce_q(z, t, o, xp), xp)
+    return _ce_value_and_grad(z, t, o, xp)[1] if o.get("z_loss") else _softmax.weighted_nll_grad(z, _ce_q(z, t, o, xp), xp)
 
 
 def _ce_hess(z, t, o, xp):
-    return _softmax.weighted_nll_hess(z, _ce_q(z, t, o, xp), xp)
+    return _ce_grad_and_hess(z, t, o, xp)[1]
 
 
 def _ce_value_and_grad(z, t, o, xp):
     q = _ce_q(z, t, o, xp)
     lse = _softmax.lse_parts(z, xp)
-    return _softmax.weighted_nll(z, q, xp, lse), _softmax.weighted_nll_grad(z, q, xp, lse)
+    value, grad = _softmax.weighted_nll(z, q, xp, lse), _softmax.weighted_nll_grad(z, q, xp, lse)
+    if o.get("z_loss"):
+        value, grad = value + _z_loss(lse, o), grad + _z_loss_grad(z, lse, o, xp)[0]
+    return value, grad
 
 
 def _ce_grad_and_hess(z, t, o, xp):
     q = _ce_q(z, t, o, xp)
-    p = _softmax.softmax_from_lse(z, _softmax.lse_parts(z, xp), xp)
+    lse = _softmax.lse_parts(z, xp)
+    p = _softmax.softmax_from_lse(z, lse, xp)
     s = xp.sum(q, axis=-1)[..., None]
-    return s * p - q, s * p * (1.0 - p)
+    grad, hess = s * p - q, s * p * (1.0 - p)
+    if o.get("z_loss"):
+        zg, zh = _z_loss_grad(z, lse, o, xp)
+        grad, hess = grad + zg, hess + zh
+    return grad, hess
 
 
 def _sample_ce(rng, shape, o):
@@ -159,7 +206,7 @@ def _minimum_ce(t, o):
     entropy of q. Id targets have no finite minimiser."""
     if not o.get("_probs") or o.get("class_weight") is not None or o.get("axis", -1) % t.ndim != t.ndim - 1:
         return None
-    a = o.get("label_smoothing", 0.0)
+    a = _ce_alpha({"label_smoothing": o.get("label_smoothing", 0.0), "smoothing_formula": o.get("smoothing_formula", "pytorch")}, t.shape[-1])
     q = (1 - a) * t + a / t.shape[-1]
     with np.errstate(divide="ignore"):
         logq = np.log(q)
@@ -185,7 +232,7 @@ def _log_frequency_baseline(t, w, o, xp):
     if xp.isdtype(t.dtype, "integral"):
         raise ValueError("cross_entropy.baseline needs probability targets (one-hot encode class ids first).")
     num_classes = t.shape[-1]
-    a = float(o.get("label_smoothing") or 0.0)
+    a = _ce_alpha({"label_smoothing": float(o.get("label_smoothing") or 0.0), "smoothing_formula": o.get("smoothing_formula", "pytorch")}, num_classes)
     q = (1.0 - a) * t + a / num_classes if a else t
     cw = o.get("class_weight")
     if cw is not None:
@@ -227,6 +274,14 @@ cross_entropy = declare(
           rows stay finite where PyTorch returns inf.
         * ``ignore_index``: samples whose id equals it count nowhere (ids only; else use
           ``mask``).
+        * ``smoothing_formula="megatron"`` (Megatron-LM / NeMo): the true class keeps 1 − α
+          and every other class gets α/(C − 1), i.e. the PyTorch formula with α·C/(C − 1)
+          (at most 1). Equals the fused ``linear_cross_entropy``'s option of the same name.
+        * ``z_loss`` = λ: adds λ·LSE(z)² per sample (PaLM's auxiliary z-loss, not multiplied
+          by ``class_weight``), gradient 2λ·LSE·softmax(z), Hessian diagonal
+          2λ(p² + LSE·p(1 − p)). Equals the fused ``linear_cross_entropy``'s ``z_loss`` on the
+          same logits. It is not shift-invariant; the log class frequencies (LSE = 0) stay
+          the optimal constant.
 
         General form: ℓ = Σ_k q_k (LSE(z) − z_k) with q the weighted, smoothed target, gradient
         (Σq)·softmax(z) − q, Hessian diagonal (Σq)·p(1 − p). For independent labels
@@ -249,6 +304,8 @@ cross_entropy = declare(
         "ignore_index": Option(None, "int", doc="class id whose samples count nowhere"),
         "class_weight": Option(None, "array", low=0.0, doc="per-class weights, shape (C,)"),
         "label_smoothing": Option(0.0, "number", low=0.0, high=1.0, doc="α of (1 − α)·onehot + α/C"),
+        "z_loss": Option(0.0, "number", low=0.0, doc="λ of the auxiliary λ·LSE(z)² (PaLM's z-loss)"),
+        "smoothing_formula": Option("pytorch", "choice", choices=("pytorch", "megatron"), doc="label-smoothing formula: PyTorch's α/C or Megatron's α/(C − 1)"),
     },
     prepare=_ce_prepare,
     inputs=("logits",),
@@ -265,6 +322,8 @@ cross_entropy = declare(
             {"class_weight": _CW, "label_smoothing": 0.25, "ignore_index": -1},
             {"_probs": True},
             {"_probs": True, "label_smoothing": 0.2, "class_weight": _CW},
+            {"label_smoothing": 0.3, "smoothing_formula": "megatron", "class_weight": _CW},
+            {"_probs": True, "label_smoothing": 0.2, "smoothing_formula": "megatron"},
         ),
         edges=_edges_ce,
         minimum=_minimum_ce,
