@@ -123,6 +123,18 @@ def _shape(a) -> tuple:
     return tuple(int(d) for d in a.shape)
 
 
+def _z_loss(z_loss, z_loss_weight):
+    """``z_loss``, or the deprecated ``z_loss_weight`` (checked under the name it was given)."""
+    if z_loss_weight is None:
+        return _validate.check_number(z_loss, "z_loss", NAME, low=0.0)
+    import warnings
+
+    warnings.warn(f"{NAME}: `z_loss_weight` is deprecated; use `z_loss` (the name cross_entropy uses).", DeprecationWarning, stacklevel=3)
+    if not (isinstance(z_loss, (int, float)) and z_loss == 0.0):
+        raise TypeError(f"{NAME}: pass `z_loss` or its deprecated alias `z_loss_weight`, not both.")
+    return _validate.check_number(z_loss_weight, "z_loss_weight", NAME, low=0.0)
+
+
 def _check_options(label_smoothing, smoothing_formula, z_loss_weight, softcap, chunk_size, grad_in_forward, ignore_index, num_classes,
                    name=NAME):
     """The fused options' rules (also used by ``losskit.distributed``, whose messages carry its
@@ -429,7 +441,8 @@ def linear_cross_entropy(
     class_weight=None,
     label_smoothing=0.0,
     smoothing_formula="pytorch",
-    z_loss_weight=0.0,
+    z_loss=0.0,
+    z_loss_weight=None,
     softcap=None,
     chunk_size=None,
     grad_in_forward=None,
@@ -459,7 +472,9 @@ def linear_cross_entropy(
             ``torch.nn.functional.cross_entropy``) or ``"megatron"`` (Megatron-LM / NeMo: the
             true class keeps 1 − α, each other class gets α/(V − 1); the PyTorch formula with
             α·V/(V − 1)).
-        z_loss_weight: λ ≥ 0, adds λ·LSE² per token (PaLM's auxiliary z-loss).
+        z_loss: λ ≥ 0, adds λ·LSE² per token (PaLM's auxiliary z-loss); the name of
+            :func:`losskit.cross_entropy`'s option. ``z_loss_weight`` is its deprecated alias
+            (a ``DeprecationWarning``; passing both is an error).
         softcap: s > 0, logits become s·tanh(z/s) before the softmax (Gemma 2); None disables.
         chunk_size: rows per chunk; None picks :func:`default_chunk_size` from the shapes.
         grad_in_forward: PyTorch only. With a scalar reduction, compute the three gradients
@@ -483,7 +498,7 @@ def linear_cross_entropy(
         0.634229
     """
     inp = prepare(x, weight, target, bias, sample_weight, mask, reduction, normalizer, validate, ignore_index, class_weight,
-                  label_smoothing, smoothing_formula, z_loss_weight, softcap, chunk_size, grad_in_forward)
+                  label_smoothing, smoothing_formula, _z_loss(z_loss, z_loss_weight), softcap, chunk_size, grad_in_forward)
     return _dispatch(inp, "value")
 
 
@@ -503,7 +518,8 @@ def linear_cross_entropy_with_extras(
     class_weight=None,
     label_smoothing=0.0,
     smoothing_formula="pytorch",
-    z_loss_weight=0.0,
+    z_loss=0.0,
+    z_loss_weight=None,
     softcap=None,
     chunk_size=None,
     grad_in_forward=None,
@@ -512,7 +528,7 @@ def linear_cross_entropy_with_extras(
     :class:`LinearCrossEntropyExtras` named tuple ``(loss, lse, target_logprob, accuracy)``.
     Only ``loss`` is differentiable; the extras are constants for autodiff."""
     inp = prepare(x, weight, target, bias, sample_weight, mask, reduction, normalizer, validate, ignore_index, class_weight,
-                  label_smoothing, smoothing_formula, z_loss_weight, softcap, chunk_size, grad_in_forward)
+                  label_smoothing, smoothing_formula, _z_loss(z_loss, z_loss_weight), softcap, chunk_size, grad_in_forward)
     return _dispatch(inp, "value", extras=True)
 
 
@@ -532,7 +548,8 @@ def _value_and_grad(
     class_weight=None,
     label_smoothing=0.0,
     smoothing_formula="pytorch",
-    z_loss_weight=0.0,
+    z_loss=0.0,
+    z_loss_weight=None,
     softcap=None,
     chunk_size=None,
     grad_in_forward=None,
@@ -541,7 +558,7 @@ def _value_and_grad(
     backend (no autodiff needed). For ``reduction="none"`` the gradients are those of the sum
     of the per-token losses."""
     inp = prepare(x, weight, target, bias, sample_weight, mask, reduction, normalizer, validate, ignore_index, class_weight,
-                  label_smoothing, smoothing_formula, z_loss_weight, softcap, chunk_size, grad_in_forward)
+                  label_smoothing, smoothing_formula, _z_loss(z_loss, z_loss_weight), softcap, chunk_size, grad_in_forward)
     return _dispatch(inp, "value_and_grad")
 
 
