@@ -57,11 +57,24 @@ def curves(loss, n: int = 401, **options) -> dict:
         for y in (1.0, 0.0):
             add(f"target y = {y:g}", x, np.full(n, y))
         xlabel = "logit $z$"
+    elif _pm1_targets(spec):
+        x = np.linspace(-6.0, 6.0, n)
+        for y in (1.0, -1.0):
+            add(f"target y = {y:g}", x, np.full(n, y))
+        xlabel = "score $p$"
     else:
         x = np.linspace(-3.0, 3.0, n)
         add("target y = 0", x, np.zeros(n))
         xlabel = "residual $r = p - y$"
     return {"x": x, "xlabel": xlabel, "series": series}
+
+
+def _pm1_targets(spec) -> bool:
+    """Whether the declared sample's targets are labels ±1 (soft margin, hinge)."""
+    if spec.checks is None or spec.target is None:
+        return False
+    y = np.asarray(spec.checks.sample(np.random.default_rng(0), spec.checks.shape, {})[1])
+    return y.size > 0 and set(np.unique(y).tolist()) <= {-1.0, 1.0}
 
 
 def title(loss, **options) -> str:
