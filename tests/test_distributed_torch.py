@@ -169,12 +169,12 @@ CE_OPTIONS = {
     "probs_smooth_cw": {"_probs": True, "label_smoothing": 0.2, "class_weight": "cw"},
     "probs_mask": {"_probs": True, "mask": "mask"},
     "megatron": {"label_smoothing": 0.1, "smoothing_formula": "megatron", "ignore_index": IGNORE},
-    "zloss_softcap": {"z_loss_weight": 1e-3, "softcap": 3.0, "ignore_index": IGNORE},
-    "zloss_softcap_cw": {"z_loss_weight": 1e-2, "softcap": 2.0, "class_weight": "cw"},
+    "zloss_softcap": {"z_loss": 1e-3, "softcap": 3.0, "ignore_index": IGNORE},
+    "zloss_softcap_cw": {"z_loss": 1e-2, "softcap": 2.0, "class_weight": "cw"},
     "weight_mask": {"weight": "w", "mask": "mask", "ignore_index": IGNORE},
     "normalizer": {"normalizer": 7.5, "ignore_index": IGNORE},
 }
-FUSED_ONLY = ("smoothing_formula", "z_loss_weight", "softcap")
+FUSED_ONLY = ("softcap",)
 
 
 def _seed(*names) -> int:
@@ -393,8 +393,8 @@ LINEAR_OPTIONS = {
     "smooth": {"label_smoothing": 0.1},
     "smooth_cw_ignore": {"label_smoothing": 0.2, "class_weight": "cw", "ignore_index": IGNORE},
     "megatron": {"label_smoothing": 0.1, "smoothing_formula": "megatron", "ignore_index": IGNORE},
-    "zloss_softcap": {"z_loss_weight": 1e-3, "softcap": 3.0, "ignore_index": IGNORE},
-    "zloss_softcap_cw": {"z_loss_weight": 1e-2, "softcap": 2.0, "class_weight": "cw"},
+    "zloss_softcap": {"z_loss": 1e-3, "softcap": 3.0, "ignore_index": IGNORE},
+    "zloss_softcap_cw": {"z_loss": 1e-2, "softcap": 2.0, "class_weight": "cw"},
     "sample_weight_mask": {"sample_weight": "w", "mask": "mask", "ignore_index": IGNORE},
     "normalizer": {"normalizer": 25.0, "ignore_index": IGNORE},
     "probs_smooth": {"_probs": True, "label_smoothing": 0.1},

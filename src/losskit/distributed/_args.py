@@ -192,10 +192,11 @@ def linear_args(name, x, weight, target, *, bias, sample_weight, mask, class_wei
                 None, reduction, normalizer, validate, ignore_index)
 
 
-def finish(args: Args, num_classes: int, label_smoothing, smoothing_formula, z_loss_weight, softcap) -> Args:
+def finish(args: Args, num_classes: int, label_smoothing, smoothing_formula, z_loss, softcap) -> Args:
     """The checks that need V, and the static :class:`Spec` of the call."""
     name, xp = args.name, args.xp
-    alpha, zl, cap = _check_options(label_smoothing, smoothing_formula, z_loss_weight, softcap, None, None, args.ignore_index,
+    z_loss = _validate.check_number(z_loss, "z_loss", name, low=0.0)  # cross_entropy's name for λ
+    alpha, zl, cap = _check_options(label_smoothing, smoothing_formula, z_loss, softcap, None, None, args.ignore_index,
                                     num_classes, name=name)
     if args.validate and args.n:
         if args.kind == "ids":

@@ -101,6 +101,8 @@ def local_count(targets, *, ignore_index=None, weight=None, mask=None, class_wei
         c = multiplier(shape, w, valid, None, "sum", None, dt, xp)
         d = reduce_terms(per_sample, c, valid, "sum", xp)
         total = d if total is None else total + d
+    if backend(xp0) == "numpy":
+        total = xp0.asarray(total)  # a 0-d array, as the other backends give (not a NumPy scalar)
     return xp0, total
 
 

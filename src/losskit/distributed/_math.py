@@ -45,7 +45,7 @@ class Spec:
     target_kind: str  # "ids" | "probs"
     num_classes: int  # V, the global number of classes
     alpha: float  # effective α of the PyTorch formula (1 − α)·onehot + α/V
-    z_loss_weight: float
+    z_loss: float
     softcap: float | None
     class_weight: bool
     check_rows: bool = False  # probability targets with validate: exchange each row's target sum
@@ -197,9 +197,9 @@ def finish_rows(gmax, total, spec: Spec, xp) -> RowStats:
         if spec.check_rows:
             tsum = col("tsum")
     coef = sumq
-    if spec.z_loss_weight:
-        value = value + spec.z_loss_weight * lse * lse
-        coef = sumq + (2.0 * spec.z_loss_weight) * lse
+    if spec.z_loss:
+        value = value + spec.z_loss * lse * lse
+        coef = sumq + (2.0 * spec.z_loss) * lse
     return RowStats(gmax, r, value, coef, hot, cwy, tsum)
 
 

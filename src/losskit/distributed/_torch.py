@@ -269,7 +269,7 @@ def vocab_parallel_cross_entropy(
     class_weight=None,
     label_smoothing=0.0,
     smoothing_formula="pytorch",
-    z_loss_weight=0.0,
+    z_loss=0.0,
     softcap=None,
     weight=None,
     mask=None,
@@ -302,7 +302,7 @@ def vocab_parallel_cross_entropy(
             ``class_weight`` is this rank's block, shape (V_r,).
         smoothing_formula: ``"pytorch"`` (α/V to every class) or ``"megatron"`` (α/(V − 1) to
             every other class), as :func:`losskit.linear_cross_entropy`.
-        z_loss_weight: λ ≥ 0 adds λ·LSE² per token (PaLM's z-loss).
+        z_loss: λ ≥ 0 adds λ·LSE² per token (PaLM's z-loss), as :func:`losskit.cross_entropy`.
         softcap: s > 0 caps the logits at s·tanh(z/s) (Gemma 2).
         weight, mask, reduction, normalizer, validate: as every losskit loss (per token).
 
@@ -320,7 +320,7 @@ def vocab_parallel_cross_entropy(
     comm = Comm(group, CE)
     start, total = vocab_layout(a.vr, group=comm, vocab_start=vocab_start, num_classes=num_classes, validate=validate,
                                 device=logits_shard.device, name=CE)
-    a = _args.finish(a, total, label_smoothing, smoothing_formula, z_loss_weight, softcap)
+    a = _args.finish(a, total, label_smoothing, smoothing_formula, z_loss, softcap)
     plan = _Plan(a, comm, start)
     values = _LogitsFunction.apply(a.rows, plan)
     return _reduce(plan, values)
@@ -345,7 +345,7 @@ def vocab_parallel_linear_cross_entropy(
     class_weight=None,
     label_smoothing=0.0,
     smoothing_formula="pytorch",
-    z_loss_weight=0.0,
+    z_loss=0.0,
     softcap=None,
     chunk_size=None,
 ):
@@ -367,7 +367,7 @@ def vocab_parallel_linear_cross_entropy(
         bias_shard: this rank's block of the bias, (V_r,), or None.
         group, vocab_start, num_classes: as :func:`vocab_parallel_cross_entropy`.
         sample_weight, mask, reduction, normalizer, validate, ignore_index, class_weight
-        (this rank's block), label_smoothing, smoothing_formula, z_loss_weight, softcap,
+        (this rank's block), label_smoothing, smoothing_formula, z_loss, softcap,
         chunk_size: as :func:`losskit.linear_cross_entropy`.
 
     Returns:
@@ -384,11 +384,11 @@ def vocab_parallel_linear_cross_entropy(
     comm = Comm(group, LCE)
     start, total = vocab_layout(a.vr, group=comm, vocab_start=vocab_start, num_classes=num_classes, validate=validate,
                                 device=x.device, name=LCE)
-    a = _args.finish(a, total, label_smoothing, smoothing_formula, z_loss_weight, softcap)
+    a = _args.finish(a, total, label_smoothing, smoothing_formula, z_loss, softcap)
     n, h = int(a.rows.shape[0]), int(a.rows.shape[1])
     rows = chunk_size or default_chunk_size(n, h, a.vr, torch.finfo(x.dtype).bits // 8)
     spec = a.spec
-    cfg = Config(a.reduction, a.kind, spec.alpha, spec.z_loss_weight, spec.softcap, int(rows), a.vr, False)
+    cfg = Config(a.reduction, a.kind, spec.alpha, spec.z_loss, spec.softcap, int(rows), a.vr, False)
     plan = _Plan(a, comm, start)
     values = _LinearFunction.apply(a.rows, a.weight, a.bias, plan, cfg)
     return _reduce(plan, values)

@@ -270,7 +270,7 @@ def vocab_parallel_cross_entropy(
     class_weight=None,
     label_smoothing=0.0,
     smoothing_formula="pytorch",
-    z_loss_weight=0.0,
+    z_loss=0.0,
     softcap=None,
     weight=None,
     mask=None,
@@ -296,7 +296,7 @@ def vocab_parallel_cross_entropy(
                           ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
                           normalizer=normalizer, validate=validate)
     start, total = _layout(a.vr, axis_name, vocab_start, num_classes, CE)
-    a = _args.finish(a, total, label_smoothing, smoothing_formula, z_loss_weight, softcap)
+    a = _args.finish(a, total, label_smoothing, smoothing_formula, z_loss, softcap)
     value, cwy, tsum = _logit_rows(a.spec, axis_name, a.rows, a.tgt, a.valid, a.class_weight, start)
     return _reduce(a, value, cwy, tsum)
 
@@ -320,7 +320,7 @@ def vocab_parallel_linear_cross_entropy(
     class_weight=None,
     label_smoothing=0.0,
     smoothing_formula="pytorch",
-    z_loss_weight=0.0,
+    z_loss=0.0,
     softcap=None,
     chunk_size=None,
 ):
@@ -342,7 +342,7 @@ def vocab_parallel_linear_cross_entropy(
     if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
         raise ValueError(f"{LCE}: `chunk_size` must be a positive int (rows per chunk) or None, got {chunk_size!r}.")
     start, total = _layout(a.vr, axis_name, vocab_start, num_classes, LCE)
-    a = _args.finish(a, total, label_smoothing, smoothing_formula, z_loss_weight, softcap)
+    a = _args.finish(a, total, label_smoothing, smoothing_formula, z_loss, softcap)
     n, h = int(a.rows.shape[0]), int(a.rows.shape[1])
     rows = chunk_size or default_chunk_size(n, h, a.vr, jnp.finfo(x.dtype).bits // 8)
     value, cwy, tsum = _linear_rows(a.spec, axis_name, int(rows), a.rows, a.weight, a.bias, a.tgt, a.valid, a.class_weight, start)
