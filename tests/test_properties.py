@@ -44,10 +44,12 @@ def test_sum_is_the_sum_of_per_sample_values_and_a_normalizer_divides_it(args):
     total = loss(*d.arrays, reduction="sum", **o)
     per = loss(*d.arrays, reduction="none", **o)
     np.testing.assert_allclose(np.sum(per), total, rtol=1e-10)
-    np.testing.assert_allclose(loss(*d.arrays, normalizer=3.5, **o) * 3.5, total, rtol=1e-10)
-    if d.spec.kind == SET:  # per-set values: "mean" is their mean
+    if d.spec.kind == SET:  # per-set values: "mean" is their mean; a normalizer is an error
+        with pytest.raises(ValueError, match="`normalizer` does not apply to a set-level loss"):
+            loss(*d.arrays, normalizer=3.5, **o)
         np.testing.assert_allclose(loss(*d.arrays, **o), np.mean(per), rtol=1e-10)
     else:
+        np.testing.assert_allclose(loss(*d.arrays, normalizer=3.5, **o) * 3.5, total, rtol=1e-10)
         assert np.shape(per) == d.sample_shape
 
 

@@ -100,6 +100,10 @@ def test_normalizer_follows_one_rule_in_every_form(name, rng, backend):
             loss(*arrays, normalizer=bad, **o)
     with pytest.raises(ValueError, match="`normalizer` must have shape"):
         loss(*arrays, normalizer=backend.asarray(np.array([4.0, 4.0])), **o)
+    if spec(name).kind == SET:  # a well-formed normalizer is still an error for per-set values
+        with pytest.raises(ValueError, match="`normalizer` does not apply to a set-level loss"):
+            loss(*arrays, normalizer=4.0, **o)
+        return
     a = backend.to_numpy(loss(*arrays, normalizer=4.0, **o))
     b = backend.to_numpy(loss(*arrays, normalizer=backend.asarray(np.array(4.0)), **o))
     np.testing.assert_allclose(a, b, rtol=1e-12)
@@ -121,7 +125,9 @@ def test_zero_weight_sum_with_valid_samples_is_an_error(name, rng, backend):
 @pytest.mark.parametrize("name", loss_params("test_zero_normalizer_with_valid_samples_is_an_error"))
 def test_zero_normalizer_with_valid_samples_is_an_error(name, rng, backend):
     arrays, o = _on(backend, *_inputs(name, rng))
-    with pytest.raises(ValueError, match="`normalizer` is 0"):
+    # set-level losses refuse any normalizer (their values are per-set ratios)
+    message = "`normalizer` does not apply" if spec(name).kind == SET else "`normalizer` is 0"
+    with pytest.raises(ValueError, match=message):
         lk.registry[name](*arrays, normalizer=0, **o)
 
 

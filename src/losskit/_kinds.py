@@ -150,10 +150,19 @@ def set_factor(call, normalizer, n_sets):
     if isinstance(normalizer, float):
         return 0.0 if normalizer == 0 else 1.0 / normalizer
     return 1.0 / normalizer
+    if normalizer is not None:
+        raise ValueError(
+            f"{name}: `normalizer` does not apply to a set-level loss: its values are per-set "
+            "ratios of sums (per class, per image), not per-sample terms, so there is no count "
+            "to replace. Use reduction='sum' and divide, or weight/mask the pixels."
+        )
 
 
+    # weight and mask: the pred's shape, or the prepared per-pixel shape broadcast over the class axis
+    weight = _set_array(weight, shape, prep, "weight", name, xp, False)
+    mask = _set_array(mask, shape, prep, "mask", name, xp, True)
 def _count(values) -> int:
-    return math.prod(int(d) for d in values.shape)
+    return math.prod([int(d) for d in values.shape])
 
 
 def reduce_sets(values, call, normalizer, xp):
@@ -168,6 +177,14 @@ def evaluate_set(call, pred, target, w, valid, normalizer, aux, xp, need, upstre
     the reduction's own weights of the sets in the gradient (the framework hooks' cotangent);
     a callable gets the per-set values first."""
     from ._loss import _out_dtype
+
+def _set_array(x, shape, prep, arg, name, xp, boolean):
+    if x is not None and prep.axis is not None and tuple(x.shape) == tuple(prep.sample_shape):
+        _validate.check_sample_array(x, tuple(prep.sample_shape), arg, name, xp, boolean=boolean)
+        return xp.expand_dims(x, axis=prep.axis)
+    _validate.check_sample_array(x, shape, arg, name, xp, boolean=boolean)
+    return x
+
 
     o = call.options(aux)
     values, vjp = call.spec.set_kernel(upcast(pred, xp), target, w, valid, o, xp)

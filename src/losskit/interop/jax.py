@@ -186,7 +186,8 @@ def _set_function(call: Call):
             _, pull = jax.vjp(others, target, w, aux)
             d_target, d_w, d_aux = pull(g)
         else:
-            d_target, d_w, d_aux = None, zero(w), jax.tree_util.tree_map(jnp.zeros_like, aux)
+            _, pull = jax.vjp(lambda w_, aux_: others(target, w_, aux_), w, aux)  # class ids: no target gradient
+            (d_w, d_aux), d_target = pull(g), None
         return d_pred, d_target, d_w, None if valid is None else None, None if normalizer is None else zero(jnp.asarray(normalizer)), d_aux
 
     loss.defvjp(fwd, bwd)
