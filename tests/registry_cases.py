@@ -134,7 +134,7 @@ def require(peer) -> None:
 
 def class_axis(s, o: dict, ndim: int) -> int | None:
     """The class (reduced) axis of a class-axis loss, normalised; None for other kinds."""
-    if s.kind != CLASS_AXIS:
+    if s.kind != CLASS_AXIS and not (s.reduces_axis is not None and s.reduces_axis(strip(o))):
         return None
     axis = o.get("axis", s.options.get("axis", -1))
     return axis % ndim

@@ -19,7 +19,7 @@ from ._reduce import combine_masks, is_scalar, multiplier, reduce_terms, scale_e
 
 __all__ = ["LossSpec", "Loss", "Option", "Peer", "Checks", "Prepared", "REGISTRY", "declare", "evaluate", "ELEMENTWISE", "CLASS_AXIS", "SET"]
 
-from ._spec import CLASS_AXIS, ELEMENTWISE, HESSIAN_KINDS, KINDS, SET, Checks, LossSpec, Option, Peer, docstring
+from ._spec import CLASS_AXIS, ELEMENTWISE, HESSIAN_KINDS, KINDS, SET, Checks, LossSpec, Option, Peer, docstring, has_class_axis
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def evaluate(call: Call, pred, target, c, valid, aux, xp, need: str):
     p = upcast(pred, xp)
     if need == "value":
         return reduce_terms(spec.value(p, target, o, xp), c, valid, call.reduction, xp)
-    class_axis = spec.kind == CLASS_AXIS
+    class_axis = has_class_axis(spec, o)
     if need == "grad":
         g = spec.grad(p, target, o, xp)
         return _out_dtype(scale_elementwise(g, c, valid, class_axis, xp), pred, xp)
@@ -198,6 +198,15 @@ class Loss:
     def hessian_kind(self) -> str:
         """``"exact"``, ``"piecewise"``, ``"zero"`` (almost everywhere) or ``"none"``."""
         return self.spec.hessian_kind
+
+    def hessian_kind_for(self, **options) -> str:
+        """The Hessian kind for these options (``smooth_l1`` with ``beta=0`` is ``mae``:
+        ``"zero"``); ``hessian_kind`` where the kind does not depend on the options."""
+        if self.spec.hessian_kind_for is None:
+            return self.spec.hessian_kind
+        if options and not options.keys() <= self._defaults.keys():
+            _validate.check_options(options, self._defaults, self.spec.name)
+        return self.spec.hessian_kind_for({**self._defaults, **options})
 
     def baseline(self, target, /, *, weight=None, **options):
         """The optimal constant prediction for ``target`` (with per-sample ``weight``): the value
@@ -279,9 +288,9 @@ class Loss:
         if normalizer is not None:
             normalizer = check_option(_NORMALIZER, normalizer, "normalizer", name, pred, xp, validate)
         o = self._bind(options, pred, xp, validate)
-        class_axis = spec.kind == CLASS_AXIS
+        class_axis = has_class_axis(spec, o)
         if class_axis:
-            axis = _validate.normalize_axis(o["axis"], pred.ndim, name)
+            axis = _validate.normalize_axis(o.get("axis", -1), pred.ndim, name)
             sample_shape = tuple(pred.shape[:axis]) + tuple(pred.shape[axis + 1 :])
         else:
             sample_shape = tuple(pred.shape)

@@ -21,9 +21,10 @@ def curves(loss, n: int = 401, **options) -> dict:
     spec = loss.spec
     series = []
 
-    def add(label, pred, target, pick=None):
-        value = np.asarray(loss(pred, target, reduction="none", **options), dtype=float)
-        g, h = loss.grad_hess(pred, target, reduction="none", **options)
+    def add(label, pred, target, pick=None, validate=True):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = np.asarray(loss(pred, target, reduction="none", validate=validate, **options), dtype=float)
+            g, h = loss.grad_hess(pred, target, reduction="none", validate=validate, **options)
         g, h = np.asarray(g, dtype=float), np.asarray(h, dtype=float)
         if pick is not None:
             g, h = g[:, pick], h[:, pick]
@@ -62,9 +63,14 @@ def curves(loss, n: int = 401, **options) -> dict:
         for y in (1.0, -1.0):
             add(f"target y = {y:g}", x, np.full(n, y))
         xlabel = "score $p$"
+    elif spec.pred_name.startswith("log_"):  # log-link losses: targets > 0 (counts, amounts)
+        x = np.linspace(-3.0, 3.0, n)
+        for y in (1.0, 3.0):
+            add(f"target y = {y:g}", x, np.full(n, y))
+        xlabel = f"log-mean `{spec.pred_name}`"
     else:
         x = np.linspace(-3.0, 3.0, n)
-        add("target y = 0", x, np.zeros(n))
+        add("target y = 0", x, np.zeros(n), validate=False)  # outside a loss's domain (msle: p ≤ −1) the curve has a gap
         xlabel = "residual $r = p - y$"
     return {"x": x, "xlabel": xlabel, "series": series}
 

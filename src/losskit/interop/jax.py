@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from .._loss import CLASS_AXIS, Call, evaluate
+from .._spec import has_class_axis
 
 
 def _is_zero(t) -> bool:
@@ -24,7 +25,7 @@ def _is_zero(t) -> bool:
 
 @functools.lru_cache(maxsize=512)
 def _function(call: Call):
-    class_axis = call.spec.kind == CLASS_AXIS
+    class_axis = has_class_axis(call.spec, dict(call.static))
 
     def plain(pred, target, c, valid, aux):
         return evaluate(call, pred, target, c, valid, aux, jnp, "value")
