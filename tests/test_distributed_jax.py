@@ -242,7 +242,7 @@ def run_cases(report: Report):
         u = jnp.asarray(d["u"])
         reds = [r for r in REDUCTIONS if "normalizer" not in opts or r == "mean"]
 
-        def ours(x, W, b, y, sharded, repl, reduction):
+        def ours_linear(x, W, b, y, sharded, repl, reduction):
             def body(x, W, b, y, sharded, repl):
                 return ljx.vocab_parallel_linear_cross_entropy(x, W, y, axis_name="tp", bias_shard=b, reduction=reduction,
                                                                chunk_size=4, **sharded, **repl, **static)
@@ -255,7 +255,7 @@ def run_cases(report: Report):
         def all_reductions(x, W, b, y, sharded, repl, u):
             o = {**sharded, **repl, **static}
             return [
-                (jax.value_and_grad(lambda x, W, b, r=r: scalarize(ours(x, W, b, y, sharded, repl, r), r, u), argnums=(0, 1, 2))(x, W, b),
+                (jax.value_and_grad(lambda x, W, b, r=r: scalarize(ours_linear(x, W, b, y, sharded, repl, r), r, u), argnums=(0, 1, 2))(x, W, b),
                  jax.value_and_grad(lambda x, W, b, r=r: scalarize(lk.linear_cross_entropy(x, W, y, bias=b, reduction=r, **o), r, u),
                                     argnums=(0, 1, 2))(x, W, b))
                 for r in reds

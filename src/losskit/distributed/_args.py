@@ -74,7 +74,7 @@ def _common(name, xp, pred, target, reduction, normalizer, validate, ignore_inde
     return normalizer
 
 
-def _targets(name, xp, target, lead, vr, cd, ignore_index, mask, probs_shape, sample_arg):
+def _targets(name, xp, target, lead, ignore_index, mask, probs_shape, sample_arg):
     """(kind, tgt, ids, valid) with ids (N,) or probabilities (N, V_r)."""
     n = math.prod(lead)
     if mask is not None:
@@ -133,7 +133,7 @@ def logits_args(name, logits, target, *, axis, weight, mask, class_weight, ignor
     lead = _shape(z)[:-1]
     n = math.prod(lead)
     cd = compute_dtype(logits.dtype, xp)
-    kind, tgt, ids, valid = _targets(name, xp, target, lead, vr, cd, ignore_index, mask, _shape(logits), "logits")
+    kind, tgt, ids, valid = _targets(name, xp, target, lead, ignore_index, mask, _shape(logits), "logits")
     if kind == "probs":
         t = xp.moveaxis(tgt, ax, -1) if moved else tgt
         tgt = xp.reshape(t, (n, vr))
@@ -180,7 +180,7 @@ def linear_args(name, x, weight, target, *, bias, sample_weight, mask, class_wei
     lead = _shape(x)[:-1]
     n = math.prod(lead)
     cd = compute_dtype(x.dtype, xp)
-    kind, tgt, ids, valid = _targets(name, xp, target, lead, vr, cd, ignore_index, mask, lead + (vr,), "tokens (x)")
+    kind, tgt, ids, valid = _targets(name, xp, target, lead, ignore_index, mask, lead + (vr,), "tokens (x)")
     if kind == "probs":
         tgt = xp.reshape(tgt, (n, vr))
         tgt = tgt if tgt.dtype == cd else xp.astype(tgt, cd)

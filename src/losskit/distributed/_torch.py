@@ -49,9 +49,16 @@ class Comm:
         if self.rank < 0:
             raise ValueError(f"{name}: this process (global rank {dist.get_rank()}) is not a member of `group`.")
 
-    def all_reduce(self, t, op):
+    def max_(self, t):
+        """In-place MAX over the group (a no-op in a world of one)."""
         if self.size > 1:
-            dist.all_reduce(t, op=op, group=self.group)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        return t
+
+    def sum_(self, t):
+        """In-place SUM over the group (a no-op in a world of one)."""
+        if self.size > 1:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
         return t
 
     def all_gather(self, t) -> list:
@@ -135,9 +142,9 @@ class _Plan:
 
     def exchange(self, m, stats):
         """The two collectives; sets and returns the per-row :class:`~._math.RowStats`."""
-        gmax = self.comm.all_reduce(m.clone(), dist.ReduceOp.MAX if self.comm.size > 1 else None)
+        gmax = self.comm.max_(m.clone())
         total = combine(m, gmax, stats, self.spec, self.xp).contiguous()
-        self.comm.all_reduce(total, dist.ReduceOp.SUM if self.comm.size > 1 else None)
+        self.comm.sum_(total)
         self.rows = finish_rows(gmax, total, self.spec, self.xp)
         return self.rows
 
@@ -230,7 +237,7 @@ class _LinearFunction(torch.autograd.Function):
         )
         if gx is not None:
             # every rank's dx is its block's share G_r W_r; one all-reduce gives the full dx
-            plan.comm.all_reduce(gx, dist.ReduceOp.SUM if plan.comm.size > 1 else None)
+            plan.comm.sum_(gx)
         gw = None if gw is None else gw.to(w.dtype)
         gb = None if gb is None else gb.to(b.dtype)
         return gx, gw, gb, None, None
@@ -397,4 +404,4 @@ def vocab_parallel_linear_cross_entropy(
 def sum_over_group(total, group):
     """``global_count``'s sum over the ranks of ``group`` (see ``Comm`` for ``group=None``)."""
     comm = Comm(group, "global_count")
-    return comm.all_reduce(total.contiguous(), dist.ReduceOp.SUM if comm.size > 1 else None)
+    return comm.sum_(total.contiguous())
