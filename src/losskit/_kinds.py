@@ -17,7 +17,7 @@ import math
 
 from . import _validate
 from ._array import backend, coerce_like, compute_dtype, upcast
-from ._reduce import combine_masks, multiplier, reduce_terms, scale_elementwise
+from ._reduce import combine_masks, is_scalar, multiplier, reduce_terms, scale_elementwise
 from ._spec import CLASS_AXIS, SET
 
 
@@ -95,6 +95,8 @@ def evaluate_multi(call, inputs, target, c, valid, aux, xp, need):
     def scaled(gs):
         return tuple(_out_dtype(scale_elementwise(g, c, valid, class_axis, xp), x, xp) for g, x in zip(gs, inputs))
 
+    if spec.vjp_kernel is not None:
+        return _evaluate_coupled(call, inputs, args, c, valid, o, xp, need)
     if need == "value":
         return reduce_terms(spec.value(*args, o, xp), c, valid, call.reduction, xp)
     if need == "grad":
@@ -110,6 +112,34 @@ def evaluate_multi(call, inputs, target, c, valid, aux, xp, need):
     else:
         gs, hs = spec.grad(*args, o, xp), spec.hess(*args, o, xp)
     return scaled(gs), scaled(hs)
+
+
+def _evaluate_coupled(call, inputs, args, c, valid, o, xp, need):
+    """Several inputs with coupled samples (``spec.vjp_kernel``): the gradient is the kernel's
+    vector-Jacobian product with the per-sample multipliers c (0 where invalid). 'value_and_vjp'
+    returns (value, vjp) with vjp(u) the gradients of Σ u_i c_i ℓ_i (u a scalar or per sample)."""
+    from ._loss import _out_dtype
+
+    values, vjp = call.spec.vjp_kernel(*args, o, xp)
+    value = reduce_terms(values, c, valid, call.reduction, xp)
+    if need == "value":
+        return value
+
+    def weighted(u):
+        w = c * u if not (isinstance(c, float) and c == 1.0) else u
+        if is_scalar(w) or tuple(getattr(w, "shape", ())) != tuple(values.shape):
+            w = w * xp.ones_like(values)
+        if valid is not None:
+            w = xp.where(valid, w, xp.zeros_like(w))
+        return tuple(_out_dtype(g, x, xp) for g, x in zip(vjp(w), inputs))
+
+    if need == "value_and_vjp":
+        return value, weighted
+    if need == "grad":
+        return weighted(1.0)
+    if need == "value_and_grad":
+        return value, weighted(1.0)
+    raise NotImplementedError(f"{call.spec.name} has no closed-form Hessian.")
 
 
 # --- set-level losses ----------------------------------------------------------------------

@@ -88,7 +88,7 @@ class Objective:
         self.options = self._check_options(dict(options or {}))
         self.scale = self._positive(scale, "scale")
         self.hessian_floor = self._positive(hessian_floor, "hessian_floor")
-        kind = loss.hessian_kind
+        kind = loss.hessian_kind_for(**self.options)  # smooth_l1(beta=0): zero, as mae
         if hessian is None:
             hessian = "exact" if kind == "exact" else "constant"
         if not isinstance(hessian, str) or hessian not in HESSIAN_POLICIES:

@@ -17,6 +17,7 @@ from jax.custom_derivatives import SymbolicZero
 
 from .._loss import CLASS_AXIS, Call, evaluate
 from .._spec import has_class_axis
+from .._spec import has_class_axis
 
 
 def _is_zero(t) -> bool:

@@ -1,12 +1,12 @@
 """Contrastive losses over pairs of embeddings (the embedding axis last): the margin contrastive
-loss of Hadsell, Chopra & LeCun."""
+loss of Hadsell, Chopra & LeCun, and InfoNCE / CLIP over a batch scored against itself."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .. import _validate
-from .._array import nan_where
+from .._array import _device, logsumexp_split, nan_where
 from .._loss import CLASS_AXIS, Checks, Option, Peer, declare
 from .embedding import _distance
 
@@ -111,5 +111,141 @@ contrastive = declare(
         edges=lambda o: (np.array([[1e4, -1e4, 0.0], [0.0, 0.0, 0.0], [3.0, 1.0, -2.0]]), np.array([[-1e4, 1e4, 0.0], [0.0, 0.0, 0.0], [3.0, 1.0, -2.0]]), np.array([0.0, 0.0, 1.0])),
         kinks=_con_kinks,
         peers=(Peer("the formula with torch.nn.functional.pairwise_distance", _torch_contrastive, requires="torch", options=("margin", "eps")),),
+    ),
+)
+
+
+# --- InfoNCE / CLIP: cross-entropy of q kᵀ / τ with the diagonal as the positives --------------
+
+
+def _nce_kernel(q, k, o, xp):
+    """Per-query values and the vjp (the samples are coupled: every key is in every row)."""
+    tau, neg = o["temperature"], o["negatives"]
+    n = int(q.shape[0])
+    s = (q @ k.T) / tau
+    diag = xp.sum(q * k, axis=-1) / tau
+    logits = s if neg is None else xp.concat([s, (q @ xp.astype(neg, q.dtype).T) / tau], axis=1)
+    # LSE − s_ii as (max − s_ii) + log1p(rest): the tiny loss of a confident match keeps its digits
+    m, r = logsumexp_split(logits, xp=xp)
+    lse = m + r
+    value = (m - diag) + r
+    col_lse = None
+    if o["symmetric"]:
+        mc, rc = logsumexp_split(s.T, xp=xp)
+        col_lse = mc + rc
+        value = 0.5 * (value + ((mc - diag) + rc))
+
+    off = ~xp.eye(n, dtype=xp.bool, device=_device(q))
+
+    def vjp(u):
+        # ∂(Σ u_i row_i)/∂s_ij = u_i (P_ij − δ_ij) with 1 − P_ii = Σ_{j≠i} P_ij: written over the
+        # off-diagonal entries, Σ_j u_i P_ij (k_j − k_i), with no cancellation when P_ii ≈ 1
+        if col_lse is not None:
+            u = 0.5 * u
+        p = xp.exp(logits - lse[:, None]) * u[:, None]
+        a = xp.where(off, p[:, :n], xp.zeros_like(s))
+        rest = xp.sum(p[:, n:], axis=1) if neg is not None else None
+        g_q = a @ k - xp.sum(a, axis=1)[:, None] * k
+        g_k = a.T @ q - xp.sum(a, axis=1)[:, None] * q
+        if neg is not None:
+            g_q = g_q + p[:, n:] @ xp.astype(neg, q.dtype) - rest[:, None] * k
+            g_k = g_k - rest[:, None] * q
+        if col_lse is not None:  # the key -> query direction: softmax down each column
+            c = xp.where(off, xp.exp(s - col_lse[None, :]) * u[None, :], xp.zeros_like(s))
+            g_q = g_q + c @ k - xp.sum(c, axis=0)[:, None] * k
+            g_k = g_k + c.T @ q - xp.sum(c, axis=0)[:, None] * q
+        return g_q / tau, g_k / tau
+
+    return value, vjp
+
+
+def _nce_value(q, k, o, xp):
+    return _nce_kernel(q, k, o, xp)[0]
+
+
+def _nce_grad(q, k, o, xp):
+    return _nce_kernel(q, k, o, xp)[1](xp.ones_like(q[:, 0]))
+
+
+def _nce_check(q, k, o, xp, loss, valid):
+    if q.ndim != 2:
+        raise ValueError(f"{loss}: `query` and `key` must be (N, d) arrays (a batch of embeddings), got shape {tuple(q.shape)}.")
+    neg = o["negatives"]
+    if neg is not None:
+        if o["symmetric"]:
+            raise ValueError(f"{loss}: `negatives` apply to the query -> key direction only; they cannot be combined with symmetric=True.")
+        if neg.ndim != 2 or int(neg.shape[1]) != int(q.shape[1]):
+            raise ValueError(f"{loss}: `negatives` must be an (M, {int(q.shape[1])}) array (the embedding size of `query`), got shape {tuple(neg.shape)}.")
+
+
+def _nce_sample(rng, shape, o):
+    q = rng.standard_normal(shape) / np.sqrt(shape[-1])
+    return q, q + 0.3 * rng.standard_normal(shape) / np.sqrt(shape[-1])
+
+
+def _torch_info_nce(q, k, reduction, temperature=0.07, symmetric=False, negatives=None):
+    import torch
+    import torch.nn.functional as F
+
+    q, k = torch.as_tensor(q), torch.as_tensor(k)
+    s = q @ k.T / temperature
+    ids = torch.arange(q.shape[0])
+    if negatives is not None:
+        return F.cross_entropy(torch.cat([s, q @ torch.as_tensor(negatives).T / temperature], dim=1), ids, reduction=reduction).numpy()
+    out = F.cross_entropy(s, ids, reduction=reduction)
+    if symmetric:  # the CLIP paper's pseudocode: (loss_i + loss_t) / 2
+        out = (out + F.cross_entropy(s.T, ids, reduction=reduction)) / 2
+    return out.numpy()
+
+
+info_nce = declare(
+    name="info_nce",
+    family="contrastive",
+    kind=CLASS_AXIS,
+    title="InfoNCE (CLIP with symmetric=True): cross-entropy of query-key similarities, the matching key the positive.",
+    formula=r"\ell_i = -\log \frac{e^{q_i \cdot k_i / \tau}}{\sum_j e^{q_i \cdot k_j / \tau} + \sum_m e^{q_i \cdot n_m / \tau}}",
+    gradient=r"\partial_{q_i} \textstyle\sum_r u_r \ell_r = \frac{1}{\tau}\big(\sum_j u_i P_{ij} k_j + \sum_m u_i P_{im} n_m - u_i k_i\big),\ \partial_{k_j} \textstyle\sum_r u_r \ell_r = \frac{1}{\tau}\big(\sum_i u_i P_{ij} q_i - u_j q_j\big),\ P = \mathrm{softmax}_\text{row}",
+    hessian=r"\text{not provided}",
+    hessian_kind="none",
+    domain="query, key: real (N, d) arrays, row i of key the positive of row i of query; temperature > 0; negatives: (M, d) or None",
+    reference='van den Oord, Li & Vinyals, "Representation Learning with Contrastive Predictive Coding", 2018; Radford et al., "Learning Transferable Visual Models From Natural Language Supervision" (CLIP), ICML 2021',
+    use_when="Contrastive representation learning with in-batch negatives (SimCLR-style pairs, CLIP image-text pairs, dense retrieval).",
+    details="""
+        One value per query row: the cross-entropy of row i of ``query @ key.T / temperature``
+        (with ``negatives``: ``[query @ key.T, query @ negatives.T] / temperature``, extra
+        negatives shared by the batch) with class i. ``symmetric=True`` is the CLIP loss:
+        the mean of the query -> key and key -> query directions, ½(row_i + column_i)
+        (``negatives`` cannot be combined with it). The rows are coupled (every key is in
+        every row), so the kernel returns the values and a closed-form vector-Jacobian product:
+        ``weight`` / ``mask`` weigh query rows (pairs), and the gradients of both inputs are
+        exact for any weights. The log-sum-exp is stable at small temperatures; half-precision
+        inputs are computed in float32. The N × (N + M) similarity matrix is materialised.
+        Equals ``F.cross_entropy(q @ k.T / τ, arange(N))`` in torch (and the CLIP paper's
+        pseudocode for ``symmetric=True``). ``.grad`` returns ``(d_query, d_key)``; gradients
+        of ``negatives`` (an array option) come from framework autodiff.
+    """,
+    example="""
+        >>> import numpy as np, losskit as lk
+        >>> q = np.array([[1.0, 0.0], [0.0, 1.0]])
+        >>> round(float(lk.info_nce(q, q, temperature=1.0)), 6)
+        0.313262
+        >>> [g.round(6).tolist() for g in lk.info_nce.grad(q, q, temperature=1.0)]
+        [[[-0.134471, 0.134471], [0.134471, -0.134471]], [[-0.134471, 0.134471], [0.134471, -0.134471]]]
+    """,
+    vjp_kernel=_nce_kernel,
+    value=_nce_value,
+    grad=_nce_grad,
+    check_values=_nce_check,
+    inputs=("query", "key"),
+    target=None,
+    options={
+        "temperature": Option(0.07, "number", low=0.0, low_open=True, doc="the temperature τ"),
+        "symmetric": Option(False, "bool", doc="CLIP: the mean of the query -> key and key -> query losses"),
+        "negatives": Option(None, "array", doc="(M, d) extra negative keys shared by every query"),
+    },
+    checks=Checks(
+        sample=_nce_sample,
+        option_sets=({}, {"temperature": 0.5}, {"symmetric": True, "temperature": 0.2}, {"temperature": 0.3, "negatives": np.linspace(-1.0, 1.0, 12).reshape(3, 4)}),
+        peers=(Peer("F.cross_entropy(q @ k.T / τ, arange(N)) (torch)", _torch_info_nce, requires="torch", options=("temperature", "symmetric", "negatives")),),
     ),
 )

@@ -20,14 +20,14 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 def erf(x, xp):
     """erf(x) with array-API calls only (the standard has no erf): 2/√π·e^{−x²}·Σ 2ⁿx^{2n+1}/(2n+1)!!,
     a series of positive terms (no cancellation), to within 2e-15 absolute; erf = ±1 past |x| = 6."""
-    a = xp.minimum(xp.abs(x), 6.0)
+    a = xp.clip(xp.abs(x), max=6.0)
     a2 = 2.0 * a * a
     t = a
     s = a
     for n in range(1, 100):
         t = t * a2 / (2 * n + 1)
         s = s + t
-    v = xp.minimum((2.0 * _INV_SQRT_PI) * xp.exp(-a * a) * s, 1.0)
+    v = xp.clip((2.0 * _INV_SQRT_PI) * xp.exp(-a * a) * s, max=1.0)
     return xp.where(x < 0, -v, v)
 
 
@@ -47,7 +47,7 @@ def _reduced(per, reduction):
 
 
 def _gnll_value(m, y, v, o, xp):
-    vc = xp.maximum(v, o["eps"])
+    vc = xp.clip(v, min=o["eps"])
     r = m - y
     out = 0.5 * (xp.log(vc) + r * r / vc)
     return out + 0.5 * _LOG_2PI if o["full"] else out
@@ -55,7 +55,7 @@ def _gnll_value(m, y, v, o, xp):
 
 def _gnll_grad(m, y, v, o, xp):
     eps = o["eps"]
-    vc = xp.maximum(v, eps)
+    vc = xp.clip(v, min=eps)
     r = m - y
     dm = r / vc
     dv = 0.5 * (1.0 - r * r / vc) / vc
@@ -65,7 +65,7 @@ def _gnll_grad(m, y, v, o, xp):
 
 def _gnll_hess(m, y, v, o, xp):
     eps = o["eps"]
-    vc = xp.maximum(v, eps)
+    vc = xp.clip(v, min=eps)
     r = m - y
     h = nan_where(r, 1.0 / vc, xp=xp)
     hv = (r * r / vc - 0.5) / (vc * vc)

@@ -94,7 +94,7 @@ msle = declare(
 
 
 def _mape_scale(y, xp):
-    return xp.maximum(xp.abs(y), float(xp.finfo(y.dtype).eps))
+    return xp.clip(xp.abs(y), min=float(xp.finfo(y.dtype).eps))
 
 
 def _mape_value(p, y, o, xp):
