@@ -17,7 +17,6 @@ from jax.custom_derivatives import SymbolicZero
 
 from .._loss import CLASS_AXIS, Call, evaluate
 from .._spec import has_class_axis
-from .._spec import has_class_axis
 
 
 def _is_zero(t) -> bool:
@@ -116,8 +115,17 @@ def _multi_function(call: Call):
     def loss_jvp(primals, tangents):
         inputs, target, c, valid, aux = primals
         d_inputs, d_target, d_c, _, d_aux = tangents
-        out, gs = evaluate_multi(call, inputs, target, c, valid, aux, jnp, "value_and_grad")
-        tangent = jnp.zeros_like(out)
+        if call.spec.vjp_kernel is not None:  # coupled samples: J·d is the transpose of the closed-form vjp
+            out, vjp = evaluate_multi(call, inputs, target, c, valid, aux, jnp, "value_and_vjp")
+            ds = tuple(jnp.zeros_like(x) if _is_zero(d) else d for x, d in zip(inputs, d_inputs))
+            if call.reduction == "none":
+                tangent = jax.linear_transpose(vjp, out)(ds)[0].astype(out.dtype)
+            else:
+                tangent = sum(jnp.sum(g * d) for g, d in zip(vjp(1.0), ds)).astype(out.dtype)
+            gs, d_inputs = (), ()
+        else:
+            out, gs = evaluate_multi(call, inputs, target, c, valid, aux, jnp, "value_and_grad")
+            tangent = jnp.zeros_like(out)
         for g, d in zip(gs, d_inputs):
             if _is_zero(d):
                 continue
@@ -135,13 +143,17 @@ def _multi_function(call: Call):
             float_target = target is not None and jnp.issubdtype(jnp.result_type(target), jnp.floating)
             t_arg = target if float_target else None
             c_arr = jnp.asarray(c)
-            aux_arr = tuple(jnp.asarray(a) for a in aux)
-            d_aux_leaves = jax.tree_util.tree_leaves(d_aux, is_leaf=_is_zero) if d_aux is not None else [None] * len(aux)
+            given = [i for i, a in enumerate(aux) if a is not None]  # array options left at None stay None
+            aux_arr = tuple(jnp.asarray(aux[i]) for i in given)
+            d_aux_leaves = jax.tree_util.tree_leaves(d_aux, is_leaf=_is_zero) if d_aux is not None else [None] * len(given)
 
             def g(*xs):
                 xs = list(xs)
                 tt = xs.pop(0) if float_target else target
-                return f(tt, xs[0], tuple(xs[1:]))
+                full = list(aux)
+                for i, a in zip(given, xs[1:]):
+                    full[i] = a
+                return f(tt, xs[0], tuple(full))
 
             args = ([t_arg] if float_target else []) + [c_arr, *aux_arr]
             tans = ([zl(target, d_target)] if float_target else []) + [zl(c_arr, d_c)] + [zl(a, t) for a, t in zip(aux_arr, d_aux_leaves)]
