@@ -150,10 +150,17 @@ def _run_set(loss, need, pred, target, weight, mask, reduction, normalizer, vali
 
     spec = loss.spec
     name = spec.name
+    if normalizer is not None:
+        raise ValueError(
+            f"{name}: `normalizer` does not apply to a set-level loss: its values are per-set "
+            "ratios of sums (per class, per image), not per-sample terms, so there is no count "
+            "to replace. Use reduction='sum' and divide, or weight/mask the pixels."
+        )
     shape = tuple(pred.shape)
-    _validate.check_sample_array(weight, shape, "weight", name, xp, boolean=False)
-    _validate.check_sample_array(mask, shape, "mask", name, xp, boolean=True)
     prep = (spec.prepare or _prepare_elementwise)(pred, target, o, xp, validate, name, mask)
+    # weight and mask: the pred's shape, or the prepared per-pixel shape broadcast over the class axis
+    weight = _set_array(weight, shape, prep, "weight", name, xp, False)
+    mask = _set_array(mask, shape, prep, "mask", name, xp, True)
     valid = combine_masks(mask, prep.valid, xp)
     if validate and spec.check_values is not None:
         spec.check_values(prep.pred, prep.target, o, xp, name, valid)
@@ -171,6 +178,14 @@ def _run_set(loss, need, pred, target, weight, mask, reduction, normalizer, vali
     return evaluate_set(call, prep.pred, prep.target, w, valid, normalizer, aux, xp, need)
 
 
+def _set_array(x, shape, prep, arg, name, xp, boolean):
+    if x is not None and prep.axis is not None and tuple(x.shape) == tuple(prep.sample_shape):
+        _validate.check_sample_array(x, tuple(prep.sample_shape), arg, name, xp, boolean=boolean)
+        return xp.expand_dims(x, axis=prep.axis)
+    _validate.check_sample_array(x, shape, arg, name, xp, boolean=boolean)
+    return x
+
+
 def set_factor(call, normalizer, n_sets):
     """What each set's value is multiplied by in the reduced loss."""
     if call.reduction != "mean":
@@ -180,17 +195,8 @@ def set_factor(call, normalizer, n_sets):
     if isinstance(normalizer, float):
         return 0.0 if normalizer == 0 else 1.0 / normalizer
     return 1.0 / normalizer
-    if normalizer is not None:
-        raise ValueError(
-            f"{name}: `normalizer` does not apply to a set-level loss: its values are per-set "
-            "ratios of sums (per class, per image), not per-sample terms, so there is no count "
-            "to replace. Use reduction='sum' and divide, or weight/mask the pixels."
-        )
 
 
-    # weight and mask: the pred's shape, or the prepared per-pixel shape broadcast over the class axis
-    weight = _set_array(weight, shape, prep, "weight", name, xp, False)
-    mask = _set_array(mask, shape, prep, "mask", name, xp, True)
 def _count(values) -> int:
     return math.prod([int(d) for d in values.shape])
 
@@ -207,14 +213,6 @@ def evaluate_set(call, pred, target, w, valid, normalizer, aux, xp, need, upstre
     the reduction's own weights of the sets in the gradient (the framework hooks' cotangent);
     a callable gets the per-set values first."""
     from ._loss import _out_dtype
-
-def _set_array(x, shape, prep, arg, name, xp, boolean):
-    if x is not None and prep.axis is not None and tuple(x.shape) == tuple(prep.sample_shape):
-        _validate.check_sample_array(x, tuple(prep.sample_shape), arg, name, xp, boolean=boolean)
-        return xp.expand_dims(x, axis=prep.axis)
-    _validate.check_sample_array(x, shape, arg, name, xp, boolean=boolean)
-    return x
-
 
     o = call.options(aux)
     values, vjp = call.spec.set_kernel(upcast(pred, xp), target, w, valid, o, xp)

@@ -126,6 +126,10 @@ class LossSpec:
     value_and_grad: Callable | None = None
     grad_and_hess: Callable | None = None
     set_kernel: Callable | None = None
+    # several inputs whose samples are coupled (InfoNCE: every key enters every query's value):
+    # vjp_kernel(*inputs, [target], o, xp) -> (per-sample values, vjp(u) -> one gradient per
+    # input of Σ u_i ℓ_i); used instead of value/grad, so weights and masks stay per sample
+    vjp_kernel: Callable | None = None
     hessian_kind: str = "exact"
     inputs: tuple = ("pred",)  # differentiable positional inputs, in call order
     target: str | None = "target"  # non-differentiable positional input after them, or None
