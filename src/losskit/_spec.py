@@ -142,8 +142,6 @@ class LossSpec:
     baseline: Callable | None = None  # baseline(target, weight, o, xp) -> optimal constant prediction
     reduces_axis: Callable | None = None  # reduces_axis(o) -> bool: an elementwise loss whose options add a trailing axis reduced per sample (multi-quantile)
     hessian_kind_for: Callable | None = None  # hessian_kind_for(o) -> the Hessian kind for these options (smooth_l1: "zero" at beta=0)
-    reduces_axis: Callable | None = None  # reduces_axis(o) -> bool: an elementwise loss whose options add a trailing axis reduced per sample (multi-quantile)
-    hessian_kind_for: Callable | None = None  # hessian_kind_for(o) -> the Hessian kind for these options (smooth_l1: "zero" at beta=0)
     details: str = ""  # prose for the docstring: conventions, peers, caveats
     example: str = ""  # doctest lines for the docstring
     checks: Checks | None = None
@@ -155,12 +153,6 @@ class LossSpec:
     @property
     def positional(self) -> tuple:
         return self.inputs + ((self.target,) if self.target else ())
-
-
-def has_class_axis(spec: LossSpec, o: Mapping) -> bool:
-    """Whether a call with bound options ``o`` reduces a trailing axis per sample: class-axis
-    losses always, an elementwise loss where its ``reduces_axis(o)`` says so."""
-    return spec.kind == CLASS_AXIS or (spec.reduces_axis is not None and bool(spec.reduces_axis(o)))
 
 
 def has_class_axis(spec: LossSpec, o: Mapping) -> bool:
