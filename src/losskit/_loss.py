@@ -208,15 +208,6 @@ class Loss:
             _validate.check_options(options, self._defaults, self.spec.name)
         return self.spec.hessian_kind_for({**self._defaults, **options})
 
-    def hessian_kind_for(self, **options) -> str:
-        """The Hessian kind for these options (``smooth_l1`` with ``beta=0`` is ``mae``:
-        ``"zero"``); ``hessian_kind`` where the kind does not depend on the options."""
-        if self.spec.hessian_kind_for is None:
-            return self.spec.hessian_kind
-        if options and not options.keys() <= self._defaults.keys():
-            _validate.check_options(options, self._defaults, self.spec.name)
-        return self.spec.hessian_kind_for({**self._defaults, **options})
-
     def baseline(self, target, /, *, weight=None, **options):
         """The optimal constant prediction for ``target`` (with per-sample ``weight``): the value
         c minimising Σ w_i ℓ(c, y_i), e.g. the mean for ``mse``, the weighted median for ``mae``,

@@ -286,22 +286,6 @@ def check_domain(x, arg: str, loss: str, xp, valid=None, *, low: float, low_open
         )
 
 
-def check_domain(x, arg: str, loss: str, xp, valid=None, *, low: float, low_open: bool = False, hint: str = "") -> None:
-    """Values >= ``low`` (> ``low`` with ``low_open``) where ``valid``; NaN passes (it
-    propagates, never replaced). For counts, positive targets, variances, scales."""
-    if is_tracing(x) or 0 in _shape(x):
-        return
-    bad = (x <= low) if low_open else (x < low)
-    if valid is not None:
-        bad = bad & valid
-    if _any(bad, xp):
-        pos = _first_position(bad, xp)
-        raise ValueError(
-            f"{loss}: `{arg}` must be {'>' if low_open else '>='} {low:g}; found {float(x[pos])!r} at {arg}{list(pos)}. "
-            f"{hint + ' ' if hint else ''}Pass validate=False to skip this check."
-        )
-
-
 def check_distribution(t, arg: str, loss: str, xp, valid=None, *, log: bool, tol: float, flag: str | None) -> None:
     """Each row of ``t`` along the last axis is a probability distribution: entries in [0, 1]
     summing to 1 within ``tol`` (``log=True``: log-probabilities, entries <= 0 whose exp sums
