@@ -72,9 +72,13 @@ def run(loss, need, arrays, weight, mask, reduction, normalizer, validate, optio
             from .interop import jax as hook
         return hook.value_multi(call, inputs, target, c, mask, aux)
     out = evaluate_multi(call, inputs, target, c, mask, aux, xp, need)
-    if not moved or need == "value":
+    one = n_in == 1  # one differentiable input (ntxent): its gradient, not a 1-tuple
+    if need == "value":
         return out
-    back = lambda gs: tuple(xp.moveaxis(g, -1, axis) for g in gs)  # noqa: E731
+    move = (lambda g: xp.moveaxis(g, -1, axis)) if moved else (lambda g: g)  # noqa: E731
+    back = (lambda gs: move(gs[0])) if one else (lambda gs: tuple(move(g) for g in gs))  # noqa: E731
+    if not moved and not one:
+        return out
     if need == "grad":
         return back(out)
     if need == "value_and_grad":

@@ -191,7 +191,7 @@ class Loss:
         self._static_names = tuple(k for k in spec.options if k not in spec.array_options)
         self._n_positional = len(spec.positional)
         # (pred, target) losses with per-sample kernels take the direct path below
-        self._plain = spec.kind != SET and len(spec.inputs) == 1 and spec.target is not None
+        self._plain = spec.kind != SET and len(spec.inputs) == 1 and spec.target is not None and spec.vjp_kernel is None
         self.__signature__ = _signature(spec)
 
     @property

@@ -30,7 +30,7 @@ def curves(loss, n: int = 401, **options) -> dict:
             g, h = g[:, pick], h[:, pick]
         series.append((label, value, g, h))
 
-    if len(spec.inputs) > 1 or spec.kind == "set":
+    if len(spec.inputs) > 1 or spec.kind == "set" or spec.vjp_kernel is not None:
         arrays = [np.array(a, dtype=float) if np.asarray(a).dtype.kind == "f" else a for a in spec.checks.sample(np.random.default_rng(0), spec.checks.shape, {})]
         base = float(arrays[0].flat[0])
         x = np.linspace(-3.0, 3.0, n)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validate
-from .._array import _device, logsumexp_split, nan_where
+from .._array import _device, logsumexp, logsumexp_split, nan_where, sigmoid, softplus
 from .._loss import CLASS_AXIS, Checks, Option, Peer, declare
 from .embedding import _distance
 
@@ -247,5 +247,116 @@ info_nce = declare(
         sample=_nce_sample,
         option_sets=({}, {"temperature": 0.5}, {"symmetric": True, "temperature": 0.2}, {"temperature": 0.3, "negatives": np.linspace(-1.0, 1.0, 12).reshape(3, 4)}),
         peers=(Peer("F.cross_entropy(q @ k.T / τ, arange(N)) (torch)", _torch_info_nce, requires="torch", options=("temperature", "symmetric", "negatives")),),
+    ),
+)
+
+
+# --- NT-Xent (SimCLR) with positives given by equal labels -----------------------------------
+
+
+def _ntx_kernel(e, labels, o, xp):
+    """Per-embedding values (the mean over its positives) and the vjp. For a positive pair
+    (i, j): softplus(log Z_i − s_ij), Z_i = Σ_{k: other label} e^{s_ik}, s the cosine similarity
+    over τ (optax's norm floor: sqrt(max(‖e‖², eps)))."""
+    tau = o["temperature"]
+    n = int(e.shape[0])
+    eps = float(xp.finfo(e.dtype).eps)
+    sq = xp.sum(e * e, axis=-1)
+    floored = sq <= eps
+    r = xp.sqrt(xp.where(floored, xp.full_like(sq, eps), sq))
+    unit = e / r[:, None]
+    s = (unit @ unit.T) / tau
+    same = labels[:, None] == labels[None, :]
+    pos = same & ~xp.eye(n, dtype=xp.bool, device=_device(e))
+    neg = ~same
+    ninf = xp.full_like(s, -float("inf"))
+    log_z = logsumexp(xp.where(neg, s, ninf), axis=1, xp=xp)
+    zero = xp.zeros_like(s)
+    t = log_z[:, None] - s
+    n_pos = xp.sum(xp.astype(pos, e.dtype), axis=1)
+    inv = xp.where(n_pos > 0, 1.0 / xp.where(n_pos > 0, n_pos, xp.ones_like(n_pos)), xp.zeros_like(n_pos))
+    value = xp.sum(xp.where(pos, softplus(t, xp=xp), zero), axis=1) * inv
+
+    def vjp(u):
+        w = u * inv
+        sig = xp.where(pos, sigmoid(t, xp=xp), zero)  # 1 − p_ij on the positives
+        safe_z = xp.where(xp.isfinite(log_z), log_z, xp.zeros_like(log_z))
+        q = xp.where(neg, xp.exp(s - safe_z[:, None]), zero)  # softmax over the other labels
+        g = w[:, None] * (q * xp.sum(sig, axis=1)[:, None] - sig)  # ∂(Σ u_i ℓ_i)/∂s
+        d_unit = ((g + g.T) @ unit) / tau
+        radial = xp.sum(unit * d_unit, axis=-1)
+        d_e = xp.where(floored[:, None], d_unit, d_unit - unit * radial[:, None]) / r[:, None]
+        return (d_e,)
+
+    return value, vjp
+
+
+def _ntx_value(e, labels, o, xp):
+    return _ntx_kernel(e, labels, o, xp)[0]
+
+
+def _ntx_grad(e, labels, o, xp):
+    return _ntx_kernel(e, labels, o, xp)[1](xp.ones_like(e[:, 0]))
+
+
+def _ntx_check(e, labels, o, xp, loss, valid):
+    if e.ndim != 2:
+        raise ValueError(f"{loss}: `embeddings` must be an (N, d) array, got shape {tuple(e.shape)}.")
+    if tuple(labels.shape) != (int(e.shape[0]),):
+        raise ValueError(f"{loss}: `labels` must have shape ({int(e.shape[0])},) (one label per embedding), got {tuple(labels.shape)}.")
+
+
+def _ntx_sample(rng, shape, o):
+    n = shape[0]
+    return rng.standard_normal(shape), np.arange(n) // 2  # SimCLR: two views per example
+
+
+def _optax_ntxent(e, labels, reduction, temperature=0.07):
+    import jax.numpy as jnp
+    import optax
+
+    total = float(optax.ntxent(jnp.asarray(e), jnp.asarray(labels), temperature=temperature))
+    return {"mean": np.asarray(total), "sum": np.asarray(total * e.shape[0])}[reduction]
+
+
+ntxent = declare(
+    name="ntxent",
+    family="contrastive",
+    kind=CLASS_AXIS,
+    title="NT-Xent (SimCLR) over a batch of embeddings, positives given by equal labels.",
+    formula=r"\ell_i = \frac{1}{|P_i|}\sum_{j \in P_i} \log\Big(1 + \frac{\sum_{k \in N_i} e^{s_{ik}}}{e^{s_{ij}}}\Big),\ s_{ij} = \frac{\hat e_i \cdot \hat e_j}{\tau},\ P_i = \{j \ne i: y_j = y_i\},\ N_i = \{k: y_k \ne y_i\}",
+    gradient=r"\partial_{s_{ij}} \textstyle\sum_r u_r \ell_r = \frac{u_i}{|P_i|}\big(q_{ij} \sum_{l \in P_i} \sigma_{il} - \sigma_{ij}\big),\ \sigma_{ij} = \sigma(\log Z_i - s_{ij}),\ q_{ik} = e^{s_{ik}} / Z_i\ (k \in N_i),\ \text{then through } s = \hat E \hat E^\top/\tau \text{ and } \hat e = e / \lVert e \rVert",
+    hessian=r"\text{not provided}",
+    hessian_kind="none",
+    domain="embeddings: a real (N, d) array; labels: (N,) integers (equal labels are positives); temperature > 0",
+    reference='Chen, Kornblith, Norouzi & Hinton, "A Simple Framework for Contrastive Learning of Visual Representations" (SimCLR), ICML 2020; Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss Objective", NeurIPS 2016',
+    use_when="Self-supervised contrastive learning (two augmented views share a label) or supervised contrastive learning with class labels.",
+    details="""
+        As ``optax.ntxent``: cosine similarities over τ (norm floor sqrt(max(‖e‖², eps))), and
+        each positive pair (i, j) is scored against the other-label embeddings only (the other
+        positives are not in its denominator). One value per embedding: the mean over its
+        positives, so ``weight`` / ``mask`` are per embedding and an embedding without
+        positives contributes 0. ``"mean"`` averages over embeddings; optax averages over
+        positive pairs, the same when every embedding has as many positives (SimCLR pairs);
+        ``"sum"`` is N times that mean there. The rows are coupled, so the gradient is a
+        closed-form vector-Jacobian product, exact for any weights.
+    """,
+    example="""
+        >>> import numpy as np, losskit as lk
+        >>> e = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+        >>> round(float(lk.ntxent(e, np.array([0, 0, 1, 1]), temperature=1.0)), 6)
+        0.597808
+    """,
+    vjp_kernel=_ntx_kernel,
+    value=_ntx_value,
+    grad=_ntx_grad,
+    check_values=_ntx_check,
+    inputs=("embeddings",),
+    target="labels",
+    options={"temperature": Option(0.07, "number", low=0.0, low_open=True, doc="the temperature τ")},
+    checks=Checks(
+        sample=_ntx_sample,
+        option_sets=({}, {"temperature": 0.5}),
+        peers=(Peer("optax.ntxent", _optax_ntxent, requires="optax", options=("temperature",), reductions=("mean", "sum")),),
     ),
 )
