@@ -55,6 +55,13 @@ def _torch_peer(fn_name, **fixed):
     return fn
 
 
+def _huber_location(y, w, delta, xp):
+    """Huber's location estimate (the optimal constant of ``huber``), shared with ``smooth_l1``."""
+    from .robust import huber_location
+
+    return huber_location(y, w, delta, xp)
+
+
 def _weighted_mean(y, w, xp):
     return xp.mean(y) if w is None else xp.sum(w * y) / xp.sum(w)
 
@@ -198,7 +205,8 @@ huber = declare(
         Equals ``torch.nn.functional.huber_loss(pred, target, delta=delta)`` and
         ``optax.huber_loss``. Not ``smooth_l1`` (which divides by delta): squared error for
         small residuals, absolute error (gradient capped at delta) for large ones. ``delta``
-        must be > 0.
+        must be > 0. Optimal constant: Huber's location estimate (the root of the weighted
+        sum of clipped residuals, found by bisection).
     """,
     example="""
         >>> import numpy as np, losskit as lk
@@ -209,6 +217,7 @@ huber = declare(
     grad=_huber_grad,
     hess=_huber_hess,
     value_and_grad=_huber_value_and_grad,
+    baseline=lambda y, w, o, xp: _huber_location(y, w, o["delta"], xp),
     options={"delta": Option(1.0, "number", low=0.0, low_open=True, doc="where the loss turns from quadratic to linear")},
     checks=Checks(
         sample=_sample_regression,
