@@ -253,7 +253,7 @@ lovasz_softmax = declare(
     gradient=r"\partial_{p_{ic}} \ell = g^c_{\pi(i)} (1 - 2[t_i = c]) / |C|,\ \text{then through the softmax}",
     domain="logits real; integer class ids of the logits' shape without the class axis",
     details="""
-        Softmax over ``axis``, errors |fg − p| per class, the Lovász extension of the Jaccard
+        Softmax over ``axis``, errors abs(fg − p) per class, the Lovász extension of the Jaccard
         loss per class, averaged over ``classes``: ``"present"`` (classes with a valid target
         pixel in the set; 0 when none), ``"all"`` or a list of ids. Equals
         ``segmentation_models_pytorch.losses.LovaszLoss("multiclass")`` (0.6).""" + _SETS,
