@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _imbalance
+
 COLORS = {"mse": "#d62728", "mae": "#2ca02c", "huber": "#1f77b4"}
 
 
@@ -248,6 +250,7 @@ def write_report(path, raw, summary) -> Path:
         _table(("student", "inputs", "T", "test acc", "agrees with teacher", "KL(teacher ‖ student)"), st_rows, num_cols=(1, 2, 3, 4, 5)),
         _img(plot_distillation(d), "student accuracy"),
         *_boosting_section(s["boosting"]),
+        *_imbalance.report_section(s["imbalance"], _table),
         f"<h2>Settings</h2><p class='meta'>{html.escape(settings)}</p>",
         "<p class='meta'>Numbers in machine-readable form: <code>results.json</code> next to this file.</p>",
         "</body></html>",

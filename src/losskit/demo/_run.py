@@ -13,7 +13,7 @@ import numpy as np
 
 import losskit as lk
 
-from . import _boosting
+from . import _boosting, _imbalance
 from . import _experiments as ex
 
 
@@ -59,7 +59,7 @@ def run_demo(out="losskit-demo", *, seed: int = 0, quick: bool = False, progress
     out = check_writable(out)
     progress = progress or ex.NullProgress()
     settings = ex.Settings.quick() if quick else ex.Settings()
-    seeds = np.random.SeedSequence(seed).spawn(5)
+    seeds = np.random.SeedSequence(seed).spawn(6)
     rngs = [np.random.default_rng(s) for s in seeds]
     t0 = time.perf_counter()
     timings = {}
@@ -79,6 +79,9 @@ def run_demo(out="losskit-demo", *, seed: int = 0, quick: bool = False, progress
     t = time.perf_counter()
     raw["boosting"] = _boosting.run(rngs[4], quick, progress)  # only when a boosting library is installed
     timings["boosting"] = time.perf_counter() - t
+    t = time.perf_counter()
+    raw["imbalance"] = _imbalance.run(rngs[5], quick, progress)
+    timings["imbalance"] = time.perf_counter() - t
     train_seconds = time.perf_counter() - t0
 
     summary = summarize(raw)
@@ -147,6 +150,8 @@ def summarize(raw) -> dict:
 
     boost_rows, boost_finding = _boosting.summarize(raw["boosting"])
     rows.extend(boost_rows)
+    imbalance_rows, imbalance_finding = _imbalance.summarize(raw["imbalance"])
+    rows.extend(imbalance_rows)
 
     fo = {name: fits[(name, "outliers")] for name, _ in ex.REGRESSION_LOSSES}
     r0, r1 = mc["runs"][0.0], mc["runs"][0.1]
@@ -166,6 +171,7 @@ def summarize(raw) -> dict:
         f"and {_pct(transfer['test_accuracy'])} with {transfer['n_inputs'] - transfer['n_labels']} more unlabeled inputs "
         f"(teacher {_pct(d['teacher_test_accuracy'])}).",
         boost_finding,
+        imbalance_finding,
     ]
     return {
         "regression": {
@@ -181,6 +187,7 @@ def summarize(raw) -> dict:
         "distillation": {"temperature": d["temperature"], "teacher_test_accuracy": d["teacher_test_accuracy"],
                          "n_teacher_labels": d["n_teacher_labels"], "students": students},
         "boosting": raw["boosting"],
+        "imbalance": raw["imbalance"],
         "rows": rows,
         "findings": findings,
     }

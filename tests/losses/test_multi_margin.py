@@ -1,0 +1,30 @@
+"""multi_margin's own behaviour: with class_weight, "mean" divides by the sum of w[y] (as
+cross_entropy does) where torch divides by N: the documented difference, spelled out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import losskit as lk
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_class_weight_mean_divides_by_the_weight_sum(p, rng):
+    torch = pytest.importorskip("torch")
+    z, y = rng.standard_normal((8, 4)), rng.integers(0, 4, 8)
+    cw = np.array([0.5, 1.0, 2.0, 4.0])
+    total = torch.nn.functional.multi_margin_loss(torch.tensor(z), torch.tensor(y), p=p, weight=torch.tensor(cw), reduction="sum").item()
+    np.testing.assert_allclose(lk.multi_margin(z, y, p=p, class_weight=cw), total / cw[y].sum(), rtol=1e-12)
+    torch_mean = torch.nn.functional.multi_margin_loss(torch.tensor(z), torch.tensor(y), p=p, weight=torch.tensor(cw)).item()
+    np.testing.assert_allclose(torch_mean, total / len(y), rtol=1e-12)
+
+
+def test_p_must_be_one_or_two():
+    with pytest.raises(ValueError, match="1 or 2"):
+        lk.multi_margin(np.zeros((2, 3)), np.array([0, 1]), p=3)
+
+
+def test_probability_targets_are_rejected():
+    with pytest.raises(TypeError, match="integer class ids"):
+        lk.multi_margin(np.zeros((2, 3)), np.full((2, 3), 1 / 3))
