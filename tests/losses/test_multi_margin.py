@@ -25,6 +25,8 @@ def test_p_must_be_one_or_two():
         lk.multi_margin(np.zeros((2, 3)), np.array([0, 1]), p=3)
 
 
-def test_probability_targets_are_rejected():
+def test_float_targets_need_the_logits_shape():
     with pytest.raises(TypeError, match="integer class ids"):
-        lk.multi_margin(np.zeros((2, 3)), np.full((2, 3), 1 / 3))
+        lk.multi_margin(np.zeros((2, 3)), np.full((2,), 1.0))
+    z = np.array([[1.0, 0.5, -1.0]])
+    assert float(lk.multi_margin(z, np.array([[0.0, 1.0, 0.0]]))) == float(lk.multi_margin(z, np.array([1])))

@@ -174,9 +174,19 @@ squared_hinge = declare(
 # --- multi-class margin -----------------------------------------------------------------
 
 
+def onehot_to_ids(pred, target, o, xp, validate, loss):
+    """Integer ids; a float target of the logits' shape (one-hot or probabilities) is read as
+    its argmax class (documented); any other float target is an error."""
+    if not _validate.is_floating(target, xp):
+        return target
+    axis = _validate.normalize_axis(o["axis"], pred.ndim, loss)
+    if tuple(target.shape) == tuple(pred.shape):
+        return xp.argmax(target, axis=axis)
+    raise TypeError(f"{loss}: `target` must hold integer class ids, got dtype {target.dtype}.")
+
+
 def _mm_prepare(pred, target, o, xp, validate, loss, mask=None):
-    if _validate.is_floating(target, xp):
-        raise TypeError(f"{loss}: `target` must hold integer class ids, got dtype {target.dtype}.")
+    target = onehot_to_ids(pred, target, o, xp, validate, loss)
     o2 = {**o, "ignore_index": None, "label_smoothing": 0.0}
     prep = _ce_prepare(pred, target, o2, xp, validate, loss, mask)
     o["class_weight"] = o2["class_weight"]
@@ -210,7 +220,7 @@ def _mm_value(z, t, o, xp):
 
 def _mm_grad(z, t, o, xp):
     m, active, scale = _mm_parts(z, t, o, xp)
-    gk = (active if o["p"] == 1 else 2.0 * m) * scale
+    gk = (nan_where(m, active, xp=xp) if o["p"] == 1 else 2.0 * m) * scale  # NaN logits reach the gradient
     onehot = xp.astype(t[..., None] == xp.arange(z.shape[-1]), z.dtype)
     return gk - onehot * xp.sum(gk, axis=-1)[..., None]
 
@@ -247,11 +257,11 @@ def _torch_mm(z, t, reduction, axis=-1, p=1, margin=1.0, class_weight=None):
     import torch
     import torch.nn.functional as F
 
-    z = np.moveaxis(z, axis, -1)
-    shape = z.shape[:-1]
+    z, t = torch.movedim(torch.as_tensor(z), axis, -1), torch.as_tensor(t)
+    shape = tuple(z.shape[:-1])
     w = None if class_weight is None else torch.as_tensor(class_weight)
-    out = F.multi_margin_loss(torch.as_tensor(z.reshape(-1, z.shape[-1])), torch.as_tensor(t.reshape(-1)), p=p, margin=margin, weight=w, reduction=reduction)
-    return out.numpy().reshape(shape) if reduction == "none" else out.numpy()
+    out = F.multi_margin_loss(z.reshape(-1, z.shape[-1]), t.reshape(-1), p=p, margin=margin, weight=w, reduction=reduction)
+    return out.reshape(shape).numpy() if reduction == "none" else out.numpy()
 
 
 _CW5 = np.array([0.2, 1.0, 3.0, 0.7, 1.5])
@@ -275,6 +285,7 @@ multi_margin = declare(
         divides by Σ w_y over valid samples, as ``cross_entropy`` does; PyTorch divides by N
         (a documented difference; ``"none"`` and ``"sum"`` agree). Subgradients at the
         kinks are those of the active set {m − z_y + z_k > 0}; the Hessian is 0 for p = 1.
+        A float target of the logits' shape (one-hot) is read as its argmax class.
     """,
     example="""
         >>> import numpy as np, losskit as lk

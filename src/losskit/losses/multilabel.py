@@ -77,12 +77,12 @@ def _torch_mlsm(z, y, reduction, axis=-1, class_weight=None):
     import torch
     import torch.nn.functional as F
 
-    z, y = np.moveaxis(z, axis, -1), np.moveaxis(y, axis, -1)
-    shape = z.shape[:-1]
+    z, y = torch.movedim(torch.as_tensor(z), axis, -1), torch.movedim(torch.as_tensor(y), axis, -1)
+    shape = tuple(z.shape[:-1])
     w = None if class_weight is None else torch.as_tensor(class_weight)
     C = z.shape[-1]
-    out = F.multilabel_soft_margin_loss(torch.as_tensor(z.reshape(-1, C)), torch.as_tensor(y.reshape(-1, C)), weight=w, reduction=reduction)
-    return out.numpy().reshape(shape) if reduction == "none" else out.numpy()
+    out = F.multilabel_soft_margin_loss(z.reshape(-1, C), y.reshape(-1, C), weight=w, reduction=reduction)
+    return out.reshape(shape).numpy() if reduction == "none" else out.numpy()
 
 
 multilabel_soft_margin = declare(

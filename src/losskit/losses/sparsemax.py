@@ -57,8 +57,9 @@ def _sm_hess(z, t, o, xp):
 
 
 def _sm_prepare(pred, target, o, xp, validate, loss, mask=None):
-    if _validate.is_floating(target, xp):
-        raise TypeError(f"{loss}: `target` must hold integer class ids, got dtype {target.dtype}.")
+    from .margin import onehot_to_ids
+
+    target = onehot_to_ids(pred, target, o, xp, validate, loss)
     return _ce_prepare(pred, target, {**o, "ignore_index": None, "class_weight": None, "label_smoothing": 0.0}, xp, validate, loss, mask)
 
 
