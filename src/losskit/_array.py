@@ -207,7 +207,7 @@ def sign(x, *, xp):
     if _backend_of(xp) == "torch":
         import torch
 
-        return torch.sign(x)
+        return torch.where(torch.isnan(x), x, torch.sign(x))  # torch.sign(NaN) is 0
     return xp.sign(x)
 
 

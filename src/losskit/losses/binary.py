@@ -106,8 +106,11 @@ def _sample_bce(rng, shape, o):
 
 
 def _edges_bce(o):
-    """Two rows of four (so a per-column pos_weight of 4 applies)."""
+    """Two rows of four (so a per-column pos_weight of 4 applies). With label smoothing every
+    sure logit is partly wrong (an infinite loss), so ±inf becomes ±1e4 there."""
     z = np.array([[1e4, -1e4, np.inf, -np.inf], [np.inf, -np.inf, 0.0, 30.0]])
+    if o.get("label_smoothing"):
+        z = np.clip(z, -1e4, 1e4)
     return z, np.array([[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.5, 0.5]])
 
 
