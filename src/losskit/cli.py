@@ -35,7 +35,9 @@ def suggest(name: str, names) -> list[str]:
     """Registered names close to ``name``: by spelling, by initials (``bce``) or by substring."""
     names = list(names)
     low = name.lower().replace("-", "_")
-    out = difflib.get_close_matches(low, names, n=3, cutoff=0.6)
+    # a registered name inside the query (``mse_loss`` -> ``mse``) is the strongest hint
+    out = sorted((n for n in names if n in low), key=len, reverse=True)
+    out += [n for n in difflib.get_close_matches(low, names, n=3, cutoff=0.6) if n not in out]
     for n in names:
         initials = "".join(part[0] for part in n.split("_"))
         if (low == initials or (len(low) >= 3 and low in n) or n in low) and n not in out:
