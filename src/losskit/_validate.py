@@ -286,6 +286,22 @@ def check_domain(x, arg: str, loss: str, xp, valid=None, *, low: float, low_open
         )
 
 
+def check_signs(y, arg: str, loss: str, xp, valid=None) -> None:
+    """Labels must be −1 or +1 where ``valid`` (NaN passes: it propagates); {0, 1} labels get
+    a hint, never a silent mapping."""
+    if is_tracing(y) or 0 in _shape(y):
+        return
+    bad = ~((y == 1) | (y == -1) | xp.isnan(y))
+    if valid is not None:
+        bad = bad & valid
+    if _any(bad, xp):
+        pos = _first_position(bad, xp)
+        hint = ""
+        if not _any(~((y == 0) | (y == 1) | xp.isnan(y)), xp):
+            hint = " The labels look like {0, 1}: pass 2 * target - 1."
+        raise ValueError(f"{loss}: `{arg}` must hold -1 or +1, got {float(y[pos])} at {arg}{list(pos)}.{hint}")
+
+
 def check_distribution(t, arg: str, loss: str, xp, valid=None, *, log: bool, tol: float, flag: str | None) -> None:
     """Each row of ``t`` along the last axis is a probability distribution: entries in [0, 1]
     summing to 1 within ``tol`` (``log=True``: log-probabilities, entries <= 0 whose exp sums

@@ -48,18 +48,7 @@ def _sq_hinge_hess(p, y, o, xp):
 
 
 def _check_signs(p, y, o, xp, loss, valid):
-    """Targets must be −1 or +1 (NaN passes: it propagates); {0, 1} labels get a hint."""
-    if _validate.is_tracing(y) or 0 in tuple(y.shape):
-        return
-    bad = ~((y == 1) | (y == -1) | xp.isnan(y))
-    if valid is not None:
-        bad = bad & valid
-    if _validate._any(bad, xp):
-        pos = _validate._first_position(bad, xp)
-        hint = ""
-        if not _validate._any(~((y == 0) | (y == 1) | xp.isnan(y)), xp):
-            hint = " The targets look like {0, 1} labels: pass 2 * target - 1."
-        raise ValueError(f"{loss}: `target` must hold -1 or +1, got {float(y[pos])} at target{list(pos)}.{hint}")
+    _validate.check_signs(y, "target", loss, xp, valid)
 
 
 def _sample_hinge(rng, shape, o):

@@ -10,21 +10,6 @@ from .._array import nan_where, sigmoid, sigmoid_and_slope, softplus
 from .._loss import CLASS_AXIS, ELEMENTWISE, Checks, Option, Peer, declare
 
 
-def _check_pm1(y, loss, valid, xp, arg="target"):
-    """Labels must be −1 or +1 (NaN passes: it propagates); {0, 1} labels get a hint."""
-    if _validate.is_tracing(y) or 0 in tuple(y.shape):
-        return
-    bad = ~((y == 1) | (y == -1) | xp.isnan(y))
-    if valid is not None:
-        bad = bad & valid
-    if _validate._any(bad, xp):
-        pos = _validate._first_position(bad, xp)
-        hint = ""
-        if not _validate._any(~((y == 0) | (y == 1) | xp.isnan(y)), xp):
-            hint = " The labels look like {0, 1}: pass 2 * target - 1."
-        raise ValueError(f"{loss}: `{arg}` must hold -1 or +1, got {float(y[pos])} at {arg}{list(pos)}.{hint}")
-
-
 def _signs(rng, shape):
     return np.where(rng.random(shape) < 0.5, -1.0, 1.0)
 
@@ -50,7 +35,7 @@ def _sm_hess(p, y, o, xp):
 
 def _sm_check(p, y, o, xp, loss, valid):
     _validate.check_same_shape(p, y, "pred", "target", loss)
-    _check_pm1(y, loss, valid, xp)
+    _validate.check_signs(y, "target", loss, xp, valid)
 
 
 def _with_target_grad(out, y, formula):
@@ -126,7 +111,7 @@ def _mr_grad(x1, x2, y, o, xp):
 
 def _mr_check(x1, x2, y, o, xp, loss, valid):
     _validate.check_same_shape(x1, y, "input1", "target", loss)
-    _check_pm1(y, loss, valid, xp)
+    _validate.check_signs(y, "target", loss, xp, valid)
 
 
 def _mr_kinks(x1, x2, y, margin=0.0):
@@ -220,7 +205,7 @@ def _cos_check(x1, x2, y, o, xp, loss, valid):
             f"{loss}: `target` must have the shape of `input1` without its embedding axis, "
             f"{tuple(x1.shape[:-1])}, got {tuple(y.shape)}."
         )
-    _check_pm1(y, loss, valid, xp)
+    _validate.check_signs(y, "target", loss, xp, valid)
 
 
 def _cos_sample(rng, shape, o):
