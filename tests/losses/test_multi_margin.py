@@ -30,3 +30,27 @@ def test_float_targets_need_the_logits_shape():
         lk.multi_margin(np.zeros((2, 3)), np.full((2,), 1.0))
     z = np.array([[1.0, 0.5, -1.0]])
     assert float(lk.multi_margin(z, np.array([[0.0, 1.0, 0.0]]))) == float(lk.multi_margin(z, np.array([1])))
+
+
+@pytest.mark.parametrize("loss", [lk.multi_margin, lk.sparsemax_loss], ids=lambda f: f.spec.name)
+@pytest.mark.parametrize("xp_name", ["numpy", "torch", "jax"])
+def test_soft_labels_are_an_error_not_their_argmax(loss, xp_name):
+    """A loss on a single true class must not read probabilities as their argmax: the
+    one-hot form is accepted (it names one class), soft labels are rejected with the position."""
+    z = np.array([[1.0, 0.5, -1.0], [0.2, -0.3, 0.9]])
+    one_hot = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    soft = np.array([[0.1, 0.8, 0.1], [0.0, 0.0, 1.0]])
+    two_hot = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
+    if xp_name == "numpy":
+        conv = np.asarray
+    else:
+        mod = pytest.importorskip(xp_name)
+        conv = mod.tensor if xp_name == "torch" else pytest.importorskip("jax.numpy").asarray
+    expected = float(loss(z, np.array([1, 2])))
+    assert float(loss(conv(z), conv(one_hot))) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match=r"one-hot.*position \(0, 0\)"):
+        loss(conv(z), conv(soft))
+    with pytest.raises(ValueError, match=r"one-hot.*position \(1,\)"):
+        loss(conv(z), conv(two_hot))
+    # validate=False skips the check (the documented contract of validate): read as argmax.
+    assert float(loss(conv(z), conv(soft), validate=False)) == pytest.approx(expected, rel=1e-12)

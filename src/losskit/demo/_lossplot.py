@@ -45,8 +45,11 @@ def curves(loss, n: int = 401, **options) -> dict:
         x = np.linspace(-6.0, 6.0, n)
         z = np.zeros((n, 3))
         z[:, 0] = x
-        for t, label in ((CLASS_AXIS_TARGET, "target (0.6, 0.3, 0.1)"), ((1.0, 0.0, 0.0), "target one-hot class 0")):
-            add(label, z, np.tile(np.asarray(t), (n, 1)), pick=0)
+        try:
+            add("target (0.6, 0.3, 0.1)", z, np.tile(np.asarray(CLASS_AXIS_TARGET), (n, 1)), pick=0)
+        except ValueError:
+            pass  # a loss on a single true class (multi_margin, sparsemax) rejects soft labels
+        add("target one-hot class 0", z, np.tile(np.asarray((1.0, 0.0, 0.0)), (n, 1)), pick=0)
         xlabel = "logit $z_0$ of a 3-class row ($z_1 = z_2 = 0$)"
     elif spec.pred_name == "probs":
         x = np.linspace(1e-3, 1.0 - 1e-3, n)

@@ -164,14 +164,32 @@ squared_hinge = declare(
 
 
 def onehot_to_ids(pred, target, o, xp, validate, loss):
-    """Integer ids; a float target of the logits' shape (one-hot or probabilities) is read as
-    its argmax class (documented); any other float target is an error."""
+    """Integer ids; a one-hot float target of the logits' shape is read as its class. Soft
+    labels (probabilities) have no meaning for a loss on a single true class: with
+    ``validate`` they are an error, never silently rounded to their argmax."""
     if not _validate.is_floating(target, xp):
         return target
     axis = _validate.normalize_axis(o["axis"], pred.ndim, loss)
-    if tuple(target.shape) == tuple(pred.shape):
-        return xp.argmax(target, axis=axis)
-    raise TypeError(f"{loss}: `target` must hold integer class ids, got dtype {target.dtype}.")
+    if tuple(target.shape) != tuple(pred.shape):
+        raise TypeError(f"{loss}: `target` must hold integer class ids, got dtype {target.dtype}.")
+    if validate:
+        _check_one_hot(target, axis, loss, xp)
+    return xp.argmax(target, axis=axis)
+
+
+def _check_one_hot(target, axis, loss, xp):
+    if _validate.is_tracing(target) or 0 in tuple(target.shape):
+        return
+    entry_bad = (target != 0) & (target != 1)
+    row_bad = xp.sum(target, axis=axis) != 1
+    bad = _validate._host_read(lambda: (bool(xp.any(entry_bad)), bool(xp.any(row_bad))))
+    if bad and (bad[0] or bad[1]):
+        where = _validate._first_position(entry_bad if bad[0] else row_bad, xp)
+        raise ValueError(
+            f"{loss}: a float `target` must be one-hot (0s and a single 1 along axis {axis}); "
+            f"it is not at position {where}. Soft labels have no single true class: pass integer "
+            f"class ids, or use cross_entropy for probability targets."
+        )
 
 
 def _mm_prepare(pred, target, o, xp, validate, loss, mask=None):
@@ -280,7 +298,8 @@ multi_margin = declare(
         divides by Σ w_y over valid samples, as ``cross_entropy`` does; PyTorch divides by N
         (a documented difference; ``"none"`` and ``"sum"`` agree). Subgradients at the
         kinks are those of the active set {m − z_y + z_k > 0}; the Hessian is 0 for p = 1.
-        A float target of the logits' shape (one-hot) is read as its argmax class.
+        A one-hot float target of the logits' shape is read as its class; soft labels
+        (probabilities) are an error, since the loss has a single true class.
     """,
     example="""
         >>> import numpy as np, losskit as lk
