@@ -56,6 +56,24 @@ def test_classifiers_learn(quick_run):
         assert st["kl_teacher_student"] >= 0.0
 
 
+def test_quantile_band_covers_where_the_noise_is_low_and_high(quick_run):
+    runs = list(quick_run.summary["tails"]["bands"]["runs"].values())
+    q, m = runs
+    for part in ("coverage_low_noise", "coverage_high_noise"):
+        assert abs(q[part] - 0.8) < 0.05  # conditional coverage near nominal in both halves
+    # the constant-width mse band over-covers where the noise is small and under-covers where large
+    assert m["coverage_low_noise"] > 0.9 and m["coverage_high_noise"] < 0.75
+    assert q["mean_width_high_noise"] > 2 * q["mean_width_low_noise"]
+
+
+def test_poisson_nll_recovers_the_rate_of_counts(quick_run):
+    runs = quick_run.summary["tails"]["counts"]["runs"]
+    poisson, mse = runs["poisson_nll (log link)"], runs["mse (identity link)"]
+    assert poisson["mean_relative_error_to_true_rate"] < 0.1 < mse["mean_relative_error_to_true_rate"]
+    assert poisson["negative_rate_fraction"] == 0.0 < mse["negative_rate_fraction"]
+    assert poisson["test_poisson_nll"] < mse["test_poisson_nll"]
+
+
 def test_report_and_results_files(quick_run):
     html = quick_run.report.read_text(encoding="utf-8")
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)

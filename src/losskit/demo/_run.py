@@ -13,7 +13,7 @@ import numpy as np
 
 import losskit as lk
 
-from . import _boosting, _imbalance
+from . import _boosting, _imbalance, _tails
 from . import _experiments as ex
 
 
@@ -59,7 +59,7 @@ def run_demo(out="losskit-demo", *, seed: int = 0, quick: bool = False, progress
     out = check_writable(out)
     progress = progress or ex.NullProgress()
     settings = ex.Settings.quick() if quick else ex.Settings()
-    seeds = np.random.SeedSequence(seed).spawn(6)
+    seeds = np.random.SeedSequence(seed).spawn(7)
     rngs = [np.random.default_rng(s) for s in seeds]
     t0 = time.perf_counter()
     timings = {}
@@ -82,6 +82,9 @@ def run_demo(out="losskit-demo", *, seed: int = 0, quick: bool = False, progress
     t = time.perf_counter()
     raw["imbalance"] = _imbalance.run(rngs[5], quick, progress)
     timings["imbalance"] = time.perf_counter() - t
+    t = time.perf_counter()
+    raw["tails"] = _tails.run(rngs[6], quick, progress)
+    timings["tails"] = time.perf_counter() - t
     train_seconds = time.perf_counter() - t0
 
     summary = summarize(raw)
@@ -152,6 +155,8 @@ def summarize(raw) -> dict:
     rows.extend(boost_rows)
     imbalance_rows, imbalance_finding = _imbalance.summarize(raw["imbalance"])
     rows.extend(imbalance_rows)
+    tails_rows, tails_findings = _tails.summarize(raw["tails"])
+    rows.extend(tails_rows)
 
     fo = {name: fits[(name, "outliers")] for name, _ in ex.REGRESSION_LOSSES}
     r0, r1 = mc["runs"][0.0], mc["runs"][0.1]
@@ -172,6 +177,7 @@ def summarize(raw) -> dict:
         f"(teacher {_pct(d['teacher_test_accuracy'])}).",
         boost_finding,
         imbalance_finding,
+        *tails_findings,
     ]
     return {
         "regression": {
@@ -188,6 +194,7 @@ def summarize(raw) -> dict:
                          "n_teacher_labels": d["n_teacher_labels"], "students": students},
         "boosting": raw["boosting"],
         "imbalance": raw["imbalance"],
+        "tails": raw["tails"],
         "rows": rows,
         "findings": findings,
     }
