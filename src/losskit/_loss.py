@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
-from . import _validate
+from . import _accel, _validate
 from ._array import backend, coerce_like, compute_dtype, is_floating, upcast
 from ._reduce import combine_masks, is_scalar, multiplier, reduce_terms, scale_elementwise
 
@@ -138,6 +138,9 @@ def evaluate(call: Call, pred, target, c, valid, aux, xp, need: str):
     'grad_hess'. ``pred`` is in kernel layout; gradients come back in ``pred``'s dtype."""
     block = _block_size(call, pred, target, aux, xp)
     if block:
+        fused = _accel.run(call, pred, target, c, valid, aux, xp, need)  # one-pass kernel, where one fits
+        if fused is not None:
+            return fused
         return _evaluate_blocks(call, pred, target, c, valid, aux, xp, need, block)
     spec = call.spec
     o = call.options(aux)

@@ -1,0 +1,269 @@
+"""Single-pass kernels for large elementwise losses on NumPy and torch-CPU arrays.
+
+The array-API path evaluates a loss as a dozen whole-array operations, each a pass through
+memory. For the large inputs of gradient boosting (millions of rows every round) that is the
+whole cost, so the losses listed in :data:`KERNELS` also have a fused kernel: one parallel pass
+that reads ``pred`` and ``target`` once and writes each output once. The kernels are compiled by
+Numba (the optional ``accel`` extra: ``pip install losskit[accel]``) and cached on disk.
+
+* The array-API path stays the reference. A kernel runs only where ``_loss.evaluate`` would take
+  its block path (large, same-shape, NumPy or torch CPU, not recorded by autograd, not under
+  ``torch.compile``), for float32/float64 C-contiguous inputs, without ``weight`` / ``mask`` (an
+  array multiplier) and with the option values listed in its entry; everything else, and every
+  call when Numba is not installed or ``LOSSKIT_ACCEL=0`` is set, takes the reference path.
+* Each kernel mirrors its loss's reference arithmetic step by step in the input dtype; only
+  ``exp`` and ``log1p`` differ: they are evaluated in float64 with the vectorisable routines
+  below (≤ 2 ulp in float64, so correctly rounded to float32 almost always), where NumPy and
+  torch use their own few-ulp routines. ``tests/test_accel.py`` checks every kernel against the
+  reference path, per element, output, reduction and dtype, on both sides of the threshold.
+* Sums accumulate in float64 over fixed chunks, so a reduced value does not depend on the
+  number of threads.
+
+``LOSSKIT_ACCEL=0`` (read at import) or :func:`disabled` (a context manager) switches the
+kernels off; :func:`available` says whether they can run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+__all__ = ["KERNELS", "ENV_VAR", "available", "enabled", "disabled", "run"]
+
+ENV_VAR = "LOSSKIT_ACCEL"
+_enabled = os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
+_state: dict = {}  # "numba": the module, or False when it cannot be imported
+
+
+@dataclass(frozen=True)
+class AccelKernel:
+    """The fused kernels of one loss. ``constants(o, dtype)`` turns the bound options into the
+    kernels' constants (a tuple of NumPy scalars of ``dtype``), or returns None for option values
+    the kernels do not cover. ``build()`` returns the three compiled drivers
+    ``(value, value_and_grad, grad_hess)``."""
+
+    constants: Callable
+    build: Callable
+
+
+KERNELS: dict[str, AccelKernel] = {}
+
+
+def enabled() -> bool:
+    """Whether the kernels are switched on (``LOSSKIT_ACCEL`` unset or not 0, and not inside
+    :func:`disabled`). They run only when Numba can also be imported (:func:`available`)."""
+    return _enabled
+
+
+@contextlib.contextmanager
+def disabled():
+    """Within this block every call takes the reference (array-API) path."""
+    global _enabled
+    before, _enabled = _enabled, False
+    try:
+        yield
+    finally:
+        _enabled = before
+
+
+def available() -> bool:
+    """Whether Numba is installed, so that the kernels can run."""
+    return _numba() is not None
+
+
+def _numba():
+    if "numba" not in _state:
+        try:
+            import numba
+        except ImportError:
+            numba = None
+        _state["numba"] = numba
+    return _state["numba"]
+
+
+def _drivers(name: str):
+    key = ("drivers", name)
+    if key not in _state:
+        _state[key] = KERNELS[name].build()
+    return _state[key]
+
+
+_NEEDS = ("value", "grad", "value_and_grad", "grad_hess")
+
+
+def run(call, pred, target, c, valid, aux, xp, need: str):
+    """The fused kernel's result for this call of ``_loss.evaluate``, or None where the
+    reference path must run. The caller has already checked what ``_loss._block_size`` checks
+    (an elementwise loss, a large input, target of pred's shape, torch CPU outside autograd)."""
+    entry = KERNELS.get(call.spec.name)
+    if entry is None or not _enabled or need not in _NEEDS:
+        return None
+    if valid is not None or type(c) is not float or any(a is not None for a in aux):
+        return None  # per-sample weights or masks, array options: the reference path
+    from ._array import backend
+
+    kind = backend(xp)
+    if kind == "numpy":
+        import numpy as np
+
+        if type(pred) is not np.ndarray or type(target) is not np.ndarray:
+            return None
+        p, t = pred, target
+        if not (p.flags.c_contiguous and t.flags.c_contiguous and p.flags.aligned and t.flags.aligned):
+            return None
+    elif kind == "torch":
+        import torch
+
+        if pred.layout != torch.strided or target.layout != torch.strided or pred.device.type != "cpu" or target.device.type != "cpu":
+            return None
+        if not (pred.is_contiguous() and target.is_contiguous()) or pred.is_neg() or target.is_neg():
+            return None
+        p, t = pred.detach().numpy(), target.detach().numpy()
+    else:
+        return None
+    import numpy as np
+
+    dtype = p.dtype
+    if dtype not in (np.float32, np.float64) or t.dtype != dtype:
+        return None
+    k = entry.constants(dict(call.static), dtype.type)
+    if k is None or _numba() is None:
+        return None
+    value_fn, value_grad_fn, grad_hess_fn = _drivers(call.spec.name)
+    out = _launch(value_fn, value_grad_fn, grad_hess_fn, p.reshape(-1), t.reshape(-1), dtype, c, call.reduction, k, need)
+    shape = tuple(pred.shape)
+    if kind == "torch":
+        import torch
+
+        wrap = lambda a: a if isinstance(a, float) else torch.from_numpy(a).reshape(shape)  # noqa: E731
+        scalar = lambda v: torch.tensor(v, dtype=pred.dtype)  # noqa: E731
+    else:
+        wrap = lambda a: a if isinstance(a, float) else a.reshape(shape)  # noqa: E731
+        scalar = dtype.type
+    if need == "grad_hess":
+        return wrap(out[0]), wrap(out[1])
+    value, grad = out
+    if isinstance(value, float):
+        value = scalar(value)
+    else:
+        value = wrap(value)
+    if need == "value":
+        return value
+    if need == "grad":
+        return wrap(grad)
+    return value, wrap(grad)
+
+
+def _launch(value_fn, value_grad_fn, grad_hess_fn, p, t, dtype, c, reduction, k, need):
+    """Run one driver on flat arrays, its chunks split over the threads. Returns (value, grad)
+    or (grad, hess); a reduced value is a Python float (the float64 sum times ``c``)."""
+    import numpy as np
+
+    from ._accel_numba import CHUNK
+
+    n = p.shape[0]
+    chunks = (n + CHUNK - 1) // CHUNK
+    per_sample = reduction == "none"
+    scale = dtype.type(c)
+    if need == "grad_hess":
+        g, h = np.empty(n, dtype), np.empty(n, dtype)
+        _split(chunks, lambda c0, c1: grad_hess_fn(p, t, g, h, scale, c0, c1, k))
+        return g, h
+    values = np.empty(n if per_sample else 0, dtype)
+    partial = np.zeros(0 if per_sample else chunks)
+    if need == "value":
+        _split(chunks, lambda c0, c1: value_fn(p, t, values, partial, c0, c1, k))
+        g = None
+    else:
+        g = np.empty(n, dtype)
+        _split(chunks, lambda c0, c1: value_grad_fn(p, t, values, g, partial, scale, c0, c1, k))
+    return (values if per_sample else float(partial.sum()) * c), g
+
+
+def _threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _pool():
+    if "pool" not in _state:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _state["pool"] = ThreadPoolExecutor(max_workers=max(1, _threads() - 1), thread_name_prefix="losskit-accel")
+    return _state["pool"]
+
+
+def _forget_pool():
+    _state.pop("pool", None)  # its threads did not survive the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _split(chunks: int, work) -> None:
+    """``work(c0, c1)`` over [0, chunks) in one contiguous share per thread, the calling
+    thread taking the first (the kernels release the GIL)."""
+    threads = min(_threads(), chunks)
+    if threads <= 1:
+        work(0, chunks)
+        return
+    bounds = [chunks * i // threads for i in range(threads + 1)]
+    pool = _pool()
+    futures = [pool.submit(work, bounds[i], bounds[i + 1]) for i in range(1, threads)]
+    try:
+        work(bounds[0], bounds[1])
+    finally:
+        for f in futures:
+            f.result()
+
+
+# --- the registry ------------------------------------------------------------------------
+# The kernels themselves live in ``_accel_numba`` (imported on first use only): Numba caches
+# compiled code for functions defined at module level, not for closures.
+
+
+def _compiled():
+    if "compiled" not in _state:
+        from . import _accel_numba
+
+        _state["compiled"] = _accel_numba.DRIVERS
+    return _state["compiled"]
+
+
+def _half_range(dtype):
+    import numpy as np
+
+    return dtype(float(np.finfo(dtype).max) / 2)  # _array.finite_bound
+
+
+def _bce_constants(o, dtype):
+    if o.get("label_smoothing") or o.get("pos_weight") is not None:
+        return None
+    return (_half_range(dtype), dtype(0.5), dtype(1.0), dtype(2.0))
+
+
+def _huber_constants(o, dtype):
+    d = o["delta"]
+    # the reference's Python-float constants meet the array as NumPy / torch cast them
+    return (dtype(d), dtype(0.5), dtype(0.5 * d), dtype(1.0), dtype(0.0))
+
+
+def _poisson_constants(o, dtype):
+    return None if o.get("full") else (_half_range(dtype),)
+
+
+def _entry(name, constants):
+    return AccelKernel(constants=constants, build=lambda: _compiled()[name])
+
+
+KERNELS.update(
+    binary_cross_entropy=_entry("binary_cross_entropy", _bce_constants),
+    mse=_entry("mse", lambda o, dtype: (dtype(2.0),)),
+    huber=_entry("huber", _huber_constants),
+    poisson_nll=_entry("poisson_nll", _poisson_constants),
+)

@@ -1,0 +1,414 @@
+"""The Numba kernels behind ``losskit._accel`` (imported only when a kernel first runs).
+
+Each loss has scalar element functions that mirror its reference arithmetic (in
+``losses/binary.py``, ``regression.py``, ``counts.py``) step by step in the input dtype, and
+three parallel drivers: value, value and gradient, gradient and Hessian. ``exp`` and ``log1p``
+are evaluated in float64 by :func:`exp64` and :func:`log1p_unit`, written with arithmetic and a
+bit cast only so that the loops vectorise (libm calls would not); the result is cast to the
+input dtype where the reference rounds its own ``exp``.
+
+Every driver runs the chunks ``[c0, c1)`` of ``CHUNK`` elements (``_accel`` hands the chunks
+to one thread per core; the functions release the GIL). A driver given an empty ``values``
+array writes each chunk's float64 sum to ``partial`` instead of the values (reductions "sum"
+and "mean"); the chunks are added in order, so a sum does not depend on the thread count. Gradients and Hessians are multiplied
+by ``scale`` (the reduction's multiplier in the input dtype), as ``_reduce.scale_elementwise``
+does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+CHUNK = 1 << 14
+
+_LN2_HI = 6.93147180369123816490e-01  # fdlibm's split of log 2: k·_LN2_HI is exact for |k| < 2^11
+_LN2_LO = 1.90821492927058770002e-10
+_LOG2E = 1.4426950408889634
+_SQRT2_M1 = 0.41421356237309503
+
+_SERIAL = dict(fastmath=False, cache=True, nogil=True, boundscheck=False)
+_inline = njit(inline="always", fastmath=False, cache=True)
+
+
+@intrinsic
+def _i64_as_f64(typingctx, bits):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+@intrinsic
+def cast_like(typingctx, x, like):
+    """``x`` converted to the type of ``like`` (rounded to nearest, as a store would)."""
+
+    def codegen(context, builder, signature, args):
+        return context.cast(builder, args[0], signature.args[0], signature.return_type)
+
+    return like(x, like), codegen
+
+
+@_inline
+def exp64(x):
+    """exp in float64 with arithmetic and a bit cast only: 2^k·p(r) with r = x − k log 2
+    (Cody–Waite) and p the degree-13 Taylor polynomial (|r| ≤ 0.35: remainder below 1e-17).
+    ≤ 1.1 ulp; overflows to inf and underflows gradually like libm; NaN propagates."""
+    if x < -760.0:  # NaN fails both comparisons and reaches r
+        x = -760.0
+    elif x > 714.0:
+        x = 714.0
+    kf = math.floor(x * _LOG2E + 0.5)
+    r = (x - kf * _LN2_HI) - kf * _LN2_LO
+    q = 1.0 / 6227020800.0
+    q = q * r + 1.0 / 479001600.0
+    q = q * r + 1.0 / 39916800.0
+    q = q * r + 1.0 / 3628800.0
+    q = q * r + 1.0 / 362880.0
+    q = q * r + 1.0 / 40320.0
+    q = q * r + 1.0 / 5040.0
+    q = q * r + 1.0 / 720.0
+    q = q * r + 1.0 / 120.0
+    q = q * r + 1.0 / 24.0
+    q = q * r + 1.0 / 6.0
+    q = q * r + 0.5
+    q = q * r + 1.0
+    q = q * r + 1.0
+    k = np.int64(kf)
+    half = k >> 1  # 2^k as two normal factors, for k in [-1097, 1031]
+    return q * _i64_as_f64((half + 1023) << 52) * _i64_as_f64((k - half + 1023) << 52)
+
+
+@_inline
+def log1p_unit(t):
+    """log1p(t) for t in [0, 1] (or NaN) in float64: 2·atanh(s) with s = w/(2 + w), where
+    1 + t = 2(1 + w) above √2 − 1 so that |s| ≤ 0.172 and eleven odd terms reach 1e-18."""
+    big = t > _SQRT2_M1
+    w = (t - 1.0) * 0.5 if big else t
+    s = w / (2.0 + w)
+    s2 = s * s
+    q = 1.0 / 23.0
+    q = q * s2 + 1.0 / 21.0
+    q = q * s2 + 1.0 / 19.0
+    q = q * s2 + 1.0 / 17.0
+    q = q * s2 + 1.0 / 15.0
+    q = q * s2 + 1.0 / 13.0
+    q = q * s2 + 1.0 / 11.0
+    q = q * s2 + 1.0 / 9.0
+    q = q * s2 + 1.0 / 7.0
+    q = q * s2 + 1.0 / 5.0
+    q = q * s2 + 1.0 / 3.0
+    series = 2.0 * s + 2.0 * s * s2 * q
+    return (_LN2_HI + (series + _LN2_LO)) if big else series
+
+
+@_inline
+def _clip(x, bound):
+    """clip(x, −bound, bound), keeping NaN as np.clip and torch.clamp do."""
+    if x > bound:
+        return bound
+    if x < -bound:
+        return -bound
+    return x
+
+
+@_inline
+def _nan_where(x, value):
+    """``value``, or NaN where ``x`` is NaN (``_array.nan_where``)."""
+    return x if x != x else value
+
+
+@_inline
+def _chunk_sum(buf, m):
+    """Σ buf[:m] with eight running sums, in a fixed order."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    j = 0
+    while j + 8 <= m:
+        s0 += buf[j]
+        s1 += buf[j + 1]
+        s2 += buf[j + 2]
+        s3 += buf[j + 3]
+        s4 += buf[j + 4]
+        s5 += buf[j + 5]
+        s6 += buf[j + 6]
+        s7 += buf[j + 7]
+        j += 8
+    while j < m:
+        s0 += buf[j]
+        j += 1
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+# --- binary_cross_entropy (pos_weight None, label_smoothing 0); k = (finite bound, ½, 1, 2) ---
+# ℓ = softplus(−|z|) + ½(|z| + z(1 − 2y)) on z clipped to ± half the dtype's range;
+# σ(z) = 1/(1 + t) or t/(1 + t) with t = e^{−|z|} (the reference's exp(−softplus(−z)))
+
+
+@_inline
+def _bce_value(z, y, k):
+    zc = _clip(z, k[0])
+    a = abs(zc)
+    return cast_like(log1p_unit(exp64(-np.float64(a))), z) + k[1] * (a + zc * (k[2] - k[3] * y))
+
+
+@_inline
+def _bce_value_grad(z, y, k):
+    zc = _clip(z, k[0])
+    a = abs(zc)
+    t = exp64(-np.float64(a))
+    value = cast_like(log1p_unit(t), z) + k[1] * (a + zc * (k[2] - k[3] * y))
+    return value, cast_like((1.0 if zc >= 0 else t) / (1.0 + t), z) - y
+
+
+@_inline
+def _bce_grad_hess(z, y, k):
+    t = exp64(-abs(np.float64(z)))
+    d = 1.0 + t
+    return cast_like((1.0 if z >= 0 else t) / d, z) - y, _nan_where(y, cast_like(t / (d * d), z))
+
+
+# --- mse; k = (2,) -----------------------------------------------------------------------------
+
+
+@_inline
+def _mse_value(z, y, k):
+    r = z - y
+    return r * r
+
+
+@_inline
+def _mse_value_grad(z, y, k):
+    r = z - y
+    return r * r, k[0] * r
+
+
+@_inline
+def _mse_grad_hess(z, y, k):
+    r = z - y
+    return k[0] * r, _nan_where(r, k[0])
+
+
+# --- huber; k = (δ, ½, ½δ, 1, 0) ----------------------------------------------------------------
+
+
+@_inline
+def _huber_value(z, y, k):
+    r = z - y
+    a = abs(r)
+    return k[1] * r * r if a <= k[0] else k[0] * (a - k[2])
+
+
+@_inline
+def _huber_value_grad(z, y, k):
+    r = z - y
+    a = abs(r)
+    return (k[1] * r * r if a <= k[0] else k[0] * (a - k[2])), _clip(r, k[0])
+
+
+@_inline
+def _huber_grad_hess(z, y, k):
+    r = z - y
+    return _clip(r, k[0]), _nan_where(r, k[3] if abs(r) <= k[0] else k[4])
+
+
+# --- poisson_nll (full=False); k = (finite bound,) ------------------------------------------------
+
+
+@_inline
+def _poisson_value(z, y, k):
+    return cast_like(exp64(np.float64(z)), z) - y * _clip(z, k[0])
+
+
+@_inline
+def _poisson_value_grad(z, y, k):
+    e = cast_like(exp64(np.float64(z)), z)
+    return e - y * _clip(z, k[0]), e - y
+
+
+@_inline
+def _poisson_grad_hess(z, y, k):
+    e = cast_like(exp64(np.float64(z)), z)
+    return e - y, _nan_where(y, e)
+
+
+# --- drivers: the same three loops per loss (Numba caches module-level functions only) -------
+# Each runs chunks [c0, c1) of CHUNK elements; _accel splits the chunks over threads.
+
+@njit(**_SERIAL)
+def bce_value(z, y, values, partial, c0, c1, k):
+    n = z.shape[0]
+    buf = np.empty(0 if values.shape[0] else CHUNK)
+    for j in range(c0, c1):
+        lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
+        if values.shape[0]:
+            for i in range(lo, hi):
+                values[i] = _bce_value(z[i], y[i], k)
+        else:
+            for i in range(lo, hi):
+                buf[i - lo] = _bce_value(z[i], y[i], k)
+            partial[j] = _chunk_sum(buf, hi - lo)
+
+
+@njit(**_SERIAL)
+def bce_value_grad(z, y, values, grad, partial, scale, c0, c1, k):
+    n = z.shape[0]
+    buf = np.empty(0 if values.shape[0] else CHUNK)
+    for j in range(c0, c1):
+        lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
+        if values.shape[0]:
+            for i in range(lo, hi):
+                v, g = _bce_value_grad(z[i], y[i], k)
+                values[i] = v
+                grad[i] = g * scale
+        else:
+            for i in range(lo, hi):
+                v, g = _bce_value_grad(z[i], y[i], k)
+                buf[i - lo] = v
+                grad[i] = g * scale
+            partial[j] = _chunk_sum(buf, hi - lo)
+
+
+@njit(**_SERIAL)
+def bce_grad_hess(z, y, grad, hess, scale, c0, c1, k):
+    for i in range(c0 * CHUNK, min(z.shape[0], c1 * CHUNK)):
+        g, h = _bce_grad_hess(z[i], y[i], k)
+        grad[i] = g * scale
+        hess[i] = h * scale
+
+
+@njit(**_SERIAL)
+def mse_value(z, y, values, partial, c0, c1, k):
+    n = z.shape[0]
+    buf = np.empty(0 if values.shape[0] else CHUNK)
+    for j in range(c0, c1):
+        lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
+        if values.shape[0]:
+            for i in range(lo, hi):
+                values[i] = _mse_value(z[i], y[i], k)
+        else:
+            for i in range(lo, hi):
+                buf[i - lo] = _mse_value(z[i], y[i], k)
+            partial[j] = _chunk_sum(buf, hi - lo)
+
+
+@njit(**_SERIAL)
+def mse_value_grad(z, y, values, grad, partial, scale, c0, c1, k):
+    n = z.shape[0]
+    buf = np.empty(0 if values.shape[0] else CHUNK)
+    for j in range(c0, c1):
+        lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
+        if values.shape[0]:
+            for i in range(lo, hi):
+                v, g = _mse_value_grad(z[i], y[i], k)
+                values[i] = v
+                grad[i] = g * scale
+        else:
+            for i in range(lo, hi):
+                v, g = _mse_value_grad(z[i], y[i], k)
+                buf[i - lo] = v
+                grad[i] = g * scale
+            partial[j] = _chunk_sum(buf, hi - lo)
+
+
+@njit(**_SERIAL)
+def mse_grad_hess(z, y, grad, hess, scale, c0, c1, k):
+    for i in range(c0 * CHUNK, min(z.shape[0], c1 * CHUNK)):
+        g, h = _mse_grad_hess(z[i], y[i], k)
+        grad[i] = g * scale
+        hess[i] = h * scale
+
+
+@njit(**_SERIAL)
+def huber_value(z, y, values, partial, c0, c1, k):
+    n = z.shape[0]
+    buf = np.empty(0 if values.shape[0] else CHUNK)
+    for j in range(c0, c1):
+        lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
+        if values.shape[0]:
+            for i in range(lo, hi):
+                values[i] = _huber_value(z[i], y[i], k)
+        else:
+            for i in range(lo, hi):
+                buf[i - lo] = _huber_value(z[i], y[i], k)
+            partial[j] = _chunk_sum(buf, hi - lo)
+
+
+@njit(**_SERIAL)
+def huber_value_grad(z, y, values, grad, partial, scale, c0, c1, k):
+    n = z.shape[0]
+    buf = np.empty(0 if values.shape[0] else CHUNK)
+    for j in range(c0, c1):
+        lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
+        if values.shape[0]:
+            for i in range(lo, hi):
+                v, g = _huber_value_grad(z[i], y[i], k)
+                values[i] = v
+                grad[i] = g * scale
+        else:
+            for i in range(lo, hi):
+                v, g = _huber_value_grad(z[i], y[i], k)
+                buf[i - lo] = v
+                grad[i] = g * scale
+            partial[j] = _chunk_sum(buf, hi - lo)
+
+
+@njit(**_SERIAL)
+def huber_grad_hess(z, y, grad, hess, scale, c0, c1, k):
+    for i in range(c0 * CHUNK, min(z.shape[0], c1 * CHUNK)):
+        g, h = _huber_grad_hess(z[i], y[i], k)
+        grad[i] = g * scale
+        hess[i] = h * scale
+
+
+@njit(**_SERIAL)
+def poisson_value(z, y, values, partial, c0, c1, k):
+    n = z.shape[0]
+    buf = np.empty(0 if values.shape[0] else CHUNK)
+    for j in range(c0, c1):
+        lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
+        if values.shape[0]:
+            for i in range(lo, hi):
+                values[i] = _poisson_value(z[i], y[i], k)
+        else:
+            for i in range(lo, hi):
+                buf[i - lo] = _poisson_value(z[i], y[i], k)
+            partial[j] = _chunk_sum(buf, hi - lo)
+
+
+@njit(**_SERIAL)
+def poisson_value_grad(z, y, values, grad, partial, scale, c0, c1, k):
+    n = z.shape[0]
+    buf = np.empty(0 if values.shape[0] else CHUNK)
+    for j in range(c0, c1):
+        lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
+        if values.shape[0]:
+            for i in range(lo, hi):
+                v, g = _poisson_value_grad(z[i], y[i], k)
+                values[i] = v
+                grad[i] = g * scale
+        else:
+            for i in range(lo, hi):
+                v, g = _poisson_value_grad(z[i], y[i], k)
+                buf[i - lo] = v
+                grad[i] = g * scale
+            partial[j] = _chunk_sum(buf, hi - lo)
+
+
+@njit(**_SERIAL)
+def poisson_grad_hess(z, y, grad, hess, scale, c0, c1, k):
+    for i in range(c0 * CHUNK, min(z.shape[0], c1 * CHUNK)):
+        g, h = _poisson_grad_hess(z[i], y[i], k)
+        grad[i] = g * scale
+        hess[i] = h * scale
+
+
+DRIVERS = {
+    "binary_cross_entropy": (bce_value, bce_value_grad, bce_grad_hess),
+    "mse": (mse_value, mse_value_grad, mse_grad_hess),
+    "huber": (huber_value, huber_value_grad, huber_grad_hess),
+    "poisson_nll": (poisson_value, poisson_value_grad, poisson_grad_hess),
+}
