@@ -215,13 +215,23 @@ def reduce_sets(values, call, normalizer, xp):
 def evaluate_set(call, pred, target, w, valid, normalizer, aux, xp, need, upstream=None):
     """The math of one call of a set-level loss. ``upstream`` (per set, or a scalar) replaces
     the reduction's own weights of the sets in the gradient (the framework hooks' cotangent);
-    a callable gets the per-set values first."""
+    a callable gets the per-set values first. ``need="value_and_vjp"`` returns the reduced
+    value and ``pull(cotangent)``, the gradient for a cotangent of that value, which reuses
+    the kernel's forward work (per-class sums, probabilities)."""
     from ._loss import _out_dtype
 
     o = call.options(aux)
     values, vjp = call.spec.set_kernel(upcast(pred, xp), target, w, valid, o, xp)
     if need == "value":
         return reduce_sets(values, call, normalizer, xp)
+    if need == "value_and_vjp":  # the framework hooks keep ``pull`` for the backward pass
+        factor = set_factor(call, normalizer, _count(values)) if call.reduction != "none" else 1.0
+
+        def pull(cotangent):
+            """d(cotangent · value)/d pred, reusing the forward's sums and probabilities."""
+            return _out_dtype(vjp(cotangent * factor if call.reduction != "none" else cotangent), pred, xp)
+
+        return reduce_sets(values, call, normalizer, xp), pull
     if upstream is None:
         upstream = set_factor(call, normalizer, _count(values)) if call.reduction != "none" else 1.0
     elif callable(upstream):

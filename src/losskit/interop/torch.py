@@ -43,7 +43,12 @@ class LossFunction(torch.autograd.Function):
 
 
 def _save(ctx, args, residual=None):
-    """save_for_backward takes tensors only: remember where the Python values (c, floats) go."""
+    """save_for_backward takes tensors only: remember where the Python values (c, floats) go.
+    The common case (every argument a tensor or None) keeps no index lists."""
+    if all(a is None or isinstance(a, torch.Tensor) for a in args):
+        ctx.is_tensor = None
+        ctx.save_for_backward(*args, residual)
+        return
     ctx.is_tensor = [isinstance(a, torch.Tensor) for a in args]
     ctx.constants = [None if t else a for a, t in zip(args, ctx.is_tensor)]
     ctx.save_for_backward(*[a for a, t in zip(args, ctx.is_tensor) if t], residual)
@@ -51,6 +56,8 @@ def _save(ctx, args, residual=None):
 
 def _restore(ctx) -> list:
     """The saved arguments in their original order; the residual (or None) last."""
+    if ctx.is_tensor is None:
+        return list(ctx.saved_tensors)
     saved = iter(ctx.saved_tensors)
     args = [next(saved) if t else k for t, k in zip(ctx.is_tensor, ctx.constants)]
     return args + [next(saved)]
@@ -67,6 +74,8 @@ def _grads(call, needs, pred, target, c, valid, aux, grad_out, pred_grad=None):
             grads[1] = pred_grad(upstream)
         else:
             grads[1] = evaluate(call, pred, target, upstream, valid, tuple(aux), _xp(), "grad")
+    if not (needs[2] or needs[3] or any(needs[5:])):
+        return tuple(grads)
     others = [i for i in range(2, 5 + len(aux)) if needs[i] and i != 4]
     if others:
         grads_other = _autograd_other_inputs(call, pred, target, c, valid, aux, grad_out, others)
@@ -85,11 +94,13 @@ def _grads(call, needs, pred, target, c, valid, aux, grad_out, pred_grad=None):
 LEAN_KERNELS: dict = {}
 
 
-def _lean_kernel(call, pred, target, c, valid, aux):
+def _lean_kernel(call, pred, target, c, valid, aux, plain=None):
     kernel = LEAN_KERNELS.get(call.spec.name)
-    if kernel is None or torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+    if kernel is None:
         return None
-    return kernel if kernel.applies(call, pred, target, c, valid, aux) else None
+    if plain is None:
+        plain = _plain_mode()
+    return kernel if plain and kernel.applies(call, pred, target, c, valid, aux) else None
 
 
 class LeanLossFunction(torch.autograd.Function):
@@ -132,28 +143,44 @@ def _autograd_other_inputs(call, pred, target, c, valid, aux, grad_out, indices)
         return torch.autograd.grad(value, leaves, grad_out, create_graph=create_graph, allow_unused=True)
 
 
-def _apply(function, *args):
+def _plain_mode() -> bool:
+    """Neither torch.compile nor a torch.func transform is running."""
+    return not (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active())
+
+
+def _apply(function, *args, plain=None):
     """``function.apply(*args)`` without ``Function.apply``'s per-call ``inspect`` argument
     binding (about 10 µs, a third of a small loss's cost). Every argument is passed
     positionally, so the binding is a no-op; under torch.compile or torch.func transforms the
     public ``apply`` runs as usual."""
-    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+    if not (_plain_mode() if plain is None else plain):
         return function.apply(*args)
-    return super(torch.autograd.Function, function).apply(*args)
+    raw = _RAW_APPLY.get(function)
+    if raw is None:
+        raw = _RAW_APPLY[function] = super(torch.autograd.Function, function).apply
+    return raw(*args)
+
+
+_RAW_APPLY: dict = {}
+
+
+def _records(pred, target, c, aux) -> bool:
+    """Whether autograd records this call: grad mode on and some input requires grad."""
+    if not torch.is_grad_enabled():
+        return False
+    if pred.requires_grad or target.requires_grad or (isinstance(c, torch.Tensor) and c.requires_grad):
+        return True
+    return any(isinstance(a, torch.Tensor) and a.requires_grad for a in aux)
 
 
 def value(call, pred, target, c, valid, aux):
     """Loss value on torch tensors, with a closed-form backward when a graph is recorded."""
-    kernel = _lean_kernel(call, pred, target, c, valid, aux)
-    if torch.is_grad_enabled() and (
-        pred.requires_grad
-        or target.requires_grad
-        or (isinstance(c, torch.Tensor) and c.requires_grad)
-        or any(isinstance(a, torch.Tensor) and a.requires_grad for a in aux)
-    ):
+    plain = _plain_mode()
+    kernel = _lean_kernel(call, pred, target, c, valid, aux, plain)
+    if _records(pred, target, c, aux):
         if kernel is not None:
-            return _apply(LeanLossFunction, call, kernel, pred, target, c, valid, *aux)[0]
-        return _apply(LossFunction, call, pred, target, c, valid, *aux)
+            return _apply(LeanLossFunction, call, kernel, pred, target, c, valid, *aux, plain=plain)[0]
+        return _apply(LossFunction, call, pred, target, c, valid, *aux, plain=plain)
     if kernel is not None:
         return kernel.forward(call, pred, target, c, valid, aux, _xp())[0]
     return evaluate(call, pred, target, c, valid, aux, _xp(), "value")
@@ -237,7 +264,13 @@ def value_multi(call, inputs, target, c, valid, aux):
 
 
 class SetLossFunction(torch.autograd.Function):
-    """A set-level loss: backward is the kernel's closed-form vector-Jacobian product."""
+    """A set-level loss: backward is the kernel's closed-form vector-Jacobian product.
+
+    Outputs ``(value, pull)``. Outside torch.compile and torch.func transforms, ``pull`` (a
+    Python object, not a tensor) is the kernel's pull-back, holding the forward's per-class
+    sums and probabilities, so backward does not run the kernel again; elsewhere it is None
+    and backward re-runs the kernel. Double backward (create_graph=True) always re-runs it
+    with differentiable ops from the saved inputs."""
 
     generate_vmap_rule = True
 
@@ -245,16 +278,18 @@ class SetLossFunction(torch.autograd.Function):
     def forward(call, pred, target, w, valid, normalizer, *aux):
         from .._kinds import evaluate_set
 
-        return evaluate_set(call, pred, target, w, valid, normalizer, aux, _xp(), "value")
+        if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+            return evaluate_set(call, pred, target, w, valid, normalizer, aux, _xp(), "value"), None
+        return evaluate_set(call, pred, target, w, valid, normalizer, aux, _xp(), "value_and_vjp")
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         call, *args = inputs
-        ctx.call = call
+        ctx.call, ctx.pull = call, output[1]
         _save(ctx, args)
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, _grad_pull=None):
         from .._kinds import evaluate_set, set_factor
 
         pred, target, w, valid, normalizer, *aux, _ = _restore(ctx)
@@ -263,11 +298,14 @@ class SetLossFunction(torch.autograd.Function):
         grads = [None] * len(needs)
         if needs[1]:
             call = ctx.call
-            if call.reduction == "none":
-                upstream = grad_out
+            if ctx.pull is not None and not torch.is_grad_enabled():
+                grads[1] = ctx.pull(grad_out)
             else:
-                upstream = lambda values: grad_out * set_factor(call, normalizer, values.numel())  # noqa: E731
-            grads[1] = evaluate_set(call, pred, target, w, valid, normalizer, aux, _xp(), "grad", upstream=upstream)
+                if call.reduction == "none":
+                    upstream = grad_out
+                else:
+                    upstream = lambda values: grad_out * set_factor(call, normalizer, values.numel())  # noqa: E731
+                grads[1] = evaluate_set(call, pred, target, w, valid, normalizer, aux, _xp(), "grad", upstream=upstream)
         # target (slot 2), weight (3) and array options (6 + k): autograd through the value
         slots = [2, 3] + [6 + k for k in range(len(aux))]
         wanted = [i for i in slots if needs[i]]
@@ -286,5 +324,5 @@ def value_set(call, pred, target, w, valid, normalizer, aux):
 
     tensors = [pred, target, w, *aux]
     if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors):
-        return _apply(SetLossFunction, call, pred, target, w, valid, normalizer, *aux)
+        return _apply(SetLossFunction, call, pred, target, w, valid, normalizer, *aux)[0]
     return evaluate_set(call, pred, target, w, valid, normalizer, aux, _xp(), "value")

@@ -64,53 +64,57 @@ def per_pixel(v, o, ndim, xp):
 def overlap_kernel(z, t, w, valid, o, xp, alpha, beta):
     p, slope = probabilities(z, o, xp)
     axes = sum_axes(o, z.ndim)
+    # per-element multiplier of every sum: the weight, 0 outside ``valid`` (often pixel-shaped,
+    # broadcast over the classes)
     scale = w
     if valid is not None:
-        scale = xp.where(valid, xp.ones_like(p) if scale is None else scale, xp.zeros_like(p))
+        scale = xp.astype(valid, p.dtype) if scale is None else xp.where(valid, scale, 0.0)
     ids = o.get("_target") == "ids"
     if ids:
+        # a boolean mask per class (1 byte a pixel and class), never a float one-hot
         eq = t == class_index(o, z, xp)
-        tp = xp.where(eq, p, xp.zeros_like(p))
-        tf = eq
+        if scale is None:
+            inter = xp.sum(xp.where(eq, p, 0.0), axis=axes)
+            sum_t = xp.astype(xp.sum(xp.astype(eq, xp.int8), axis=axes), p.dtype)
+            sum_p = xp.sum(p, axis=axes)
+        else:
+            scale_t = xp.where(eq, scale, 0.0)
+            inter, sum_t, sum_p = xp.sum(scale_t * p, axis=axes), xp.sum(scale_t, axis=axes), xp.sum(scale * p, axis=axes)
+            del scale_t
     else:
-        tp = xp.minimum(p, t)
-    wsum = (lambda x: xp.sum(x, axis=axes)) if scale is None else (lambda x: xp.sum(scale * x, axis=axes))
-    inter, sum_p = wsum(tp), wsum(p)
-    if ids:
-        sum_t = xp.sum(xp.astype(eq, p.dtype) if scale is None else xp.where(eq, scale, xp.zeros_like(p)), axis=axes)
-        del tp
-    else:
-        sum_t = wsum(t)
+        wsum = (lambda x: xp.sum(x, axis=axes)) if scale is None else (lambda x: xp.sum(scale * x, axis=axes))
+        inter, sum_p, sum_t = wsum(xp.minimum(p, t)), wsum(p), wsum(t)
     s, eps = o["smooth"], o["eps"]
     den = (1.0 - alpha - beta) * inter + alpha * sum_p + beta * sum_t + s
     small = den <= eps  # NaN is not small: it propagates
-    den_c = xp.where(small, xp.full_like(den, eps), den)
+    den_c = xp.where(small, eps, den)
     num = inter + s
     score = num / den_c
     absent = sum_t <= 0  # NaN in the target: not absent, the NaN propagates
     if o["log_loss"]:
         low = score <= eps
-        values = -xp.log(xp.where(low, xp.full_like(score, eps), score))
-        d_score = xp.where(low, xp.zeros_like(score), -1.0 / xp.where(low, xp.ones_like(score), score))
+        values = -xp.log(xp.where(low, eps, score))
+        d_score = xp.where(low, 0.0, -1.0 / xp.where(low, 1.0, score))
     else:
         values = 1.0 - score
         d_score = -xp.ones_like(score)
-    values = xp.where(absent, xp.zeros_like(values), values)
+    values = xp.where(absent, 0.0, values)
     values, pull = _classes_and_focal(values, o, xp)
 
     def vjp(upstream):
-        coef = xp.where(absent, xp.zeros_like(d_score), pull(upstream) * d_score)
-        k = xp.where(small, xp.zeros_like(coef), -coef * num / (den_c * den_c))
+        coef = xp.where(absent, 0.0, pull(upstream) * d_score)
+        k = xp.where(small, 0.0, -coef * num / (den_c * den_c))
         d_inter = per_pixel(coef / den_c + (1.0 - alpha - beta) * k, o, z.ndim, xp)
         d_sum_p = per_pixel(alpha * k, o, z.ndim, xp)
-        # d min(p, t)/dp: 1 below the target, 0 above, ½ at a tie (smp's |p − t| at 0)
-        one, zero = xp.ones_like(p), xp.zeros_like(p)
-        half = 0.5 * one
         if ids:
-            d_min = xp.where(eq, xp.where(p < 1.0, one, half), xp.where(p > 0.0, zero, half))
+            # d(p·[t = c])/dp = [t = c]. smp's |p − t| form gives ½ at a tie p_c = 1; through
+            # the softmax that changes the gradient only by terms times the other classes'
+            # probabilities, which are below the rounding unit there.
+            g = xp.where(eq, d_inter + d_sum_p, d_sum_p)
         else:
-            d_min = xp.where(p < t, one, xp.where(p > t, zero, half))
-        g = d_inter * d_min + d_sum_p
+            # d min(p, t)/dp: 1 below the target, 0 above, ½ at a tie (smp's |p − t| at 0)
+            # (the branches are per-set arrays: g is written once, in the compute dtype)
+            g = xp.where(p < t, d_inter + d_sum_p, xp.where(p > t, d_sum_p, 0.5 * d_inter + d_sum_p))
         if scale is not None:
             g = g * scale
         return to_logits(g, p, slope, o, xp)
