@@ -425,6 +425,18 @@ def _dispatch(inp: Inputs, need: str, extras: bool = False):
     return _loop(inp, need_grad=need == "value_and_grad", extras=extras)
 
 
+def _torch_operator(x, args: tuple, extras: bool):
+    """On torch tensors, the public functions call the custom operator of
+    ``interop.torch_fused`` (opaque to ``torch.compile``, autocast-aware) before anything else:
+    ``prepare`` then runs inside it, untraced. ``NotImplemented`` for other arrays or for
+    argument types the operator does not take."""
+    if not type(x).__module__.startswith("torch"):
+        return NotImplemented
+    from ..interop import torch_fused
+
+    return torch_fused.call_op(x, *args, extras)
+
+
 def linear_cross_entropy(
     x,
     weight,
@@ -497,9 +509,13 @@ def linear_cross_entropy(
         >>> round(float(lk.linear_cross_entropy(x, W, np.array([0, 2]))), 6)
         0.634229
     """
-    inp = prepare(x, weight, target, bias, sample_weight, mask, reduction, normalizer, validate, ignore_index, class_weight,
-                  label_smoothing, smoothing_formula, _z_loss(z_loss, z_loss_weight), softcap, chunk_size, grad_in_forward)
-    return _dispatch(inp, "value")
+    z_loss = _z_loss(z_loss, z_loss_weight)
+    args = (weight, target, bias, sample_weight, mask, reduction, normalizer, validate, ignore_index, class_weight,
+            label_smoothing, smoothing_formula, z_loss, softcap, chunk_size, grad_in_forward)
+    out = _torch_operator(x, args, False)
+    if out is not NotImplemented:
+        return out
+    return _dispatch(prepare(x, *args), "value")
 
 
 def linear_cross_entropy_with_extras(
@@ -527,9 +543,13 @@ def linear_cross_entropy_with_extras(
     """:func:`linear_cross_entropy` plus per-token statistics from the same pass, as a
     :class:`LinearCrossEntropyExtras` named tuple ``(loss, lse, target_logprob, accuracy)``.
     Only ``loss`` is differentiable; the extras are constants for autodiff."""
-    inp = prepare(x, weight, target, bias, sample_weight, mask, reduction, normalizer, validate, ignore_index, class_weight,
-                  label_smoothing, smoothing_formula, _z_loss(z_loss, z_loss_weight), softcap, chunk_size, grad_in_forward)
-    return _dispatch(inp, "value", extras=True)
+    z_loss = _z_loss(z_loss, z_loss_weight)
+    args = (weight, target, bias, sample_weight, mask, reduction, normalizer, validate, ignore_index, class_weight,
+            label_smoothing, smoothing_formula, z_loss, softcap, chunk_size, grad_in_forward)
+    out = _torch_operator(x, args, True)
+    if out is not NotImplemented:
+        return out
+    return _dispatch(prepare(x, *args), "value", extras=True)
 
 
 def _value_and_grad(

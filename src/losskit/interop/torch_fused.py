@@ -30,6 +30,11 @@ or inf padding row leaves dx of its row at 0 and dW, db finite. Class ids arrive
 
 from __future__ import annotations
 
+import itertools
+import math
+import weakref
+from typing import Optional
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -273,6 +278,9 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
 
 
 def run(inp: Inputs, need: str, extras: bool):
+    """After ``prepare``: ``value_and_grad`` (no autograd), or the value through the
+    ``autograd.Function`` (the path for option values the operator does not take, e.g. a 0-d
+    tensor ``label_smoothing``)."""
     x2, w, b, t = inp.x2, inp.weight, inp.bias, inp.target
     cfg = inp.cfg
     n = int(x2.shape[0])
@@ -306,3 +314,266 @@ def run(inp: Inputs, need: str, extras: bool):
         tlp = torch.where(inp.valid, tlp, torch.zeros_like(tlp))
     acc = accuracy_from(correct, inp.valid, lse.dtype, xp)
     return LinearCrossEntropyExtras(loss, lse.reshape(inp.lead_shape), tlp.reshape(inp.lead_shape), acc)
+
+
+# --- the opaque custom operators (torch.compile, autocast) ---------------------------------
+# ``torch.compile`` must not trace the chunk loop: Inductor would fuse the slabs of all chunks
+# into whole-logits buffers (measured 624 MiB peak where eager needs 64 MiB). So the public
+# function on torch tensors calls two operators, ``losskit::linear_cross_entropy`` and its
+# backward, registered with ``torch.library.custom_op``: Dynamo and Inductor see one opaque
+# call with a fake (shape-only) implementation and a registered autograd formula. Everything
+# else (``prepare``'s checks, the chunk loop, the reduction) runs inside them, in eager mode,
+# so no array-api-compat code is traced either.
+#
+# With ``grad_in_forward`` the gradients for a unit incoming gradient are computed in the
+# forward pass, as in eager. They are not outputs of the operator (a compiled backward could
+# not scale saved tensors in place, and a copy of dW would raise the peak by V·H floats):
+# they wait in ``_STASH`` under a ticket (a 1-element int64 CPU tensor the forward returns and
+# autograd saves); the backward operator pops them and scales them in place. The entry lives
+# as long as the ticket: a graph freed without a backward frees the gradients with it.
+
+_STASH: dict = {}
+_TICKETS = itertools.count()
+
+_NEED_X, _NEED_W, _NEED_B = 1, 2, 4
+_EMPTY_INT = torch.empty(0, dtype=torch.int64)
+
+
+def _pre(reduction: str, grad_in_forward, need: int) -> bool:
+    """Whether the forward computes the gradients (the rule of ``LinearCrossEntropyFunction``)."""
+    return bool(need) and reduction != "none" and grad_in_forward is not False
+
+
+def _stash(grads) -> torch.Tensor:
+    key = next(_TICKETS)
+    ticket = torch.tensor([key], dtype=torch.int64)
+    _STASH[key] = grads
+    weakref.finalize(ticket, _STASH.pop, key, None)
+    return ticket
+
+
+def _normalizer(normalizer, normalizer_value):
+    return normalizer if normalizer is not None else normalizer_value
+
+
+@torch.library.custom_op("losskit::linear_cross_entropy", mutates_args=())
+def _op_forward(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    sample_weight: Optional[torch.Tensor],
+    mask: Optional[torch.Tensor],
+    class_weight: Optional[torch.Tensor],
+    normalizer: Optional[torch.Tensor],
+    normalizer_value: Optional[float],
+    reduction: str,
+    validate: bool,
+    ignore_index: Optional[int],
+    label_smoothing: float,
+    smoothing_formula: str,
+    z_loss: float,
+    softcap: Optional[float],
+    chunk_size: Optional[int],
+    grad_in_forward: Optional[bool],
+    need: int,
+    extras: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, per-row LSE (N,), target log-prob (N,) or (0,), accuracy (), ticket (1,) or (0,))."""
+    from ..fused.linear_cross_entropy import prepare
+
+    with torch.autocast(x.device.type, enabled=False):
+        inp = prepare(x, weight, target, bias, sample_weight, mask, reduction, _normalizer(normalizer, normalizer_value), validate,
+                      ignore_index, class_weight, label_smoothing, smoothing_formula, z_loss, softcap, chunk_size, grad_in_forward)
+        x2, w, b, t, cfg = inp.x2, inp.weight, inp.bias, inp.target, inp.cfg
+        n = int(x2.shape[0])
+        cd = compute_dtype(x2.dtype, _xp())
+        want = (bool(need & _NEED_X), bool(need & _NEED_W), b is not None and bool(need & _NEED_B))
+        pre = _pre(cfg.reduction, cfg.grad_in_forward, need)
+        s = _row_scale(inp.c, inp.valid, n, cd, x2.device) if pre else None
+        values, lse, tlp, correct, gx, gw, gb = _chunks(x2, w, b, t, s, inp.valid, inp.class_weight, cfg, want if pre else (False,) * 3, extras)
+        loss = _reduce(values, inp.c, inp.valid, cfg.reduction)
+        if cfg.reduction == "none":
+            loss = loss.reshape(inp.lead_shape)
+        if extras:
+            if inp.valid is not None:
+                tlp = torch.where(inp.valid, tlp, torch.zeros_like(tlp))
+            acc = accuracy_from(correct, inp.valid, lse.dtype, _xp())
+        else:
+            tlp = lse.new_empty((0,))
+            acc = lse.new_zeros(())
+        ticket = _EMPTY_INT.clone()
+        if pre:
+            ticket = _stash((None if gx is None else gx.reshape(inp.x_shape), gw, gb, (x.dtype, weight.dtype, None if bias is None else bias.dtype)))
+        return loss, lse, tlp, acc, ticket
+
+
+def _compute_dtype_of(dtype):
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+@_op_forward.register_fake
+def _(x, weight, target, bias, sample_weight, mask, class_weight, normalizer, normalizer_value, reduction, validate, ignore_index,
+      label_smoothing, smoothing_formula, z_loss, softcap, chunk_size, grad_in_forward, need, extras):
+    lead = tuple(x.shape[:-1])
+    n = math.prod(lead)
+    cd = _compute_dtype_of(x.dtype)
+    loss = x.new_empty(lead if reduction == "none" else (), dtype=cd)
+    lse = x.new_empty((n,), dtype=cd)
+    tlp = x.new_empty((n,) if extras else (0,), dtype=cd)
+    acc = x.new_empty((), dtype=cd)
+    ticket = torch.empty((1,) if _pre(reduction, grad_in_forward, need) else (0,), dtype=torch.int64)
+    return loss, lse, tlp, acc, ticket
+
+
+@torch.library.custom_op("losskit::linear_cross_entropy_backward", mutates_args=())
+def _op_backward(
+    grad: torch.Tensor,
+    lse: torch.Tensor,
+    ticket: torch.Tensor,
+    x: Optional[torch.Tensor],
+    weight: Optional[torch.Tensor],
+    target: Optional[torch.Tensor],
+    bias: Optional[torch.Tensor],
+    sample_weight: Optional[torch.Tensor],
+    mask: Optional[torch.Tensor],
+    class_weight: Optional[torch.Tensor],
+    normalizer: Optional[torch.Tensor],
+    normalizer_value: Optional[float],
+    reduction: str,
+    ignore_index: Optional[int],
+    label_smoothing: float,
+    smoothing_formula: str,
+    z_loss: float,
+    softcap: Optional[float],
+    chunk_size: Optional[int],
+    need: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dW, db); an empty tensor for each gradient not in ``need``."""
+    empty = lambda: grad.new_empty((0,))  # noqa: E731  (outputs may not alias each other)
+    bits = (need & _NEED_X, need & _NEED_W, need & _NEED_B)
+    with torch.no_grad(), torch.autocast(grad.device.type, enabled=False):
+        if ticket.numel():
+            grads = _STASH.pop(int(ticket[0]), None)
+            if grads is None:
+                raise RuntimeError(
+                    f"{NAME}: backward ran twice through the same graph, but with grad_in_forward the gradients are "
+                    "computed in the forward pass and consumed by the first backward. Pass grad_in_forward=False "
+                    "to recompute them in backward (then retain_graph=True works)."
+                )
+            *gs, dtypes = grads
+            out = []
+            for g, dt, bit in zip(gs, dtypes, bits):
+                if g is None or not bit:
+                    out.append(empty())
+                    continue
+                g.mul_(grad)
+                out.append(g.to(dt))
+            return tuple(out)
+        from ..fused.linear_cross_entropy import prepare
+
+        inp = prepare(x, weight, target, bias, sample_weight, mask, reduction, _normalizer(normalizer, normalizer_value), False,
+                      ignore_index, class_weight, label_smoothing, smoothing_formula, z_loss, softcap, chunk_size, False)
+        x2, w, b = inp.x2, inp.weight, inp.bias
+        n = int(x2.shape[0])
+        cd = compute_dtype(x2.dtype, _xp())
+        s = _row_scale(inp.c, inp.valid, n, cd, x2.device)
+        s = s * (grad.to(cd) if grad.ndim == 0 else grad.reshape(-1).to(cd))
+        want = (bool(bits[0]), bool(bits[1]), b is not None and bool(bits[2]))
+        _, _, _, _, gx, gw, gb = _chunks(x2, w, b, inp.target, s, inp.valid, inp.class_weight, inp.cfg, want, lse_in=lse)
+        return (
+            empty() if gx is None else gx.reshape(inp.x_shape),
+            empty() if gw is None else gw.to(w.dtype),
+            empty() if gb is None else gb.to(b.dtype),
+        )
+
+
+@_op_backward.register_fake
+def _(grad, lse, ticket, x, weight, target, bias, sample_weight, mask, class_weight, normalizer, normalizer_value, reduction,
+      ignore_index, label_smoothing, smoothing_formula, z_loss, softcap, chunk_size, need):
+    empty = grad.new_empty
+    return (
+        x.new_empty(x.shape) if need & _NEED_X else empty((0,)),
+        weight.new_empty(weight.shape) if need & _NEED_W else empty((0,)),
+        bias.new_empty(bias.shape) if need & _NEED_B and bias is not None else empty((0,)),
+    )
+
+
+def _setup_context(ctx, inputs, output):
+    (x, weight, target, bias, sample_weight, mask, class_weight, normalizer, normalizer_value, reduction, validate, ignore_index,
+     label_smoothing, smoothing_formula, z_loss, softcap, chunk_size, grad_in_forward, need, extras) = inputs
+    _, lse, _, _, ticket = output
+    ctx.static = (normalizer_value, reduction, ignore_index, label_smoothing, smoothing_formula, z_loss, softcap, chunk_size, need)
+    # x, weight and bias are saved in the ticket mode too (their shapes and dtypes; the tensors
+    # are alive anyway as parameters and activations); the rest is per-token and small
+    ctx.save_for_backward(lse, ticket, x, weight, target, bias, sample_weight, mask, class_weight, normalizer)
+
+
+def _backward(ctx, grad_loss, *_):
+    gx, gw, gb = _op_backward(grad_loss, *ctx.saved_tensors, *ctx.static)
+    need = ctx.static[-1]
+    return (gx if need & _NEED_X else None, gw if need & _NEED_W else None, None, gb if need & _NEED_B else None) + (None,) * 16
+
+
+_op_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _op_arguments_ok(tensors, target, normalizer, ignore_index, numbers, softcap, chunk_size, grad_in_forward, strings) -> bool:
+    """Whether every argument has a type the operator's schema takes; anything else (a 0-d
+    tensor option, a NumPy array, a bool where a number belongs) goes through ``prepare`` on
+    the ``autograd.Function`` path, which checks it and raises the documented error."""
+    if not isinstance(target, torch.Tensor) or not all(a is None or isinstance(a, torch.Tensor) for a in tensors):
+        return False
+    if not (normalizer is None or isinstance(normalizer, torch.Tensor) or _number(normalizer)):
+        return False
+    if not (ignore_index is None or (isinstance(ignore_index, int) and not isinstance(ignore_index, bool))):
+        return False
+    if not all(_number(v) for v in numbers) or not (softcap is None or _number(softcap)):
+        return False
+    if not (chunk_size is None or (isinstance(chunk_size, int) and not isinstance(chunk_size, bool) and chunk_size >= 1)):
+        return False
+    return grad_in_forward in (None, True, False) and all(isinstance(v, str) for v in strings) and isinstance(tensors[0], torch.Tensor)
+
+
+def autocast_inputs(x, weight, bias):
+    """Under ``torch.autocast`` the projection runs in the autocast dtype, as ``F.linear`` does:
+    float32 ``x``, ``weight``, ``bias`` are cast (differentiably, so their gradients come back in
+    float32); the softmax statistics, the loss and dW's accumulation stay float32 in the
+    kernels. The result equals the call on explicitly cast inputs."""
+    device = x.device.type
+    if not torch.is_autocast_enabled(device):
+        return x, weight, bias
+    dt = torch.get_autocast_dtype(device)
+    cast = lambda a: a.to(dt) if a is not None and a.dtype == torch.float32 else a  # noqa: E731
+    if x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return x, weight, bias
+    return cast(x), cast(weight), cast(bias)
+
+
+def call_op(x, weight, target, bias, sample_weight, mask, reduction, normalizer, validate, ignore_index, class_weight,
+            label_smoothing, smoothing_formula, z_loss, softcap, chunk_size, grad_in_forward, extras):
+    """The public function on torch tensors: autocast, then the custom operator (or
+    ``NotImplemented`` for argument types the operator does not take)."""
+    if not _op_arguments_ok((x, weight, bias, sample_weight, mask, class_weight), target, normalizer, ignore_index,
+                            (label_smoothing, z_loss), softcap, chunk_size, grad_in_forward, (reduction, smoothing_formula)):
+        return NotImplemented
+    x, weight, bias = autocast_inputs(x, weight, bias)
+    need = 0
+    if torch.is_grad_enabled():
+        need = (_NEED_X if x.requires_grad else 0) | (_NEED_W if weight.requires_grad else 0) | (
+            _NEED_B if bias is not None and bias.requires_grad else 0)
+    nt = normalizer if isinstance(normalizer, torch.Tensor) else None
+    nv = None if normalizer is None or nt is not None else float(normalizer)
+    loss, lse, tlp, acc, _ = _op_forward(
+        x, weight, target, bias, sample_weight, mask, class_weight, nt, nv, reduction, bool(validate), ignore_index,
+        float(label_smoothing), smoothing_formula, float(z_loss), None if softcap is None else float(softcap), chunk_size,
+        grad_in_forward, need, bool(extras))
+    if not extras:
+        return loss
+    lead = x.shape[:-1]
+    # only the loss is differentiable: the extras are constants for autograd
+    return LinearCrossEntropyExtras(loss, lse.detach().reshape(lead), tlp.detach().reshape(lead), acc.detach())
