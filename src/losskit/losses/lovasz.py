@@ -229,6 +229,24 @@ def _sample_hinge(rng, shape, o):
     return z, t
 
 
+def _edges_softmax(o):
+    """Saturated and balanced logits (±1e4, ±30, 0), a class absent from the batch (2 of 3 in
+    the first image), ignored pixels where the option set has ignore_index."""
+    z = np.array([[[1e4, -1e4, 0.0], [30.0, -30.0, 2.0]], [[-1e4, 1e4, 0.0], [-30.0, 30.0, -2.0]], [[0.0, 0.0, 1e4], [-1e4, 0.0, 30.0]]])
+    z = np.stack([z, -z[::-1]])  # (2, 3, 2, 3)
+    t = np.array([[[0, 1, 1], [0, 0, 1]], [[2, 2, 0], [1, 2, 2]]])
+    if o.get("ignore_index") is not None:
+        t = np.where(np.array([[[True, False, False], [False, False, False]], [[False] * 3, [False, False, True]]]), o["ignore_index"], t)
+    return z, t
+
+
+def _edges_hinge(o):
+    """Margins far past ±1 (logits ±1e4), on the hinge (z = ±1) and an image without foreground."""
+    z = np.array([[[[1e4, -1e4, 1.0], [-1.0, 30.0, 0.0]]], [[[-1e4, 1e4, 0.5], [2.0, -30.0, 1e4]]]])
+    t = np.array([[[[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]], [[[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]])
+    return z, t
+
+
 _COMMON = dict(
     family="segmentation",
     kind=SET,
@@ -277,6 +295,7 @@ lovasz_softmax = declare(
         sample=_sample_softmax,
         shape=(3, 3, 4, 5),
         option_sets=({}, {"per_image": True}, {"ignore_index": -1}, {"classes": "all"}, {"classes": [0, 2], "per_image": True}),
+        edges=_edges_softmax,
         kinks=lambda z, t, **o: np.zeros(z.shape, dtype=bool),
         peers=(Peer("segmentation_models_pytorch.losses.LovaszLoss('multiclass')", _smp_lovasz("multiclass"), requires="segmentation_models_pytorch", options=("axis", "per_image", "ignore_index")),),
     ),
@@ -312,6 +331,7 @@ lovasz_hinge = declare(
         sample=_sample_hinge,
         shape=(3, 1, 4, 5),
         option_sets=({}, {"per_image": False}),  # ignore_index: tests/losses/test_lovasz_softmax.py
+        edges=_edges_hinge,
         kinks=lambda z, t, **o: np.zeros(z.shape, dtype=bool),
         peers=(Peer("segmentation_models_pytorch.losses.LovaszLoss('binary')", _smp_lovasz("binary"), requires="segmentation_models_pytorch", options=("per_image", "ignore_index")),),
     ),
