@@ -10,7 +10,16 @@ hits both alike); ratios are peer time / losskit time (> 1: losskit is faster). 
 the rise of the process's peak resident set during one call, each contender in a fresh
 process; ratio is losskit / peer (<= 1: losskit uses no more).
 
-Usage: python benchmarks/elementwise.py [--n 10000000] [--repeats 15]
+``--floor`` prints instead the boosting table of issue 16 (goal 4): for ``binary_cross_entropy``,
+``mse``, ``huber`` and ``poisson_nll``, value + gradient and gradient + Hessian with
+``reduction="none"`` on NumPy and torch CPU, each contender's time as a percentage of the
+copy-bandwidth floor measured in the same run: the fastest copy of the same bytes (both inputs
+read, both outputs written) into preallocated arrays, ``np.copyto`` (one thread) or torch's
+``copy_`` (its threads). Contenders, interleaved: losskit with its fused kernels (``accel``,
+the optional Numba extra), losskit's reference array-API path (``LOSSKIT_ACCEL=0``), and torch's
+own function where one exists (forward with ``reduction="none"`` + autograd backward).
+
+Usage: python benchmarks/elementwise.py [--n 10000000] [--repeats 15] [--floor]
 """
 
 from __future__ import annotations
@@ -138,14 +147,139 @@ def check_agreement(z, y) -> None:
     np.testing.assert_allclose(g1, g2, rtol=1e-4, atol=1e-12)
 
 
+# --- the boosting call against the copy-bandwidth floor (--floor) --------------------------
+
+FLOOR_LOSSES = ("binary_cross_entropy", "mse", "huber", "poisson_nll")
+FLOOR_NEEDS = ("value_and_grad", "grad_hess")
+
+
+def floor_inputs(name: str, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    if name == "binary_cross_entropy":
+        return make_inputs(n, seed)
+    if name == "poisson_nll":
+        return rng.standard_normal(n).astype(np.float32), rng.poisson(2.5, n).astype(np.float32)
+    return (rng.standard_normal(n) * 2).astype(np.float32), (rng.standard_normal(n) * 2).astype(np.float32)
+
+
+def _torch_own(name: str):
+    """torch's own per-element loss with its autograd gradient, where torch has the loss."""
+    import torch
+    import torch.nn.functional as F
+
+    fn = {
+        "binary_cross_entropy": F.binary_cross_entropy_with_logits,
+        "mse": F.mse_loss,
+        "huber": F.huber_loss,
+        "poisson_nll": lambda z, y, reduction: F.poisson_nll_loss(z, y, log_input=True, full=False, reduction=reduction),
+    }[name]
+
+    def value_and_grad(z, y):
+        zz = z.detach().requires_grad_(True)
+        v = fn(zz, y, reduction="none")
+        (g,) = torch.autograd.grad(v, zz, torch.ones_like(v))
+        return v.detach(), g
+
+    return value_and_grad
+
+
+def floor_contenders(name: str, need: str, kind: str, z, y):
+    """name -> zero-argument callable, all moving the same bytes (two arrays in, two out)."""
+    import losskit as lk
+    from losskit import _accel
+
+    loss = getattr(lk, name)
+    call = getattr(loss, need)
+    if kind == "torch":
+        import torch
+
+        z, y = torch.from_numpy(z), torch.from_numpy(y)
+    out = {}
+    # the floor: the fastest copy of the same bytes into preallocated arrays, either library
+    za, ya = (z.numpy(), y.numpy()) if kind == "torch" else (z, y)
+    a, b = np.empty_like(za), np.empty_like(ya)
+
+    def numpy_copy():
+        np.copyto(a, za)
+        np.copyto(b, ya)
+
+    out["floor: np.copyto"] = numpy_copy
+    try:
+        import torch
+
+        tz, ty = torch.from_numpy(np.asarray(z)), torch.from_numpy(np.asarray(y))
+        ta, tb = torch.empty_like(tz), torch.empty_like(ty)
+
+        def torch_copy():
+            ta.copy_(tz)
+            tb.copy_(ty)
+
+        out["floor: torch copy_"] = torch_copy
+    except ImportError:
+        pass
+    if _accel.available() and _accel.enabled():
+        out["losskit accel"] = lambda: call(z, y, reduction="none")
+
+    def reference():
+        with _accel.disabled():
+            return call(z, y, reduction="none")
+
+    out["losskit reference"] = reference
+    if kind == "torch" and need == "value_and_grad":
+        own = _torch_own(name)
+        out["torch's own"] = lambda: own(z, y)
+    return out
+
+
+def floor_table(n: int, repeats: int, kinds) -> None:
+    import losskit as lk
+    from losskit import _accel
+
+    print(f"reduction='none', n = {n:,} float32; median of {repeats} interleaved runs; "
+          f"% of floor = floor time / contender time (bytes moved: 2 arrays read + 2 written)")
+    print(f"accelerator: {'Numba ' + __import__('numba').__version__ if _accel.available() else 'not installed'}"
+          f"{'' if _accel.enabled() else ' (disabled by LOSSKIT_ACCEL)'}; threads: {os.cpu_count()}; load: {os.getloadavg()[0]:.2f}")
+    for kind in kinds:
+        for name in FLOOR_LOSSES:
+            if name not in lk.registry:
+                continue
+            z, y = floor_inputs(name, n)
+            for need in FLOOR_NEEDS:
+                fns = floor_contenders(name, need, kind, z, y)
+                t0 = time.perf_counter()
+                for fn in fns.values():  # warm-up (and the first call's JIT compile, or cache load)
+                    fn()
+                warm = time.perf_counter() - t0
+                times = {k: [] for k in fns}
+                for _ in range(repeats):
+                    for k, fn in fns.items():
+                        t0 = time.perf_counter()
+                        fn()
+                        times[k].append(time.perf_counter() - t0)
+                med = {k: statistics.median(v) for k, v in times.items()}
+                floor = min(v for k, v in med.items() if k.startswith("floor"))
+                cells = "  ".join(f"{k} {med[k] * 1e3:.1f} ms ({100 * floor / med[k]:.0f}%)" for k in fns if not k.startswith("floor"))
+                print(f"{kind:<6}{name:<22}{need:<15} floor {floor * 1e3:.1f} ms | {cells}   [warm-up {warm:.1f} s]")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=N_DEFAULT)
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--floor", action="store_true", help="the boosting call's %% of the copy-bandwidth floor")
+    ap.add_argument("--backends", default="numpy,torch", help="with --floor: numpy, torch or both")
     ap.add_argument("--peak-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.peak_child:
         peak_child(args.peak_child, args.n)
+        return
+    if args.floor:
+        kinds = [k for k in args.backends.split(",") if k]
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            kinds = [k for k in kinds if k != "torch"]
+        floor_table(args.n, args.repeats, kinds)
         return
 
     z, y = make_inputs(args.n)

@@ -22,7 +22,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 CHUNK = 1 << 14
 
@@ -31,8 +31,8 @@ _LN2_LO = 1.90821492927058770002e-10
 _LOG2E = 1.4426950408889634
 _SQRT2_M1 = 0.41421356237309503
 
-_SERIAL = dict(fastmath=False, cache=True, nogil=True, boundscheck=False)
-_inline = njit(inline="always", fastmath=False, cache=True)
+_SERIAL = dict(fastmath=False, cache=True, nogil=True, boundscheck=False, error_model="numpy")  # no ZeroDivisionError branch: loops vectorise
+_inline = njit(inline="always", fastmath=False, cache=True, error_model="numpy")
 
 
 @intrinsic
@@ -87,8 +87,8 @@ def exp64(x):
 def log1p_unit(t):
     """log1p(t) for t in [0, 1] (or NaN) in float64: 2·atanh(s) with s = w/(2 + w), where
     1 + t = 2(1 + w) above √2 − 1 so that |s| ≤ 0.172 and eleven odd terms reach 1e-18."""
-    big = t > _SQRT2_M1
-    w = (t - 1.0) * 0.5 if big else t
+    m = 1.0 if t > _SQRT2_M1 else 0.0  # arithmetic on m, not branches, so that the loop vectorises
+    w = (t - m) * (1.0 - 0.5 * m)  # (t − 1)/2 or t, exactly
     s = w / (2.0 + w)
     s2 = s * s
     q = 1.0 / 23.0
@@ -103,7 +103,70 @@ def log1p_unit(t):
     q = q * s2 + 1.0 / 5.0
     q = q * s2 + 1.0 / 3.0
     series = 2.0 * s + 2.0 * s * s2 * q
-    return (_LN2_HI + (series + _LN2_LO)) if big else series
+    return m * _LN2_HI + (series + m * _LN2_LO)
+
+
+@_inline
+def exp64_short(x):
+    """exp64 with the degree-8 Taylor polynomial: relative error below 3e-10, ample for a
+    result rounded to float32 (half an ulp is 3e-8), at about half the arithmetic."""
+    if x < -760.0:
+        x = -760.0
+    elif x > 714.0:
+        x = 714.0
+    kf = math.floor(x * _LOG2E + 0.5)
+    r = (x - kf * _LN2_HI) - kf * _LN2_LO
+    q = 1.0 / 40320.0
+    q = q * r + 1.0 / 5040.0
+    q = q * r + 1.0 / 720.0
+    q = q * r + 1.0 / 120.0
+    q = q * r + 1.0 / 24.0
+    q = q * r + 1.0 / 6.0
+    q = q * r + 0.5
+    q = q * r + 1.0
+    q = q * r + 1.0
+    k = np.int64(kf)
+    half = k >> 1
+    return q * _i64_as_f64((half + 1023) << 52) * _i64_as_f64((k - half + 1023) << 52)
+
+
+@_inline
+def log1p_unit_short(t):
+    """log1p_unit with six odd terms: relative error below 1e-10, for float32 results."""
+    m = 1.0 if t > _SQRT2_M1 else 0.0
+    w = (t - m) * (1.0 - 0.5 * m)
+    s = w / (2.0 + w)
+    s2 = s * s
+    q = 1.0 / 13.0
+    q = q * s2 + 1.0 / 11.0
+    q = q * s2 + 1.0 / 9.0
+    q = q * s2 + 1.0 / 7.0
+    q = q * s2 + 1.0 / 5.0
+    q = q * s2 + 1.0 / 3.0
+    series = 2.0 * s + 2.0 * s * s2 * q
+    return m * _LN2_HI + (series + m * _LN2_LO)
+
+
+def exp_for(x, like):
+    """exp(x) in float64, to the accuracy that the type of ``like`` needs."""
+
+
+def log1p_unit_for(t, like):
+    """log1p_unit(t) in float64, to the accuracy that the type of ``like`` needs."""
+
+
+@overload(exp_for, inline="always", jit_options=dict(error_model="numpy"))
+def _exp_for(x, like):
+    if like == types.float32:
+        return lambda x, like: exp64_short(x)
+    return lambda x, like: exp64(x)
+
+
+@overload(log1p_unit_for, inline="always", jit_options=dict(error_model="numpy"))
+def _log1p_unit_for(t, like):
+    if like == types.float32:
+        return lambda t, like: log1p_unit_short(t)
+    return lambda t, like: log1p_unit(t)
 
 
 @_inline
@@ -152,21 +215,21 @@ def _chunk_sum(buf, m):
 def _bce_value(z, y, k):
     zc = _clip(z, k[0])
     a = abs(zc)
-    return cast_like(log1p_unit(exp64(-np.float64(a))), z) + k[1] * (a + zc * (k[2] - k[3] * y))
+    return cast_like(log1p_unit_for(exp_for(-np.float64(a), z), z), z) + k[1] * (a + zc * (k[2] - k[3] * y))
 
 
 @_inline
 def _bce_value_grad(z, y, k):
     zc = _clip(z, k[0])
     a = abs(zc)
-    t = exp64(-np.float64(a))
-    value = cast_like(log1p_unit(t), z) + k[1] * (a + zc * (k[2] - k[3] * y))
+    t = exp_for(-np.float64(a), z)
+    value = cast_like(log1p_unit_for(t, z), z) + k[1] * (a + zc * (k[2] - k[3] * y))
     return value, cast_like((1.0 if zc >= 0 else t) / (1.0 + t), z) - y
 
 
 @_inline
 def _bce_grad_hess(z, y, k):
-    t = exp64(-abs(np.float64(z)))
+    t = exp_for(-abs(np.float64(z)), z)
     d = 1.0 + t
     return cast_like((1.0 if z >= 0 else t) / d, z) - y, _nan_where(y, cast_like(t / (d * d), z))
 
@@ -220,18 +283,18 @@ def _huber_grad_hess(z, y, k):
 
 @_inline
 def _poisson_value(z, y, k):
-    return cast_like(exp64(np.float64(z)), z) - y * _clip(z, k[0])
+    return cast_like(exp_for(np.float64(z), z), z) - y * _clip(z, k[0])
 
 
 @_inline
 def _poisson_value_grad(z, y, k):
-    e = cast_like(exp64(np.float64(z)), z)
+    e = cast_like(exp_for(np.float64(z), z), z)
     return e - y * _clip(z, k[0]), e - y
 
 
 @_inline
 def _poisson_grad_hess(z, y, k):
-    e = cast_like(exp64(np.float64(z)), z)
+    e = cast_like(exp_for(np.float64(z), z), z)
     return e - y, _nan_where(y, e)
 
 
@@ -241,169 +304,161 @@ def _poisson_grad_hess(z, y, k):
 @njit(**_SERIAL)
 def bce_value(z, y, values, partial, c0, c1, k):
     n = z.shape[0]
-    buf = np.empty(0 if values.shape[0] else CHUNK)
+    buf = np.empty(0 if values.shape[0] else CHUNK, values.dtype)
     for j in range(c0, c1):
         lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
-        if values.shape[0]:
-            for i in range(lo, hi):
-                values[i] = _bce_value(z[i], y[i], k)
-        else:
-            for i in range(lo, hi):
-                buf[i - lo] = _bce_value(z[i], y[i], k)
+        zs, ys = z[lo:hi], y[lo:hi]  # slices: indices from 0 need no wraparound check
+        out = values[lo:hi] if values.shape[0] else buf
+        for i in range(hi - lo):
+            out[i] = _bce_value(zs[i], ys[i], k)
+        if not values.shape[0]:
             partial[j] = _chunk_sum(buf, hi - lo)
 
 
 @njit(**_SERIAL)
 def bce_value_grad(z, y, values, grad, partial, scale, c0, c1, k):
     n = z.shape[0]
-    buf = np.empty(0 if values.shape[0] else CHUNK)
+    buf = np.empty(0 if values.shape[0] else CHUNK, values.dtype)
     for j in range(c0, c1):
         lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
-        if values.shape[0]:
-            for i in range(lo, hi):
-                v, g = _bce_value_grad(z[i], y[i], k)
-                values[i] = v
-                grad[i] = g * scale
-        else:
-            for i in range(lo, hi):
-                v, g = _bce_value_grad(z[i], y[i], k)
-                buf[i - lo] = v
-                grad[i] = g * scale
+        zs, ys, gs = z[lo:hi], y[lo:hi], grad[lo:hi]
+        out = values[lo:hi] if values.shape[0] else buf
+        for i in range(hi - lo):
+            v, g = _bce_value_grad(zs[i], ys[i], k)
+            out[i] = v
+            gs[i] = g * scale
+        if not values.shape[0]:
             partial[j] = _chunk_sum(buf, hi - lo)
 
 
 @njit(**_SERIAL)
 def bce_grad_hess(z, y, grad, hess, scale, c0, c1, k):
-    for i in range(c0 * CHUNK, min(z.shape[0], c1 * CHUNK)):
-        g, h = _bce_grad_hess(z[i], y[i], k)
-        grad[i] = g * scale
-        hess[i] = h * scale
+    lo, hi = c0 * CHUNK, min(z.shape[0], c1 * CHUNK)
+    zs, ys, gs, hs = z[lo:hi], y[lo:hi], grad[lo:hi], hess[lo:hi]
+    for i in range(hi - lo):
+        g, h = _bce_grad_hess(zs[i], ys[i], k)
+        gs[i] = g * scale
+        hs[i] = h * scale
 
 
 @njit(**_SERIAL)
 def mse_value(z, y, values, partial, c0, c1, k):
     n = z.shape[0]
-    buf = np.empty(0 if values.shape[0] else CHUNK)
+    buf = np.empty(0 if values.shape[0] else CHUNK, values.dtype)
     for j in range(c0, c1):
         lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
-        if values.shape[0]:
-            for i in range(lo, hi):
-                values[i] = _mse_value(z[i], y[i], k)
-        else:
-            for i in range(lo, hi):
-                buf[i - lo] = _mse_value(z[i], y[i], k)
+        zs, ys = z[lo:hi], y[lo:hi]  # slices: indices from 0 need no wraparound check
+        out = values[lo:hi] if values.shape[0] else buf
+        for i in range(hi - lo):
+            out[i] = _mse_value(zs[i], ys[i], k)
+        if not values.shape[0]:
             partial[j] = _chunk_sum(buf, hi - lo)
 
 
 @njit(**_SERIAL)
 def mse_value_grad(z, y, values, grad, partial, scale, c0, c1, k):
     n = z.shape[0]
-    buf = np.empty(0 if values.shape[0] else CHUNK)
+    buf = np.empty(0 if values.shape[0] else CHUNK, values.dtype)
     for j in range(c0, c1):
         lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
-        if values.shape[0]:
-            for i in range(lo, hi):
-                v, g = _mse_value_grad(z[i], y[i], k)
-                values[i] = v
-                grad[i] = g * scale
-        else:
-            for i in range(lo, hi):
-                v, g = _mse_value_grad(z[i], y[i], k)
-                buf[i - lo] = v
-                grad[i] = g * scale
+        zs, ys, gs = z[lo:hi], y[lo:hi], grad[lo:hi]
+        out = values[lo:hi] if values.shape[0] else buf
+        for i in range(hi - lo):
+            v, g = _mse_value_grad(zs[i], ys[i], k)
+            out[i] = v
+            gs[i] = g * scale
+        if not values.shape[0]:
             partial[j] = _chunk_sum(buf, hi - lo)
 
 
 @njit(**_SERIAL)
 def mse_grad_hess(z, y, grad, hess, scale, c0, c1, k):
-    for i in range(c0 * CHUNK, min(z.shape[0], c1 * CHUNK)):
-        g, h = _mse_grad_hess(z[i], y[i], k)
-        grad[i] = g * scale
-        hess[i] = h * scale
+    lo, hi = c0 * CHUNK, min(z.shape[0], c1 * CHUNK)
+    zs, ys, gs, hs = z[lo:hi], y[lo:hi], grad[lo:hi], hess[lo:hi]
+    for i in range(hi - lo):
+        g, h = _mse_grad_hess(zs[i], ys[i], k)
+        gs[i] = g * scale
+        hs[i] = h * scale
 
 
 @njit(**_SERIAL)
 def huber_value(z, y, values, partial, c0, c1, k):
     n = z.shape[0]
-    buf = np.empty(0 if values.shape[0] else CHUNK)
+    buf = np.empty(0 if values.shape[0] else CHUNK, values.dtype)
     for j in range(c0, c1):
         lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
-        if values.shape[0]:
-            for i in range(lo, hi):
-                values[i] = _huber_value(z[i], y[i], k)
-        else:
-            for i in range(lo, hi):
-                buf[i - lo] = _huber_value(z[i], y[i], k)
+        zs, ys = z[lo:hi], y[lo:hi]  # slices: indices from 0 need no wraparound check
+        out = values[lo:hi] if values.shape[0] else buf
+        for i in range(hi - lo):
+            out[i] = _huber_value(zs[i], ys[i], k)
+        if not values.shape[0]:
             partial[j] = _chunk_sum(buf, hi - lo)
 
 
 @njit(**_SERIAL)
 def huber_value_grad(z, y, values, grad, partial, scale, c0, c1, k):
     n = z.shape[0]
-    buf = np.empty(0 if values.shape[0] else CHUNK)
+    buf = np.empty(0 if values.shape[0] else CHUNK, values.dtype)
     for j in range(c0, c1):
         lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
-        if values.shape[0]:
-            for i in range(lo, hi):
-                v, g = _huber_value_grad(z[i], y[i], k)
-                values[i] = v
-                grad[i] = g * scale
-        else:
-            for i in range(lo, hi):
-                v, g = _huber_value_grad(z[i], y[i], k)
-                buf[i - lo] = v
-                grad[i] = g * scale
+        zs, ys, gs = z[lo:hi], y[lo:hi], grad[lo:hi]
+        out = values[lo:hi] if values.shape[0] else buf
+        for i in range(hi - lo):
+            v, g = _huber_value_grad(zs[i], ys[i], k)
+            out[i] = v
+            gs[i] = g * scale
+        if not values.shape[0]:
             partial[j] = _chunk_sum(buf, hi - lo)
 
 
 @njit(**_SERIAL)
 def huber_grad_hess(z, y, grad, hess, scale, c0, c1, k):
-    for i in range(c0 * CHUNK, min(z.shape[0], c1 * CHUNK)):
-        g, h = _huber_grad_hess(z[i], y[i], k)
-        grad[i] = g * scale
-        hess[i] = h * scale
+    lo, hi = c0 * CHUNK, min(z.shape[0], c1 * CHUNK)
+    zs, ys, gs, hs = z[lo:hi], y[lo:hi], grad[lo:hi], hess[lo:hi]
+    for i in range(hi - lo):
+        g, h = _huber_grad_hess(zs[i], ys[i], k)
+        gs[i] = g * scale
+        hs[i] = h * scale
 
 
 @njit(**_SERIAL)
 def poisson_value(z, y, values, partial, c0, c1, k):
     n = z.shape[0]
-    buf = np.empty(0 if values.shape[0] else CHUNK)
+    buf = np.empty(0 if values.shape[0] else CHUNK, values.dtype)
     for j in range(c0, c1):
         lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
-        if values.shape[0]:
-            for i in range(lo, hi):
-                values[i] = _poisson_value(z[i], y[i], k)
-        else:
-            for i in range(lo, hi):
-                buf[i - lo] = _poisson_value(z[i], y[i], k)
+        zs, ys = z[lo:hi], y[lo:hi]  # slices: indices from 0 need no wraparound check
+        out = values[lo:hi] if values.shape[0] else buf
+        for i in range(hi - lo):
+            out[i] = _poisson_value(zs[i], ys[i], k)
+        if not values.shape[0]:
             partial[j] = _chunk_sum(buf, hi - lo)
 
 
 @njit(**_SERIAL)
 def poisson_value_grad(z, y, values, grad, partial, scale, c0, c1, k):
     n = z.shape[0]
-    buf = np.empty(0 if values.shape[0] else CHUNK)
+    buf = np.empty(0 if values.shape[0] else CHUNK, values.dtype)
     for j in range(c0, c1):
         lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
-        if values.shape[0]:
-            for i in range(lo, hi):
-                v, g = _poisson_value_grad(z[i], y[i], k)
-                values[i] = v
-                grad[i] = g * scale
-        else:
-            for i in range(lo, hi):
-                v, g = _poisson_value_grad(z[i], y[i], k)
-                buf[i - lo] = v
-                grad[i] = g * scale
+        zs, ys, gs = z[lo:hi], y[lo:hi], grad[lo:hi]
+        out = values[lo:hi] if values.shape[0] else buf
+        for i in range(hi - lo):
+            v, g = _poisson_value_grad(zs[i], ys[i], k)
+            out[i] = v
+            gs[i] = g * scale
+        if not values.shape[0]:
             partial[j] = _chunk_sum(buf, hi - lo)
 
 
 @njit(**_SERIAL)
 def poisson_grad_hess(z, y, grad, hess, scale, c0, c1, k):
-    for i in range(c0 * CHUNK, min(z.shape[0], c1 * CHUNK)):
-        g, h = _poisson_grad_hess(z[i], y[i], k)
-        grad[i] = g * scale
-        hess[i] = h * scale
+    lo, hi = c0 * CHUNK, min(z.shape[0], c1 * CHUNK)
+    zs, ys, gs, hs = z[lo:hi], y[lo:hi], grad[lo:hi], hess[lo:hi]
+    for i in range(hi - lo):
+        g, h = _poisson_grad_hess(zs[i], ys[i], k)
+        gs[i] = g * scale
+        hs[i] = h * scale
 
 
 DRIVERS = {
