@@ -179,3 +179,31 @@ def test_pixel_shaped_weight_and_mask_and_nan_target(rng):
     soft[0, 1, 0, 0] = np.nan
     v = lk.dice(z, soft, mode="multilabel", reduction="none", validate=False)
     assert np.isnan(v[1]) and not np.isnan(v[0])
+
+
+@pytest.mark.parametrize("name,cls", [("dice", "DiceLoss"), ("jaccard", "JaccardLoss"), ("tversky", "TverskyLoss")])
+@pytest.mark.parametrize("o", [{}, {"smooth": 0.5, "log_loss": True}, {"per_image": True}])
+def test_multiclass_probability_targets_gradient(name, cls, o, rng):
+    """Soft multiclass targets: the closed form equals central differences in float64 and
+    torch autograd through smp (its multilabel score on the softmax), and the torch hook's
+    saved-forward backward equals both."""
+    z = rng.standard_normal((2, 3, 4, 3)) * 2
+    e = np.exp(rng.standard_normal(z.shape))
+    t = e / e.sum(axis=1, keepdims=True)
+    loss = lk.registry[name]
+    g = loss.grad(z, t, **o)
+    h, fd = 1e-5, np.zeros_like(z)
+    for i in np.ndindex(z.shape):  # 4th-order central differences
+        d = np.zeros_like(z)
+        d[i] = h
+        fd[i] = (-loss(z + 2 * d, t, **o) + 8 * loss(z + d, t, **o) - 8 * loss(z - d, t, **o) + loss(z - 2 * d, t, **o)) / (12 * h)
+    np.testing.assert_allclose(g, fd, rtol=1e-7, atol=1e-10)
+    zt = torch.tensor(z, requires_grad=True)
+    smp_loss = getattr(_smp_losses(), cls)("multilabel", from_logits=False, **{k: v for k, v in o.items() if k != "per_image"})
+    sets = [(zt[i : i + 1], t[i : i + 1]) for i in range(2)] if o.get("per_image") else [(zt, t)]
+    ref = torch.stack([smp_loss(zs.softmax(1), torch.tensor(ts)) for zs, ts in sets]).mean()
+    ref.backward()
+    np.testing.assert_allclose(g, zt.grad.numpy(), rtol=1e-9, atol=1e-14)
+    x = torch.tensor(z, requires_grad=True)
+    loss(x, torch.tensor(t), **o).backward()
+    np.testing.assert_allclose(x.grad.numpy(), g, rtol=1e-12, atol=1e-16)

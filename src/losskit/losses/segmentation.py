@@ -77,6 +77,10 @@ def _peer(cls):
 def _sample(rng, shape, o):
     z = rng.standard_normal(shape) * 2
     mode = o.get("mode", "multiclass")
+    if mode == "multiclass" and o.get("_probs"):  # probability targets along the class axis
+        axis = o.get("axis", 1) % len(shape)
+        e = np.exp(rng.standard_normal(shape) * 1.5)
+        return z, e / e.sum(axis=axis, keepdims=True)
     if mode == "multiclass":
         axis = o.get("axis", 1) % len(shape)
         pixel = shape[:axis] + shape[axis + 1 :]
@@ -93,8 +97,15 @@ def _sample(rng, shape, o):
 def _edges(o):
     z = np.array([[[1e4, -1e4], [30.0, -30.0]], [[0.0, 1e4], [-1e4, 2.0]]])[:, :, :, None] * np.ones((1, 1, 1, 3))
     mode = o.get("mode", "multiclass")
+    axis = o.get("axis", 1) % z.ndim
+    if mode == "multiclass" and o.get("_probs"):  # one sure, one uniform, one two-way target
+        t = np.moveaxis(np.zeros(z.shape), axis, -1)
+        t[..., 0], t[0, ..., :] = 1.0, 1.0 / t.shape[-1]
+        t[1, 0, 0] = np.eye(t.shape[-1])[-1]
+        return z, np.moveaxis(t, -1, axis)
     if mode == "multiclass":
-        return z, np.array([[[0, 1, 1], [1, 0, 0]], [[1, 1, 0], [0, 0, 1]]])
+        pixel = z.shape[:axis] + z.shape[axis + 1 :]
+        return z, np.arange(np.prod(pixel)).reshape(pixel) % 3 % z.shape[axis]
     return z, (np.arange(z.size).reshape(z.shape) % 3 == 0).astype(np.float64)
 
 
@@ -116,6 +127,8 @@ _OPTION_SETS = (
     {"ignore_index": -1, "smooth": 0.5},
     {"mode": "multilabel", "per_image": True, "smooth": 0.2},
     {"classes": [1], "mode": "multilabel"},
+    {"_probs": True},
+    {"_probs": True, "per_image": True, "smooth": 0.5, "axis": -1},
 )
 _SETS_TEXT = """
         The sums run over a set of pixels, per class: the whole batch (smp's and nnU-Net's
