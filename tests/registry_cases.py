@@ -26,7 +26,7 @@ import pytest
 import losskit as lk
 
 REDUCTIONS = ("mean", "sum", "none")
-ELEMENTWISE, CLASS_AXIS, SET = "elementwise", "class_axis", "set"
+ELEMENTWISE, CLASS_AXIS, SET, SEQUENCE = "elementwise", "class_axis", "set", "sequence"
 
 
 def _load_known_failures() -> dict:
@@ -144,6 +144,8 @@ def sample_shape(s, first, o: dict) -> tuple:
     """Shape of the per-sample loss, i.e. of ``weight`` and ``mask``: the first input's shape,
     without the class axis for class-axis losses (set-level losses weight each element)."""
     shape = tuple(np.shape(first))
+    if s.kind == SEQUENCE:  # one value per sequence: the time and class axes are reduced
+        return shape[:-2]
     axis = class_axis(s, o, len(shape))
     return shape if axis is None else shape[:axis] + shape[axis + 1 :]
 

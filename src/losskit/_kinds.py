@@ -18,7 +18,7 @@ import math
 from . import _validate
 from ._array import backend, coerce_like, compute_dtype, upcast
 from ._reduce import combine_masks, is_scalar, multiplier, reduce_terms, scale_elementwise
-from ._spec import CLASS_AXIS, SET
+from ._spec import CLASS_AXIS, SEQUENCE, SET
 
 
 def run(loss, need, arrays, weight, mask, reduction, normalizer, validate, options):
@@ -42,6 +42,8 @@ def run(loss, need, arrays, weight, mask, reduction, normalizer, validate, optio
     if normalizer is not None:
         normalizer = check_option(_NORMALIZER, normalizer, "normalizer", name, first, xp, validate)
     o = loss._bind(options, first, xp, validate)
+    if spec.kind == SEQUENCE:
+        return _run_sequence(loss, need, first, target, weight, mask, reduction, normalizer, validate, o, xp)
     if spec.kind == SET:
         return _run_set(loss, need, first, target, weight, mask, reduction, normalizer, validate, o, xp)
 
@@ -240,3 +242,77 @@ def evaluate_set(call, pred, target, w, valid, normalizer, aux, xp, need, upstre
     if need == "grad":
         return grad
     return reduce_sets(values, call, normalizer, xp), grad
+
+
+# --- sequence losses (CTC) -----------------------------------------------------------------
+# One value per sequence: the first input is (..., T, C), weight and mask have its shape
+# without the time and class axes. The loss's ``prepare`` converts and checks its integer
+# inputs (lengths, array options); the math is a ``vjp_kernel`` (per-sequence values and a
+# closed-form vector-Jacobian product), evaluated by ``evaluate_multi`` and the multi hooks.
+
+
+def _run_sequence(loss, need, pred, target, weight, mask, reduction, normalizer, validate, o, xp):
+    from ._loss import Call
+
+    spec = loss.spec
+    name = spec.name
+    if pred.ndim < 2:
+        raise ValueError(f"{name}: `{spec.inputs[0]}` must have a time and a class axis, got shape {tuple(pred.shape)}.")
+    sample_shape = tuple(pred.shape[:-2])
+    _validate.check_sample_array(weight, sample_shape, "weight", name, xp, boolean=False)
+    _validate.check_sample_array(mask, sample_shape, "mask", name, xp, boolean=True)
+    if spec.prepare is not None:
+        o = spec.prepare(pred, target, o, xp, validate, name)
+    c = multiplier(sample_shape, weight, mask, None, reduction, normalizer, compute_dtype(pred.dtype, xp), xp, check=validate and name)
+    call = Call(spec, reduction, tuple((k, o[k]) for k in loss._static_names), spec.array_options)
+    aux = tuple(o[k] for k in spec.array_options)
+    kind = backend(xp)
+    if need == "value" and kind in ("torch", "jax"):
+        if kind == "torch":
+            from .interop import torch as hook
+        else:
+            from .interop import jax as hook
+        return hook.value_sequence(call, pred, target, c, mask, aux)
+    out = evaluate_multi(call, (pred,), target, c, mask, aux, xp, need)
+    if need == "value":
+        return out
+    if need == "grad":
+        return out[0]
+    return out[0], out[1][0]
+
+
+def evaluate_sequence(call, pred, target, c, valid, aux, xp):
+    """One pass of a sequence loss for the framework hooks: ``(reduced value, per-sequence
+    values ℓ_n, per-sequence gradients ∇ℓ_n)`` (the gradients unweighted, in the compute dtype).
+    The gradient of the reduced value for a cotangent u is ``sequence_grad(grads, c·u, valid)``."""
+    values, vjp = call.spec.vjp_kernel(upcast(pred, xp), target, call.options(aux), xp)
+    (grads,) = vjp(xp.ones_like(values))
+    return reduce_terms(values, c, valid, call.reduction, xp), values, grads
+
+
+def sequence_grad(grads, w, valid, pred, xp):
+    """Σ_n w_n ∇ℓ_n over valid sequences, in ``pred``'s dtype (w a number or per sequence)."""
+    from ._loss import _out_dtype
+
+    extra = (None,) * (grads.ndim - (w.ndim if hasattr(w, "ndim") else 0))
+    g = grads * (w[(...,) + extra] if hasattr(w, "ndim") and w.ndim else w)
+    if valid is not None:
+        g = xp.where(valid[(...,) + (None,) * (grads.ndim - valid.ndim)], g, xp.zeros_like(g))
+    return _out_dtype(g, pred, xp)
+
+
+def scan(step, carry, xs, xp, reverse=False):
+    """``carry, y_t = step(carry, x_t)`` over the leading (time) axis of the arrays ``xs``:
+    ``(last carry, ys stacked along axis 0)``. ``lax.scan`` on JAX (one compiled step under
+    ``jit``), a Python loop elsewhere; ``reverse`` runs from the last step to the first."""
+    if backend(xp) == "jax":
+        from jax import lax
+
+        return lax.scan(step, carry, tuple(xs), reverse=reverse)
+    steps = int(xs[0].shape[0])
+    ys = [None] * steps
+    for t in reversed(range(steps)) if reverse else range(steps):
+        carry, ys[t] = step(carry, tuple(x[t, ...] for x in xs))
+    if not steps:
+        raise ValueError("a sequence loss needs at least one time step")
+    return carry, xp.stack(ys, axis=0)

@@ -23,7 +23,8 @@ from typing import Any, Callable, Mapping
 ELEMENTWISE = "elementwise"
 CLASS_AXIS = "class_axis"
 SET = "set"
-KINDS = (ELEMENTWISE, CLASS_AXIS, SET)
+SEQUENCE = "sequence"  # one value per sequence over (time, class): CTC; integer inputs (lengths) as array options
+KINDS = (ELEMENTWISE, CLASS_AXIS, SET, SEQUENCE)
 HESSIAN_KINDS = ("exact", "piecewise", "zero", "none")
 
 
@@ -137,7 +138,7 @@ class LossSpec:
     option_rules: Mapping = field(default_factory=dict)  # name -> Option
     array_options: tuple = ()  # options that may be arrays (passed to hooks as inputs)
     check: Callable | None = None  # check(o, loss) -> None, raises on bad option combinations
-    prepare: Callable | None = None  # prepare(pred, target, o, xp, validate, loss, mask) -> Prepared
+    prepare: Callable | None = None  # prepare(pred, target, o, xp, validate, loss, mask) -> Prepared; kind=SEQUENCE: prepare(pred, target, o, xp, validate, loss) -> o with its integer array options (lengths) converted and checked
     check_values: Callable | None = None  # check_values(pred, target, o, xp, loss, valid), when validate
     baseline: Callable | None = None  # baseline(target, weight, o, xp) -> optimal constant prediction
     reduces_axis: Callable | None = None  # reduces_axis(o) -> bool: an elementwise loss whose options add a trailing axis reduced per sample (multi-quantile)
@@ -165,6 +166,8 @@ def kind_words(spec: LossSpec) -> str:
     """How the loss reduces, in words (for the CLI and the docs pages)."""
     if spec.kind == SET:
         return "set-level: a ratio of sums over a set of elements"
+    if spec.kind == SEQUENCE:
+        return "per sequence: one value for each sequence, over its time and class axes"
     if len(spec.inputs) > 1:
         return f"{len(spec.inputs)} differentiable inputs, " + ("one value per sample along the last axis" if spec.kind == CLASS_AXIS else "elementwise")
     return "per sample, summed over the class axis" if spec.kind == CLASS_AXIS else "elementwise"

@@ -210,3 +210,40 @@ def _set_function(call: Call):
 
 def value_set(call, pred, target, w, valid, normalizer, aux):
     return _set_function(call)(pred, target, w, valid, normalizer, tuple(aux))
+
+
+# --- sequence losses (CTC, see ``_kinds``) ------------------------------------------------
+
+
+@functools.lru_cache(maxsize=512)
+def _sequence_function(call: Call):
+    """custom_vjp: the forward pass runs the recursion once for the value and every sequence's
+    closed-form gradient (the residual); the integer inputs (targets, lengths) get no
+    cotangent. No forward mode: the loss declares no Hessian."""
+    from .._kinds import evaluate_multi, evaluate_sequence, sequence_grad
+
+    @jax.custom_vjp
+    def loss(pred, target, c, valid, aux):
+        return evaluate_multi(call, (pred,), target, c, valid, aux, jnp, "value")
+
+    def fwd(pred, target, c, valid, aux):
+        value, values, grads = evaluate_sequence(call, pred, target, c, valid, aux, jnp)
+        return value, (values, grads, c, valid, jnp.zeros((0,), dtype=pred.dtype))
+
+    def bwd(res, g):
+        values, grads, c, valid, like = res
+        d_pred = sequence_grad(grads, c * g, valid, like, jnp)
+        d_c = values * g
+        if valid is not None:
+            d_c = jnp.where(valid, d_c, jnp.zeros_like(d_c))
+        d_c = (d_c if jnp.ndim(c) else jnp.sum(d_c)).astype(jnp.result_type(c))
+        return d_pred, None, d_c, None, None
+
+    loss.defvjp(fwd, bwd)
+    return loss
+
+
+def value_sequence(call, pred, target, c, valid, aux):
+    if isinstance(c, float):
+        c = jnp.asarray(c, dtype=jnp.result_type(pred.dtype, jnp.float32))
+    return _sequence_function(call)(pred, target, c, valid, tuple(aux))

@@ -326,3 +326,62 @@ def value_set(call, pred, target, w, valid, normalizer, aux):
     if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors):
         return _apply(SetLossFunction, call, pred, target, w, valid, normalizer, *aux)[0]
     return evaluate_set(call, pred, target, w, valid, normalizer, aux, _xp(), "value")
+
+
+# --- sequence losses (CTC, see ``_kinds``) ------------------------------------------------
+
+
+class SequenceLossFunction(torch.autograd.Function):
+    """A sequence loss: forward runs the recursion once for the value and every sequence's
+    closed-form gradient, kept for backward (as torch's own ctc_loss keeps its α); double
+    backward (``create_graph=True``) differentiates the closed form instead."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(call, c, valid, target, pred, *aux):
+        from .._kinds import evaluate_sequence
+
+        value, values, grads = evaluate_sequence(call, pred, target, c, valid, aux, _xp())
+        return value, (values.clone() if values is value else values), grads  # "none": one tensor cannot be both
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        call, *args = inputs
+        ctx.call = call
+        ctx.mark_non_differentiable(output[1], output[2])
+        _save(ctx, args + [output[1]], output[2])
+
+    @staticmethod
+    def backward(ctx, grad_out, _values, _grads):
+        from .._kinds import evaluate_multi, sequence_grad
+
+        c, valid, target, pred, *aux, values, grads = _restore(ctx)
+        aux = tuple(aux)
+        needs = ctx.needs_input_grad
+        out = [None] * len(needs)
+        if torch.is_grad_enabled():  # double backward: the differentiable closed form
+            if needs[4]:
+                (out[4],) = evaluate_multi(ctx.call, (pred,), target, c * grad_out, valid, aux, _xp(), "grad")
+            if needs[1]:
+                def plain(c_):
+                    return evaluate_multi(ctx.call, (pred.detach(),), target, c_, valid, aux, _xp(), "value")
+
+                (out[1],) = _autograd_of(plain, [c], [0], grad_out)
+            return tuple(out)
+        if needs[4]:
+            out[4] = sequence_grad(grads, c * grad_out, valid, pred, _xp())
+        if needs[1]:  # d/dc of Σ c_n ℓ_n (or of c_n ℓ_n per sequence)
+            d_c = values * grad_out
+            if valid is not None:
+                d_c = torch.where(valid, d_c, torch.zeros_like(d_c))
+            out[1] = d_c if c.ndim else d_c.sum()
+        return tuple(out)
+
+
+def value_sequence(call, pred, target, c, valid, aux):
+    from .._kinds import evaluate_multi
+
+    if torch.is_grad_enabled() and (pred.requires_grad or (isinstance(c, torch.Tensor) and c.requires_grad)):
+        return _apply(SequenceLossFunction, call, c, valid, target, pred, *aux)[0]
+    return evaluate_multi(call, (pred,), target, c, valid, aux, _xp(), "value")

@@ -61,6 +61,10 @@ def _xp():
     return _xp_cache[0]
 
 
+# elements of the partial-dW buffer of half inputs (classes × H): 512 KiB in bfloat16
+_DW_BLOCK = 1 << 18
+
+
 def _fast(cfg: Config) -> bool:
     return cfg.target_kind == "ids" and not cfg.label_smoothing
 
@@ -70,7 +74,14 @@ def _fast_chunk(z, t, cw, cfg: Config, s, lse_in, valid_c, extras):
 
     Forward (``lse_in`` None): returns per-row value and LSE (and extras). With row scales
     ``s`` (rows,) it also overwrites ``z`` with G = s·∂ℓ/∂zraw and returns it. Backward
-    (``lse_in`` given): only G, from the saved LSE.
+    (``lse_in`` given): only G.
+
+    The softmax is torch's fused in-place kernel (max, Σexp and the division in one pass per
+    row: measured 2x faster on CPU than ``sub_``, ``exp_``, ``sum`` and a scaling pass, torch's
+    own ``exp_`` being slower than the exp inside its softmax). The LSE comes from the softmax
+    at the row's arg-max k: LSE = z_k − log p_k, where p_k ≥ 1/V, so the log is well
+    conditioned (the error is that of p_k, a few float32 ulps). In backward the softmax is
+    recomputed the same way (it equals exp(z − LSE) of the saved LSE).
     """
     cap = cfg.softcap
     zl = cfg.z_loss_weight
@@ -82,33 +93,29 @@ def _fast_chunk(z, t, cw, cfg: Config, s, lse_in, valid_c, extras):
         z.mul_(cap)
     idx = t[:, None]
     cwy = None if cw is None else cw[t]
-    value = ext = inv = None
+    value = ext = None
     if lse_in is None:
         zy = z.gather(1, idx)[:, 0]
-        correct = (z.argmax(1) == t) if extras else None
-        m = z.amax(1)
-        m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-        z.sub_(m[:, None]).exp_()
-        total = z.sum(1)
-        lse = total.log().add_(m)
+        m, k = z.max(1)
+        torch.softmax(z, -1, out=z)
+        lse = m - z.gather(1, k[:, None])[:, 0].log()
+        # a row of ±inf logits: LSE is its max (the softmax of such a row is NaN)
+        lse = torch.where(torch.isfinite(m), lse, m)
         value = lse - zy
         if cwy is not None:
             value = value * cwy
         if zl:
             value = value + zl * lse * lse
         if extras:
-            ext = (zy - lse, correct)
+            ext = (zy - lse, k == t)
         if s is None:
             return value, lse, None, ext
-        inv = total.reciprocal()
     else:
         lse = lse_in
-        z.sub_(lse[:, None]).exp_()  # softmax
+        torch.softmax(z, -1, out=z)
     # G = s·[(cw_y + 2λ·LSE)·softmax − cw_y·onehot(y)]
     sq = s if cwy is None else s * cwy
     coef = sq + (2.0 * zl) * lse * s if zl else sq
-    if inv is not None:
-        coef = coef * inv
     z.mul_(coef[:, None])
     z.scatter_add_(1, idx, -sq[:, None])
     if deriv is not None:
@@ -153,8 +160,10 @@ def _chunks(x2, w, b, t, s, valid, cw, cfg: Config, need, extras=False, lse_in=N
             tlp = torch.empty(n, dtype=cd, device=x2.device)
             correct = torch.empty(n, dtype=torch.bool, device=x2.device)
     gx = torch.empty((n, h), dtype=x2.dtype, device=x2.device) if need[0] else None
-    gw = torch.zeros((v, h), dtype=cd, device=x2.device) if need[1] else None
-    gw_part = torch.empty((v, h), dtype=x2.dtype, device=x2.device) if need[1] and low else None
+    # dW: the first chunk writes it (empty, not zeros: one pass over V·H less), the others add
+    gw = (torch.empty if n else torch.zeros)((v, h), dtype=cd, device=x2.device) if need[1] else None
+    block = max(1, min(v, _DW_BLOCK // max(h, 1)))
+    gw_part = torch.empty((block, h), dtype=x2.dtype, device=x2.device) if need[1] and low else None
     gb = torch.zeros((v,), dtype=cd, device=x2.device) if need[2] else None
     if n == 0:
         return values, lse, tlp, correct, gx, gw, gb
@@ -163,6 +172,7 @@ def _chunks(x2, w, b, t, s, valid, cw, cfg: Config, need, extras=False, lse_in=N
     # x rows for dW = Gᵀx with the rows that are not valid zeroed (see masked_rows)
     x_valid = torch.empty((rows, h), dtype=x2.dtype, device=x2.device) if gw is not None and valid is not None and s is not None else None
     wt = w.t()
+    gw_written = False
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
         r = r1 - r0
@@ -200,14 +210,27 @@ def _chunks(x2, w, b, t, s, valid, cw, cfg: Config, need, extras=False, lse_in=N
                 # of a padding token would poison all of dW through the GEMM
                 xc = x_valid[:r].copy_(xc).masked_fill_(~vc[:, None], 0.0)
             if low:
-                # the GEMM accumulates in float32 inside one chunk; partial sums across chunks
-                # are added in float32
-                torch.mm(gl.t(), xc, out=gw_part)
-                gw.add_(gw_part)
-            else:
+                # the GEMM accumulates in float32 inside one chunk; the chunk's partial dW is
+                # rounded to the input dtype (CPU torch has no mixed-dtype GEMM) and added to
+                # the float32 accumulator block by block of classes, through a small buffer
+                # that stays in cache (a full-size one would cost V·H more memory and traffic)
+                glt = gl.t()
+                for v0 in range(0, v, block):
+                    v1 = min(v, v0 + block)
+                    part = torch.mm(glt[v0:v1], xc, out=gw_part[: v1 - v0])
+                    if gw_written:
+                        gw[v0:v1].add_(part)
+                    else:
+                        gw[v0:v1].copy_(part)
+            elif gw_written:
                 gw.addmm_(gl.t(), xc)
+            else:
+                torch.mm(gl.t(), xc, out=gw)
+            gw_written = True
         if gb is not None:
             gb.add_(g.sum(0))
+    if gw is not None and not gw_written:
+        gw.zero_()  # no chunk produced a gradient
     return values, lse, tlp, correct, gx, gw, gb
 
 

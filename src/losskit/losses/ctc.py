@@ -1,0 +1,348 @@
+"""Connectionist temporal classification (CTC): −log of the total probability of every
+alignment of a label sequence with a sequence of frame distributions, by the forward–backward
+(α–β) recursion in log space. One value per sequence (the sequence kind)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _validate
+from .._array import _device, coerce_like, logsumexp
+from .._kinds import scan
+from .._loss import Checks, Option, Peer, declare
+from .._spec import SEQUENCE
+
+_NINF = -math.inf
+
+
+def _lse3(a, b, c, xp):
+    """log(e^a + e^b + e^c) entrywise; all −inf gives −inf (no log 0 warning), NaN propagates."""
+    m = xp.maximum(xp.maximum(a, b), c)
+    shift = xp.where(m == _NINF, xp.zeros_like(m), m)
+    total = xp.exp(a - shift) + xp.exp(b - shift) + xp.exp(c - shift)
+    empty = total == 0.0
+    return xp.where(empty, xp.full_like(m, _NINF), shift + xp.log(xp.where(empty, xp.ones_like(total), total)))
+
+
+def _lse_where(x, keep, xp):
+    """log Σ_{keep} e^x along the last axis, −inf for an empty or all −inf selection."""
+    x = xp.where(keep, x, xp.full_like(x, _NINF))
+    m = xp.max(x, axis=-1)
+    shift = xp.where(m == _NINF, xp.zeros_like(m), m)
+    total = xp.sum(xp.exp(x - shift[..., None]), axis=-1)
+    empty = total == 0.0
+    return xp.where(empty, xp.full_like(m, _NINF), shift + xp.log(xp.where(empty, xp.ones_like(total), total)))
+
+
+def _ctc_kernel(z, targets, o, xp):
+    """Per-sequence values and the vjp. Extended labels l' = (blank, l_1, blank, ..., l_S,
+    blank), s = 0..2S; α_t(s) = lp_t(l'_s) + log(e^{α_{t-1}(s)} + e^{α_{t-1}(s-1)} +
+    [l'_s ≠ blank, l'_s ≠ l'_{s-2}] e^{α_{t-1}(s-2)}), with a virtual start state before s = 0,
+    frozen past each sequence's input length; β the same backwards, without lp_t, from the
+    two final states of each sequence."""
+    il, tl, blank = o["input_lengths"], o["target_lengths"], o["blank"]
+    n, t_max, n_classes = (int(d) for d in z.shape)
+    s_max = int(targets.shape[1])
+    width = 2 * s_max + 1
+    dev = _device(z)
+    dt = z.dtype
+    lp = z - logsumexp(z, axis=-1, xp=xp, keepdims=True)
+
+    pos = xp.arange(width, device=dev)
+    is_label = (pos % 2) == 1
+    if s_max:
+        in_target = xp.arange(s_max, device=dev)[None, :] < tl[:, None]
+        ids = xp.where(in_target, xp.astype(targets, xp.int64), xp.full_like(xp.astype(targets, xp.int64), blank))
+        ext = xp.where(is_label[None, :], xp.take(ids, xp.minimum(pos // 2, xp.full_like(pos, s_max - 1)), axis=1), xp.full((n, width), blank, dtype=xp.int64, device=dev))
+        before = xp.take(ext, xp.maximum(pos - 2, xp.zeros_like(pos)), axis=1)
+        skip = is_label[None, :] & (ext != before)  # s = 1: from the virtual start
+    else:
+        ext = xp.full((n, width), blank, dtype=xp.int64, device=dev)
+        skip = xp.zeros((n, width), dtype=xp.bool, device=dev)
+    zeros_nw = xp.zeros((n, width), dtype=dt, device=dev)
+    skip_pen = xp.where(skip, zeros_nw, xp.full_like(zeros_nw, _NINF))
+
+    # lp at the extended labels, (T, N, 2S+1), time first for the scan; 0 past the input length
+    frames = xp.arange(t_max, device=dev)
+    idx = (xp.arange(n, device=dev) * (t_max * n_classes))[:, None, None] + (frames * n_classes)[None, :, None] + ext[:, None, :]
+    lp_ext = xp.reshape(xp.take(xp.reshape(lp, (-1,)), xp.reshape(idx, (-1,))), (n, t_max, width))
+    active = frames[None, :] < il[:, None]  # (N, T)
+    lp_ext = xp.where(active[:, :, None], lp_ext, xp.zeros_like(lp_ext))
+    lp_t = xp.permute_dims(lp_ext, (1, 0, 2))
+    active_t = xp.permute_dims(active, (1, 0))
+    col = xp.full((n, 1), _NINF, dtype=dt, device=dev)
+
+    def forward_step(a, x):
+        lpt, act = x
+        two = xp.concat([col, a[:, :-2]], axis=1) + skip_pen
+        new = xp.concat([col, lpt + _lse3(a[:, 1:], a[:, :-1], two, xp)], axis=1)
+        a = xp.where(act[:, None], new, a)
+        return a, a[:, 1:]
+
+    start = xp.concat([xp.zeros((n, 1), dtype=dt, device=dev), xp.full((n, width), _NINF, dtype=dt, device=dev)], axis=1)
+    last, alphas = scan(forward_step, start, (lp_t, active_t), xp)
+    full_pos = xp.arange(width + 1, device=dev)[None, :]
+    log_p = _lse_where(last, (full_pos == 2 * tl[:, None]) | (full_pos == 2 * tl[:, None] + 1), xp)
+    nll = -log_p
+    scale = None
+    if o["normalize_by"] == "target_length":
+        scale = 1.0 / xp.astype(xp.maximum(tl, xp.ones_like(tl)), dt)
+    zeroed = xp.isinf(nll) if o["zero_infinity"] else None
+    value = nll if scale is None else nll * scale
+    if zeroed is not None:
+        value = xp.where(zeroed, xp.zeros_like(value), value)
+
+    def vjp(u):
+        final = (pos[None, :] == 2 * tl[:, None]) | (pos[None, :] == 2 * tl[:, None] - 1)
+        at_final = xp.where(final, zeros_nw, xp.full_like(zeros_nw, _NINF))
+        last_frame = frames[None, :] == (il[:, None] - 1)
+        pad2 = xp.full((n, 2), _NINF, dtype=dt, device=dev)
+        skip_next = xp.concat([skip_pen, pad2], axis=1)[:, 2:]  # whether s -> s + 2 is allowed
+
+        def backward_step(b_next, x):
+            lpt, act, is_last = x
+            padded = xp.concat([b_next, pad2], axis=1)
+            rec = _lse3(b_next, padded[:, 1 : width + 1], padded[:, 2:] + skip_next, xp)
+            beta = xp.where(is_last[:, None], at_final, xp.where(act[:, None], rec, xp.full_like(rec, _NINF)))
+            return lpt + beta, beta
+
+        _, betas = scan(backward_step, xp.full((n, width), _NINF, dtype=dt, device=dev), (lp_t, active_t, xp.permute_dims(last_frame, (1, 0))), xp, reverse=True)
+        # occupation γ_t(s) = e^{α_t(s) + β_t(s) − log p}, summed over the positions of each class
+        possible = log_p != _NINF
+        shift = xp.where(possible, log_p, xp.zeros_like(log_p))
+        occ = xp.exp(xp.permute_dims(alphas + betas, (1, 0, 2)) - shift[:, None, None])
+        onehot = xp.astype(ext[:, :, None] == xp.arange(n_classes, device=dev)[None, None, :], dt)
+        gamma = xp.matmul(occ, onehot)
+        # through the log-softmax: ∂/∂z = softmax(z) Σ_c γ − γ (Σ_c γ = 1 on the frames in use)
+        g = xp.exp(lp) * xp.sum(occ, axis=-1)[:, :, None] - gamma
+        g = xp.where(active[:, :, None], g, xp.zeros_like(g))
+        # no alignment (log p = −inf): the loss is +inf, its gradient undefined, NaN as in torch
+        g = xp.where(possible[:, None, None], g, xp.full_like(g, math.nan))
+        if zeroed is not None:
+            g = xp.where(zeroed[:, None, None], xp.zeros_like(g), g)
+        w = u if scale is None else u * scale
+        return (g * w[:, None, None],)
+
+    return value, vjp
+
+
+def _ctc_value(z, targets, o, xp):
+    return _ctc_kernel(z, targets, o, xp)[0]
+
+
+def _ctc_grad(z, targets, o, xp):
+    return _ctc_kernel(z, targets, o, xp)[1](xp.ones_like(z[:, 0, 0]))[0]
+
+
+# --- the integer inputs: lengths, targets, blank ---------------------------------------------
+
+
+def _lengths(value, arg, n, limit, z, xp, loss):
+    dev = _device(z)
+    if value is None:
+        return xp.full((n,), limit, dtype=xp.int64, device=dev)
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise TypeError(f"{loss}: `{arg}` must hold integers, got {value!r}.")
+        value = xp.asarray(value, dtype=xp.int64, device=dev)
+    (value,) = coerce_like(z, value)
+    if not hasattr(value, "shape") or not hasattr(value, "dtype") or not _validate.same_library(value, z):
+        raise TypeError(f"{loss}: `{arg}` must be an integer array of the library of `logits` (or a list of ints), got {_validate.describe(value)}.")
+    if xp.isdtype(value.dtype, "bool") or not xp.isdtype(value.dtype, "integral"):
+        raise TypeError(f"{loss}: `{arg}` must be an integer array, got dtype {value.dtype}.")
+    if tuple(value.shape) != (n,):
+        raise ValueError(f"{loss}: `{arg}` must have shape ({n},) (one length per sequence), got {tuple(value.shape)}.")
+    return xp.astype(value, xp.int64)
+
+
+def _check_range(x, arg, low, high, what, xp, loss):
+    bad = (x < low) | (x > high)
+    if _validate._any(bad, xp):
+        (i,) = _validate._first_position(bad, xp)
+        raise ValueError(f"{loss}: `{arg}` must be in [{low}, {high}] ({what}), got {int(x[i])} at {arg}[{i}].")
+
+
+def _ctc_prepare(z, targets, o, xp, validate, loss):
+    """Lengths as int64 arrays of the library of ``logits`` (None: every frame / every label);
+    shapes always checked, values when ``validate``."""
+    if z.ndim != 3:
+        raise ValueError(f"{loss}: `logits` must be an (N, T, C) array (batch, time, classes), got shape {tuple(z.shape)}.")
+    n, t_max, n_classes = (int(d) for d in z.shape)
+    if targets.ndim != 2 or int(targets.shape[0]) != n:
+        raise ValueError(f"{loss}: `targets` must be an (N, S) array of padded label ids with N = {n}, got shape {tuple(targets.shape)}.")
+    if xp.isdtype(targets.dtype, "bool") or not xp.isdtype(targets.dtype, "integral"):
+        raise TypeError(f"{loss}: `targets` must hold integer class ids, got dtype {targets.dtype}.")
+    s_max = int(targets.shape[1])
+    blank = o["blank"]
+    if not 0 <= blank < n_classes:
+        raise ValueError(f"{loss}: `blank` must be a class id in [0, {n_classes - 1}], got {blank}.")
+    il = _lengths(o["input_lengths"], "input_lengths", n, t_max, z, xp, loss)
+    tl = _lengths(o["target_lengths"], "target_lengths", n, s_max, z, xp, loss)
+    if validate and not (_validate.is_tracing(il) or _validate.is_tracing(tl) or _validate.is_tracing(targets)) and n:
+        _check_range(il, "input_lengths", 0, t_max, "the number of frames T", xp, loss)
+        _check_range(tl, "target_lengths", 0, s_max, "the padded target length S", xp, loss)
+        if s_max:
+            used = xp.arange(s_max, device=_device(targets))[None, :] < tl[:, None]
+            bad = used & ((targets < 0) | (targets >= n_classes) | (targets == blank))
+            if _validate._any(bad, xp):
+                i, j = _validate._first_position(bad, xp)
+                value = int(targets[i, j])
+                why = "the blank" if value == blank else f"not a class id in [0, {n_classes - 1}]"
+                raise ValueError(f"{loss}: `targets` holds {value} at targets[{i}, {j}], within target_lengths[{i}] = {int(tl[i])}: {why}.")
+    return {**o, "input_lengths": il, "target_lengths": tl}
+
+
+# --- checks: inputs, edges, peers -------------------------------------------------------------
+
+
+def _lengths_for(o, shape):
+    n, t_max, _ = shape
+    il = np.asarray(o["input_lengths"]) if o.get("input_lengths") is not None else np.full(n, t_max)
+    return il, o.get("target_lengths")
+
+
+def _ctc_sample(rng, shape, o):
+    n, t_max, n_classes = shape
+    blank = o.get("blank", 0)
+    s_max = 3
+    labels = np.array([c for c in range(n_classes) if c != blank])
+    targets = rng.choice(labels, size=(n, s_max))
+    targets[:, 1] = targets[:, 0]  # a repeated label in every sequence: it needs a blank between
+    return rng.standard_normal(shape), targets
+
+
+def _ctc_edges(o):
+    """Logits ±1e4 and −inf, a frame-tight repeated label, and an empty target where the option
+    set has target lengths; impossible alignments (inf) only where zero_infinity makes them 0."""
+    n, t_max, n_classes = 3, 6, 5
+    blank = o.get("blank", 0)
+    other = [c for c in range(n_classes) if c != blank]
+    z = np.zeros((n, t_max, n_classes))
+    z[0] = -1e4
+    z[0, ::2, other[0]] = 1e4
+    z[0, 1::2, blank] = 1e4
+    z[1, :, other[-1]] = -np.inf  # a class that never occurs: probability 0 at every frame
+    z[2] = np.linspace(-30.0, 30.0, t_max * n_classes).reshape(t_max, n_classes)
+    # three equal labels need five of the six frames; with the zero_infinity option set's lengths
+    # row 1 (three labels, two frames) has no alignment
+    targets = np.array([[other[0], other[1], other[1]], [other[0], other[0], other[1]], [other[1], other[1], other[1]]])
+    return z, targets
+
+
+def _torch_ctc(z, targets, reduction, blank=0, zero_infinity=False, normalize_by=None, input_lengths=None, target_lengths=None):
+    import torch
+    import torch.nn.functional as F
+
+    z = torch.as_tensor(z)
+    n, t_max, _ = z.shape
+    il = torch.as_tensor(input_lengths) if input_lengths is not None else torch.full((n,), t_max)
+    tl = torch.as_tensor(target_lengths) if target_lengths is not None else torch.full((n,), targets.shape[1])
+    lp = torch.log_softmax(z, dim=-1).transpose(0, 1)  # torch is time-major: (T, N, C)
+    tg = torch.as_tensor(targets)
+    if reduction == "mean" and normalize_by == "target_length":
+        return F.ctc_loss(lp, tg, il, tl, blank=blank, reduction="mean", zero_infinity=zero_infinity).numpy()
+    per = F.ctc_loss(lp, tg, il, tl, blank=blank, reduction="none", zero_infinity=zero_infinity)
+    if normalize_by == "target_length":
+        per = per / tl.clamp(min=1)
+    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction].numpy()
+
+
+def _optax_ctc(z, targets, reduction, blank=0, normalize_by=None, input_lengths=None, target_lengths=None):
+    import jax.numpy as jnp
+    import optax
+
+    n, t_max, _ = z.shape
+    il = np.asarray(input_lengths) if input_lengths is not None else np.full(n, t_max)
+    tl = np.asarray(target_lengths) if target_lengths is not None else np.full(n, targets.shape[1])
+    # optax marks padding with 1.0 in logit_paddings / label_paddings instead of lengths
+    logit_pad = (np.arange(t_max)[None, :] >= il[:, None]).astype(np.float64)
+    label_pad = (np.arange(targets.shape[1])[None, :] >= tl[:, None]).astype(np.float64)
+    per = np.asarray(optax.ctc_loss(jnp.asarray(z), jnp.asarray(logit_pad), jnp.asarray(targets), jnp.asarray(label_pad), blank_id=blank))
+    if normalize_by == "target_length":
+        per = per / np.maximum(tl, 1)
+    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+
+
+def _optax_less_accurate(z, targets, blank=0, normalize_by=None, input_lengths=None, target_lengths=None):
+    """optax scores an impossible alignment with log_epsilon = −1e5 instead of −inf (a large
+    finite loss); −inf logits get the same floor."""
+    return np.isneginf(z).any(axis=(1, 2)) | ~np.isfinite(_torch_ctc(z, targets, "none", blank=blank, input_lengths=input_lengths, target_lengths=target_lengths))
+
+
+_RAGGED = {"input_lengths": np.array([6, 4, 5]), "target_lengths": np.array([3, 0, 2])}
+
+ctc = declare(
+    name="ctc",
+    family="sequence",
+    kind=SEQUENCE,
+    title="Connectionist temporal classification (CTC) loss of frame logits against a label sequence.",
+    formula=r"\ell_n = -\log \sum_{\pi \in \mathcal{B}^{-1}(l_n)} \prod_{t=1}^{T_n} \mathrm{softmax}(z_{n,t})_{\pi_t} = -\log \big(e^{\alpha_{T_n}(2S_n)} + e^{\alpha_{T_n}(2S_n - 1)}\big)",
+    gradient=r"\partial_{z_{n,t,c}} \ell_n = \mathrm{softmax}(z_{n,t})_c - \gamma_{n,t}(c),\ \gamma_{n,t}(c) = \textstyle\sum_{s: l'_s = c} e^{\alpha_t(s) + \beta_t(s) - \log p(l_n)}\ (t \le T_n;\ 0 \text{ past it})",
+    hessian=r"\text{not provided}",
+    hessian_kind="none",
+    domain="logits: real (N, T, C), batch-major, classes last; targets: (N, S) integer ids, padded; input_lengths, target_lengths: (N,) integers",
+    reference='Graves, Fernández, Gomez & Schmidhuber, "Connectionist Temporal Classification: Labelling Unsegmented Sequence Data with Recurrent Neural Networks", ICML 2006',
+    use_when="Speech / handwriting recognition and other sequence labelling without frame-level alignment (the label sequence is shorter than the input).",
+    details="""
+        One value per sequence: −log of the probability of the first ``target_lengths[n]``
+        labels of ``targets[n]`` over the first ``input_lengths[n]`` frames, summed over every
+        alignment (blanks and repeats collapsed). ``logits`` are batch-major ``(N, T, C)`` and
+        go through a log-softmax over the class axis inside (log-probabilities pass through it
+        unchanged); frames and labels past the lengths are ignored, whatever they hold.
+        ``input_lengths`` / ``target_lengths`` default to every frame / every label; they may
+        be integer arrays of the library of ``logits`` or lists of ints.
+
+        The α–β recursion runs in log space, vectorised over the batch and the label
+        positions, with one loop over time (``lax.scan`` on JAX); the gradient with respect
+        to the logits is its closed form softmax − γ (no autodiff through the loop).
+        ``weight`` / ``mask`` are per sequence. ``reduction="mean"`` averages the sequences;
+        ``normalize_by="target_length"`` first divides each sequence's value by its target
+        length (at least 1), and with ``"mean"`` that is ``torch.nn.functional.ctc_loss``'s
+        default ``reduction="mean"``. A target that no alignment can produce (longer than its
+        input once repeats need blanks between them) has an infinite loss and a NaN gradient,
+        as in torch; ``zero_infinity=True`` makes both 0. An empty target is the all-blank
+        path. Equals ``torch.nn.functional.ctc_loss`` on ``log_softmax(logits).transpose(0, 1)``
+        (time-major) and ``optax.ctc_loss`` with paddings ``t >= input_lengths`` (optax floors
+        impossible alignments at ``log_epsilon`` instead of −inf).
+    """,
+    example="""
+        >>> import numpy as np, losskit as lk
+        >>> logits = np.zeros((1, 3, 3))  # uniform frames: each of the 3^3 paths has probability 1/27
+        >>> round(float(lk.ctc(logits, np.array([[1, 2]]))), 6)  # 5 paths give "1 2": -log(5/27)
+        1.686399
+        >>> lk.ctc.grad(logits, np.array([[1, 2]])).shape
+        (1, 3, 3)
+    """,
+    vjp_kernel=_ctc_kernel,
+    value=_ctc_value,
+    grad=_ctc_grad,
+    prepare=_ctc_prepare,
+    inputs=("logits",),
+    target="targets",
+    options={
+        "input_lengths": Option(None, "any", doc="(N,) frames used per sequence (default: all T)"),
+        "target_lengths": Option(None, "any", doc="(N,) labels used per sequence (default: all S)"),
+        "blank": Option(0, "int", doc="the class id of the blank"),
+        "zero_infinity": Option(False, "bool", doc="impossible alignments: loss and gradient 0 instead of inf and NaN"),
+        "normalize_by": Option(None, "choice", choices=("target_length",), doc='"target_length": divide each sequence\'s value by its target length (torch\'s "mean")'),
+    },
+    array_options=("input_lengths", "target_lengths"),
+    checks=Checks(
+        sample=_ctc_sample,
+        shape=(3, 6, 5),
+        option_sets=(
+            {},
+            {"blank": 2},
+            dict(_RAGGED),
+            {**_RAGGED, "normalize_by": "target_length"},
+            {"input_lengths": np.array([6, 2, 4]), "target_lengths": np.array([3, 3, 2]), "zero_infinity": True},
+        ),
+        edges=_ctc_edges,
+        peers=(
+            Peer("torch.nn.functional.ctc_loss", _torch_ctc, requires="torch", options=("blank", "zero_infinity", "normalize_by", "input_lengths", "target_lengths")),
+            Peer("optax.ctc_loss", _optax_ctc, requires="optax", options=("blank", "normalize_by", "input_lengths", "target_lengths"), less_accurate=_optax_less_accurate),
+        ),
+    ),
+)
