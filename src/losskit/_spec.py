@@ -68,6 +68,12 @@ class Peer:
     rtol: float = 1e-6
 
 
+def peer_reduction(per_sample, reduction: str):
+    """A peer's per-sample NumPy values reduced as ``reduction`` says (for peers written as a
+    formula per sample, e.g. at high precision with mpmath)."""
+    return {"none": per_sample, "sum": per_sample.sum(), "mean": per_sample.mean()}[reduction]
+
+
 @dataclass(frozen=True)
 class Checks:
     """What the generic test suites need to know about a loss.

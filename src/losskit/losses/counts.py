@@ -11,15 +11,12 @@ import numpy as np
 from .. import _validate
 from .._array import finite_bound, nan_where
 from .._loss import ELEMENTWISE, Checks, Option, Peer, declare
+from .._spec import peer_reduction
 
 
 def _log_weighted_mean(y, w, xp):
     m = xp.mean(y) if w is None else xp.sum(w * y) / xp.sum(w)
     return xp.log(m)
-
-
-def _reduced(per, reduction):
-    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
 
 
 def _per_sample(fn, z, y):
@@ -208,13 +205,13 @@ def _edges_tw(o):
 def _sklearn_tweedie(z, y, reduction, power=1.5):
     from sklearn.metrics import mean_tweedie_deviance
 
-    return _reduced(_per_sample(lambda a, b: mean_tweedie_deviance(a, b, power=power), z, y), reduction)
+    return peer_reduction(_per_sample(lambda a, b: mean_tweedie_deviance(a, b, power=power), z, y), reduction)
 
 
 def _sklearn_gamma(z, y, reduction):
     from sklearn.metrics import mean_gamma_deviance
 
-    return _reduced(_per_sample(mean_gamma_deviance, z, y), reduction)
+    return peer_reduction(_per_sample(mean_gamma_deviance, z, y), reduction)
 
 
 tweedie_deviance = declare(

@@ -11,6 +11,7 @@ import numpy as np
 from .. import _validate
 from .._array import nan_where
 from .._loss import ELEMENTWISE, Checks, Option, Peer, declare
+from .._spec import peer_reduction
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
@@ -37,10 +38,6 @@ def _weighted_mean(y, w, xp):
 
 def _sample_gaussian(rng, shape, o):
     return rng.standard_normal(shape) * 2, rng.standard_normal(shape) * 2, rng.uniform(0.2, 3.0, shape)
-
-
-def _reduced(per, reduction):
-    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
 
 
 # --- gaussian_nll --------------------------------------------------------------------------
@@ -172,7 +169,7 @@ def _crps_check(m, y, s, o, xp, loss, valid):
 def _properscoring_crps(m, y, s, reduction):
     import properscoring
 
-    return _reduced(np.asarray(properscoring.crps_gaussian(y, m, s), dtype=np.float64), reduction)
+    return peer_reduction(np.asarray(properscoring.crps_gaussian(y, m, s), dtype=np.float64), reduction)
 
 
 def _mpmath_crps(m, y, s, reduction):
@@ -185,7 +182,7 @@ def _mpmath_crps(m, y, s, reduction):
 
     with mpmath.workdps(40):
         per = np.array([one(a, b, c) for a, b, c in zip(m.ravel(), y.ravel(), s.ravel())]).reshape(m.shape)
-    return _reduced(per, reduction)
+    return peer_reduction(per, reduction)
 
 
 crps_gaussian = declare(

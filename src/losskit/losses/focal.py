@@ -13,6 +13,7 @@ import numpy as np
 
 from .._array import sigmoid
 from .._loss import CLASS_AXIS, ELEMENTWISE, Checks, Option, Peer, declare
+from .._spec import peer_reduction
 from . import _softmax
 from .binary import _bce_value, _sample_bce
 from .classification import _CW, _ce_prepare, _ce_q, _edges_ce, _sample_ce
@@ -113,7 +114,29 @@ def _optax_sf(z, y, reduction, alpha=0.25, gamma=2.0):
     import optax
 
     per = np.asarray(optax.losses.sigmoid_focal_loss(z, y, alpha=alpha, gamma=gamma))
-    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+    return peer_reduction(per, reduction)
+
+
+def _torchvision_formula_sf(z, y, reduction, alpha=0.25, gamma=2.0):
+    """torchvision.ops.sigmoid_focal_loss's formula, evaluated at 50 digits: p = σ(z),
+    ce = BCE(z, y), p_t = p y + (1 − p)(1 − y), loss = α_t ce (1 − p_t)^γ with
+    α_t = α y + (1 − α)(1 − y), no α for α < 0 (losskit's None). Its wheel does not import
+    beside this CPU torch, so the formula of its ops/focal_loss.py is re-stated."""
+    import mpmath
+
+    def one(zi, yi):
+        zi, yi = mpmath.mpf(zi), mpmath.mpf(yi)
+        p, q = 1 / (1 + mpmath.exp(-zi)), 1 / (1 + mpmath.exp(zi))  # σ(z), 1 − σ(z) without cancelling
+        ce = yi * mpmath.log(1 + mpmath.exp(-zi)) + (1 - yi) * mpmath.log(1 + mpmath.exp(zi))
+        p_t = p * yi + q * (1 - yi)
+        loss = ce * (1 - p_t) ** gamma if gamma else ce
+        if alpha is not None:
+            loss *= alpha * yi + (1 - alpha) * (1 - yi)
+        return float(loss)
+
+    with mpmath.workdps(50):
+        per = np.array([one(a, b) for a, b in zip(z.ravel(), y.ravel())], dtype=np.float64).reshape(z.shape)
+    return peer_reduction(per, reduction)
 
 
 def _keras_sf(z, y, reduction, alpha=0.25, gamma=2.0, label_smoothing=0.0):
@@ -127,7 +150,7 @@ def _keras_sf(z, y, reduction, alpha=0.25, gamma=2.0, label_smoothing=0.0):
         gamma=gamma, from_logits=True, label_smoothing=label_smoothing,
     )
     per = np.asarray(per, dtype=np.float64).reshape(z.shape)
-    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+    return peer_reduction(per, reduction)
 
 
 sigmoid_focal = declare(
@@ -187,6 +210,8 @@ sigmoid_focal = declare(
         ),
         edges=_edges_sf,
         peers=(
+            Peer("torchvision.ops.sigmoid_focal_loss (its formula at 50 digits, mpmath)", _torchvision_formula_sf,
+                 requires="mpmath", options=("alpha", "gamma"), rtol=1e-12),
             Peer("optax.losses.sigmoid_focal_loss", _optax_sf, requires="optax", options=("alpha", "gamma"),
                  less_accurate=lambda z, y, **o: _sf_u(z, y, **o) < 1e-6),
             Peer("keras.losses.binary_focal_crossentropy(from_logits=True)", _keras_sf, requires="keras",

@@ -8,6 +8,7 @@ import numpy as np
 from .. import _validate
 from .._array import gather_classes, nan_where
 from .._loss import CLASS_AXIS, ELEMENTWISE, Checks, Option, Peer, declare
+from .._spec import peer_reduction
 from .classification import _ce_prepare
 
 # --- binary hinge -----------------------------------------------------------------------
@@ -71,7 +72,7 @@ def _optax_hinge(p, y, reduction):
     import optax
 
     per = np.asarray(optax.losses.hinge_loss(p, y))
-    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+    return peer_reduction(per, reduction)
 
 
 def _keras(fn_name):
@@ -82,7 +83,7 @@ def _keras(fn_name):
         import keras
 
         per = np.asarray(getattr(keras.losses, fn_name)(y.reshape(-1, 1), p.reshape(-1, 1)), dtype=np.float64).reshape(p.shape)
-        return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+        return peer_reduction(per, reduction)
 
     return peer
 

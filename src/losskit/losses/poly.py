@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._loss import CLASS_AXIS, Checks, Option, Peer, declare
+from .._spec import peer_reduction
 from . import _softmax
 from .classification import _ce_prepare, _ce_q, _sample_ce
 from .focal import _CE_SETS, _edges_focal
@@ -67,7 +68,7 @@ def _optax_poly(z, y, reduction, axis=-1, epsilon=2.0, label_smoothing=0.0):
     if label_smoothing:
         t = np.asarray(optax.smooth_labels(t, label_smoothing))
     per = np.asarray(optax.losses.poly_loss_cross_entropy(z, t, epsilon=epsilon))
-    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+    return peer_reduction(per, reduction)
 
 
 poly1_cross_entropy = declare(
@@ -156,7 +157,7 @@ def _scipy_gce(z, y, reduction, axis=-1, q=0.7):
         per = np.sum(t * (1 - np.exp(q * logp)) / q, axis=-1)
     else:
         per = (1 - np.exp(q * np.take_along_axis(logp, y[..., None], axis=-1)[..., 0])) / q
-    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+    return peer_reduction(per, reduction)
 
 
 generalized_cross_entropy = declare(

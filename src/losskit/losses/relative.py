@@ -8,10 +8,7 @@ import numpy as np
 from .. import _validate
 from .._array import nan_where
 from .._loss import CLASS_AXIS, ELEMENTWISE, Checks, Option, Peer, Prepared, declare, upcast_target
-
-
-def _reduced(per, reduction):
-    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+from .._spec import peer_reduction
 
 
 def _per_sample(fn, p, y):
@@ -49,7 +46,7 @@ def _msle_baseline(y, w, o, xp):
 def _sklearn_msle(p, y, reduction):
     from sklearn.metrics import mean_squared_log_error
 
-    return _reduced(_per_sample(mean_squared_log_error, p, y), reduction)
+    return peer_reduction(_per_sample(mean_squared_log_error, p, y), reduction)
 
 
 msle = declare(
@@ -121,7 +118,7 @@ def _mape_baseline(y, w, o, xp):
 def _sklearn_mape(p, y, reduction):
     from sklearn.metrics import mean_absolute_percentage_error
 
-    return _reduced(_per_sample(mean_absolute_percentage_error, p, y), reduction)
+    return peer_reduction(_per_sample(mean_absolute_percentage_error, p, y), reduction)
 
 
 mape = declare(
@@ -211,7 +208,7 @@ def _optax_cosine(p, y, reduction, axis=-1):
     import optax
 
     per = np.asarray(optax.losses.cosine_distance(jnp.asarray(p), jnp.asarray(y), axis=axis), dtype=np.float64)
-    return _reduced(per, reduction)
+    return peer_reduction(per, reduction)
 
 
 def _cos_minimum(y, o):

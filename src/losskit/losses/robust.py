@@ -8,6 +8,7 @@ import numpy as np
 from .. import _validate
 from .._array import compute_dtype, nan_where
 from .._loss import ELEMENTWISE, Checks, Option, Peer, Prepared, declare
+from .._spec import peer_reduction
 
 
 def _sign(r, xp):
@@ -31,10 +32,6 @@ def _at_target(y, o):
 def _per_sample(fn, p, y):
     """A peer that only reduces, evaluated one sample at a time (per-sample values)."""
     return np.array([fn(np.array([a]), np.array([b])) for a, b in zip(p.ravel(), y.ravel())], dtype=np.float64).reshape(p.shape)
-
-
-def _reduced(per, reduction):
-    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
 
 
 def _sorted_cumulative(y, w, xp):
@@ -184,7 +181,7 @@ def _mpmath_pseudo_huber(p, y, reduction, delta=1.0):
         per = np.array(
             [float(d * d * (mpmath.sqrt(1 + ((mpmath.mpf(a) - mpmath.mpf(b)) / d) ** 2) - 1)) for a, b in zip(p.ravel(), y.ravel())]
         ).reshape(p.shape)
-    return _reduced(per, reduction)
+    return peer_reduction(per, reduction)
 
 
 pseudo_huber = declare(
@@ -346,7 +343,7 @@ def _sklearn_pinball(p, y, reduction, quantile=0.5):
         per = np.mean([_per_sample(lambda a, b, t=t: mean_pinball_loss(b, a, alpha=t), p[..., k], y) for k, t in enumerate(quantile)], axis=0)
     else:
         per = _per_sample(lambda a, b: mean_pinball_loss(b, a, alpha=quantile), p, y)
-    return _reduced(per, reduction)
+    return peer_reduction(per, reduction)
 
 
 quantile = declare(

@@ -8,6 +8,7 @@ import numpy as np
 from .. import _validate
 from .._array import nan_where
 from .._loss import CLASS_AXIS, Checks, Option, Peer, declare
+from .._spec import peer_reduction
 from .classification import _ce_prepare
 
 
@@ -95,7 +96,7 @@ def _optax_sm(z, t, reduction, axis=-1):
 
     z = np.moveaxis(z, axis, -1)
     per = np.asarray(optax.losses.multiclass_sparsemax_loss(z.reshape(-1, z.shape[-1]), t.reshape(-1))).reshape(t.shape)
-    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+    return peer_reduction(per, reduction)
 
 
 sparsemax_loss = declare(
