@@ -207,3 +207,54 @@ def test_multiclass_probability_targets_gradient(name, cls, o, rng):
     x = torch.tensor(z, requires_grad=True)
     loss(x, torch.tensor(t), **o).backward()
     np.testing.assert_allclose(x.grad.numpy(), g, rtol=1e-12, atol=1e-16)
+
+
+def _keras():
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "jax":
+        pytest.skip("Keras runs on another backend here")
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    return keras
+
+
+def _probs(z, axis=1):
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def test_keras_dice_and_tversky_where_the_definitions_coincide(rng):
+    """Keras 3 ``dice`` / ``tversky`` take probabilities, I = Σ t·p and ε = 1e-7 added to the
+    denominator: on hard targets with every class present they equal losskit to ~1e-8 (the ε),
+    Keras's ``alpha`` weighing the false negatives Σ(1 − p)·t (losskit's ``beta``)."""
+    keras = _keras()
+    z = rng.standard_normal((3, 1, 5, 4)) * 2
+    t = (rng.random(z.shape) < 0.4).astype(np.float64)
+    p = 1.0 / (1.0 + np.exp(-z))
+    close = lambda ours, ref: np.testing.assert_allclose(ours, np.asarray(ref), rtol=1e-6)  # noqa: E731  (ε / denominator)
+    close(lk.dice(z, t, mode="binary"), keras.losses.dice(t, p))  # the whole batch: one set
+    close(lk.dice(z, t, mode="binary", per_image=True, reduction="none"), keras.losses.dice(t, p, axis=(1, 2, 3)))
+    for a, b in ((0.3, 0.7), (0.8, 0.1)):
+        close(lk.tversky(z, t, mode="binary", alpha=b, beta=a), keras.losses.tversky(t, p, alpha=a, beta=b))
+        close(lk.tversky(z, t, mode="binary", alpha=b, beta=a, per_image=True, reduction="none"), keras.losses.tversky(t, p, alpha=a, beta=b, axis=(1, 2, 3)))
+    zc = rng.standard_normal((2, 3, 6, 5)) * 2
+    ids = rng.permutation(np.arange(60) % 3).reshape(2, 6, 5)  # every class present
+    onehot = np.moveaxis(np.eye(3)[ids], -1, 1)
+    close(lk.dice(zc, ids, reduction="none"), keras.losses.dice(onehot, _probs(zc), axis=(0, 2, 3)))  # per class
+    close(lk.tversky(zc, ids, alpha=0.2, beta=0.6), np.mean(keras.losses.tversky(onehot, _probs(zc), alpha=0.6, beta=0.2, axis=(0, 2, 3))))
+
+
+def test_keras_differs_on_soft_targets_and_absent_classes():
+    keras = _keras()
+    half = np.full((1, 1, 2, 2), 0.5)  # p = t = 0.5: a perfect soft prediction
+    assert lk.dice(np.zeros(half.shape), half, mode="binary") == 0.0  # I = Σ min(p, t)
+    np.testing.assert_allclose(np.asarray(keras.losses.dice(half, half)), 0.5, rtol=1e-6)  # I = Σ p·t
+    z = np.array([[[[2.0, -1.0]], [[-3.0, 1.0]]]])  # class 1 has no target pixel
+    t = np.zeros((1, 1, 1, 2))
+    p = 1.0 / (1.0 + np.exp(-z))
+    assert lk.dice(z, np.concatenate([1 - t, t], axis=1), mode="multilabel", reduction="none")[1] == 0.0
+    np.testing.assert_allclose(np.asarray(keras.losses.dice(np.concatenate([1 - t, t], axis=1), p, axis=(0, 2, 3)))[1], 1.0)
