@@ -117,9 +117,9 @@ def _ctc_kernel(z, targets, o, xp):
         gamma = xp.matmul(occ, onehot)
         # through the log-softmax: ∂/∂z = softmax(z) Σ_c γ − γ (Σ_c γ = 1 on the frames in use)
         g = xp.exp(lp) * xp.sum(occ, axis=-1)[:, :, None] - gamma
-        g = xp.where(active[:, :, None], g, xp.zeros_like(g))
         # no alignment (log p = −inf): the loss is +inf, its gradient undefined, NaN as in torch
         g = xp.where(possible[:, None, None], g, xp.full_like(g, math.nan))
+        g = xp.where(active[:, :, None], g, xp.zeros_like(g))
         if zeroed is not None:
             g = xp.where(zeroed[:, None, None], xp.zeros_like(g), g)
         w = u if scale is None else u * scale
