@@ -3,9 +3,12 @@ chunked ``F.linear_cross_entropy``, and the GEMM-bound floor.
 
     python benchmarks/linear_cross_entropy.py                  # N=4096, H=1024, V=32768, fp32 + bf16
     python benchmarks/linear_cross_entropy.py --n 1024 --reps 3 --dtypes float32
+    python benchmarks/linear_cross_entropy.py --dtypes float32 --methods jax_naive,jax_losskit   # JAX under jit
 
-Every method runs in its own process (fresh allocator, comparable peak RSS). Per method: one
-warm-up, then ``--reps`` timed forward+backward passes (gradients for x and W, ``.grad`` reset
+Every method runs in its own process (fresh allocator, comparable peak RSS); with ``--rounds R``
+the processes of all methods are started in turn, R times (A B C A B C ...), so a ratio compares
+methods measured side by side on a shared machine, and the median is over all rounds. Per
+process: one warm-up, then ``--reps`` timed forward+backward passes (gradients for x and W, ``.grad`` reset
 to None each time so that allocating them is counted); the median time is printed. Peak memory
 is the rise of the process's peak RSS (VmHWM, reset through /proc/self/clear_refs before each
 pass) above its RSS just before the pass, i.e. everything the pass allocates: logits or slabs,
@@ -17,6 +20,11 @@ Methods:
   losskit          lk.linear_cross_entropy(x, W, y) (default: gradients computed in the forward pass)
   losskit_recompute  the same with grad_in_forward=False (saves x, W, y, LSE; recomputes logits)
   gemm             the three GEMMs of forward+backward alone (x Wᵀ, G W, Gᵀ x): the floor
+  jax_naive        jax.jit(jax.value_and_grad(optax-style log_softmax(x @ W.T)[y] mean)), logits materialised
+  jax_losskit      jax.jit(jax.value_and_grad(lk.linear_cross_entropy)) (custom_vjp over lax.scan)
+
+The JAX methods time ``block_until_ready`` of the jitted value and gradients (compiled in the
+warm-up) and report peak RSS the same way.
 """
 
 from __future__ import annotations
@@ -33,9 +41,51 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _memory import peak as _peak, reset_peak as _reset_peak, rss as _rss  # noqa: E402
 
 METHODS = ("eager", "torch_chunked", "losskit", "losskit_recompute", "gemm")
+JAX_METHODS = ("jax_naive", "jax_losskit")
+
+
+def jax_worker(method: str, dtype_name: str, n: int, h: int, v: int, reps: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    dtype = getattr(jnp, dtype_name)
+    x = jnp.asarray(rng.standard_normal((n, h), dtype=np.float32) / h**0.5, dtype=dtype)
+    w = jnp.asarray(rng.standard_normal((v, h), dtype=np.float32) * 0.02, dtype=dtype)
+    y = jnp.asarray(rng.integers(0, v, n))
+    if method == "jax_naive":
+
+        def loss_fn(x, w):
+            logp = jax.nn.log_softmax((x @ w.T).astype(jnp.float32), axis=-1)
+            return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
+    else:
+        import losskit as lk
+
+        def loss_fn(x, w):
+            return lk.linear_cross_entropy(x, w, y, validate=False)
+
+    step = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))
+    times, peaks, losses = [], [], []
+    for i in range(reps + 1):
+        base = _rss()
+        _reset_peak()
+        t0 = time.perf_counter()
+        value, grads = jax.block_until_ready(step(x, w))
+        dt = time.perf_counter() - t0
+        peak = _peak() - base
+        if i:
+            times.append(dt)
+            peaks.append(peak)
+            losses.append(float(value))
+        del value, grads
+    return {"method": method, "dtype": dtype_name, "median_s": statistics.median(times), "times_s": times, "peak_bytes": max(peaks),
+            "loss": losses[-1], "threads": None}
 
 
 def worker(method: str, dtype_name: str, n: int, h: int, v: int, reps: int) -> dict:
+    if method.startswith("jax"):
+        return jax_worker(method, dtype_name, n, h, v, reps)
     import torch
     import torch.nn.functional as F
 
@@ -113,12 +163,43 @@ def run_one(method, dtype, args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def run_rounds(methods, dtype, args) -> dict:
+    """Every method's process in turn, ``args.rounds`` times; per method the median over all
+    timed passes of all rounds and the largest peak."""
+    res: dict = {}
+    for _ in range(args.rounds):
+        for m in methods:
+            r = run_one(m, dtype, args)
+            cur = res.get(m)
+            if cur is None or ("error" in cur and "error" not in r):
+                res[m] = r
+            elif "error" not in r and "error" not in cur:
+                cur["times_s"] = cur["times_s"] + r["times_s"]
+                cur["peak_bytes"] = max(cur["peak_bytes"], r["peak_bytes"])
+    for r in res.values():
+        if "times_s" in r:
+            r["median_s"] = statistics.median(r["times_s"])
+    return res
+
+
+def _ratios(res, ours, others):
+    lk_ = res.get(ours, {})
+    if "median_s" not in lk_:
+        return
+    print(f"ratios ({ours} / other):")
+    for m in others:
+        r = res.get(m, {})
+        if "median_s" in r:
+            print(f"  vs {m:<18} time {lk_['median_s'] / r['median_s']:.3f}   peak memory {lk_['peak_bytes'] / max(r['peak_bytes'], 1):.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=4096)
     ap.add_argument("--h", type=int, default=1024)
     ap.add_argument("--v", type=int, default=32768)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1, help="start every method's process this many times, in turn")
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -127,9 +208,11 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.dtypes, args.n, args.h, args.v, args.reps)))
         return
     mib = 2**20
-    print(f"linear + cross-entropy fwd+bwd, N={args.n} H={args.h} V={args.v}, median of {args.reps} (after 1 warm-up), one process per method")
+    print(f"linear + cross-entropy fwd+bwd, N={args.n} H={args.h} V={args.v}, median of {args.reps} x {args.rounds} rounds "
+          f"(after 1 warm-up per process), one process per method and round, methods in turn")
+    methods = args.methods.split(",")
     for dtype in args.dtypes.split(","):
-        res = {m: run_one(m, dtype, args) for m in args.methods.split(",")}
+        res = run_rounds(methods, dtype, args)
         logits = args.n * args.v * (4 if dtype == "float32" else 2)
         print(f"\n{dtype}  (logits would be {logits / mib:.0f} MiB)")
         print(f"{'method':<18} {'median s':>9} {'peak MiB':>9} {'loss':>10}   times")
@@ -139,16 +222,11 @@ def main() -> None:
                 continue
             loss = "" if r["loss"] is None else f"{r['loss']:.6f}"
             print(f"{m:<18} {r['median_s']:>9.3f} {r['peak_bytes'] / mib:>9.1f} {loss:>10}   {' '.join(f'{t:.3f}' for t in r['times_s'])}")
+        _ratios(res, "losskit", ("eager", "torch_chunked", "losskit_recompute"))
+        _ratios(res, "jax_losskit", ("jax_naive",))
         lk_ = res.get("losskit", {})
-        if "median_s" not in lk_:
-            continue
-        print("ratios (losskit / other):")
-        for m in ("eager", "torch_chunked", "losskit_recompute"):
-            r = res.get(m, {})
-            if "median_s" in r:
-                print(f"  vs {m:<18} time {lk_['median_s'] / r['median_s']:.3f}   peak memory {lk_['peak_bytes'] / max(r['peak_bytes'], 1):.3f}")
         g = res.get("gemm", {})
-        if "median_s" in g:
+        if "median_s" in g and "median_s" in lk_:
             rate = 6 * args.n * args.h * args.v / g["median_s"]
             print(f"  vs GEMM floor ({g['median_s']:.3f} s = 6NHV at {rate / 1e9:.1f} GFLOP/s)   time {lk_['median_s'] / g['median_s']:.3f}")
             r = res.get("losskit_recompute", {})
