@@ -29,9 +29,16 @@ def _unflatten(preds, n):
     return preds, False
 
 
-def _from_dataset(ds):
-    label = ds.get_label()
-    return label, ds.get_weight(), np.shape(label)[0]
+def _scores_labels_weight(a, b, weight):
+    """(scores as (n,) or (n, K), whether they came flat, labels, weights) from either calling
+    convention: ``(preds, Dataset)`` of ``lightgbm.train`` or ``(y_true, y_pred, weight)`` of
+    the scikit-learn estimators."""
+    if _is_dataset(b):
+        preds, label, weight = a, b.get_label(), b.get_weight()
+    else:
+        label, preds = a, b
+    pred, flat = _unflatten(preds, np.shape(label)[0])
+    return pred, flat, label, weight
 
 
 class LightGBMObjective:
@@ -43,13 +50,7 @@ class LightGBMObjective:
         self.__name__ = core.name
 
     def __call__(self, a, b, weight=None):
-        if _is_dataset(b):
-            preds = a
-            label, weight, n = _from_dataset(b)
-        else:
-            label, preds = a, b
-            n = np.shape(label)[0]
-        pred, flat = _unflatten(preds, n)
+        pred, flat, label, weight = _scores_labels_weight(a, b, weight)
         g, h = self._core.derivatives(pred, label, weight)
         if flat:
             g, h = g.T.reshape(-1), h.T.reshape(-1)
@@ -70,13 +71,7 @@ class LightGBMMetric:
         self.__name__ = core.name
 
     def __call__(self, a, b, weight=None):
-        if _is_dataset(b):
-            preds = a
-            label, weight, n = _from_dataset(b)
-        else:
-            label, preds = a, b
-            n = np.shape(label)[0]
-        pred, _ = _unflatten(preds, n)
+        pred, _, label, weight = _scores_labels_weight(a, b, weight)
         return self.__name__, self._core.value(pred, label, weight), False
 
     def __repr__(self):

@@ -94,16 +94,19 @@ _HINGE_DETAILS = """
         multi-class margin use ``multi_margin``.
 """
 
+# What hinge and squared_hinge share: the ±1 labels, their checks and sample inputs.
+_HINGE_FAMILY = dict(family="margin", kind=ELEMENTWISE, domain="scores p real; targets y in {-1, +1}",
+                     check_values=_check_signs, inputs=("pred",))
+_HINGE_CHECKS = dict(sample=_sample_hinge, edges=_edges_hinge, kinks=_kinks_hinge, minimum=_minimum_hinge)
+
 hinge = declare(
     name="hinge",
-    family="margin",
-    kind=ELEMENTWISE,
+    **_HINGE_FAMILY,
     title="Hinge loss (targets ±1).",
     formula=r"\ell(p, y) = \max(0,\ 1 - y p)",
     gradient=r"\partial_p \ell = -y\,\mathbb{1}[y p < 1]",
     hessian=r"\partial_p^2 \ell = 0",
     hessian_kind="zero",
-    domain="scores p real; targets y in {-1, +1}",
     reference="Cortes & Vapnik, \"Support-Vector Networks\", Machine Learning 20 (1995)",
     use_when="Binary classification with a margin (linear SVM objective on scores).",
     details=_HINGE_DETAILS + "        Subgradient 0 at y·p = 1. Equals ``optax.losses.hinge_loss`` and ``keras.losses.hinge``.\n",
@@ -115,13 +118,8 @@ hinge = declare(
     value=_hinge_value,
     grad=_hinge_grad,
     hess=_hinge_hess,
-    check_values=_check_signs,
-    inputs=("pred",),
     checks=Checks(
-        sample=_sample_hinge,
-        edges=_edges_hinge,
-        kinks=_kinks_hinge,
-        minimum=_minimum_hinge,
+        **_HINGE_CHECKS,
         peers=(
             Peer("optax.losses.hinge_loss", _optax_hinge, requires="optax"),
             Peer("keras.losses.hinge", _keras("hinge"), requires="keras"),
@@ -131,14 +129,12 @@ hinge = declare(
 
 squared_hinge = declare(
     name="squared_hinge",
-    family="margin",
-    kind=ELEMENTWISE,
+    **_HINGE_FAMILY,
     title="Squared hinge loss (targets ±1).",
     formula=r"\ell(p, y) = \max(0,\ 1 - y p)^2",
     gradient=r"\partial_p \ell = -2 y \max(0,\ 1 - y p)",
     hessian=r"\partial_p^2 \ell = 2\,\mathbb{1}[y p < 1]",
     hessian_kind="piecewise",
-    domain="scores p real; targets y in {-1, +1}",
     reference="Cortes & Vapnik, \"Support-Vector Networks\", Machine Learning 20 (1995); L2-SVM",
     use_when="Binary classification with a margin and a differentiable loss (L2-SVM).",
     details=_HINGE_DETAILS + "        Equals ``keras.losses.squared_hinge``; the Hessian jumps from 0 to 2 at y·p = 1.\n",
@@ -150,13 +146,8 @@ squared_hinge = declare(
     value=_sq_hinge_value,
     grad=_sq_hinge_grad,
     hess=_sq_hinge_hess,
-    check_values=_check_signs,
-    inputs=("pred",),
     checks=Checks(
-        sample=_sample_hinge,
-        edges=_edges_hinge,
-        kinks=_kinks_hinge,
-        minimum=_minimum_hinge,
+        **_HINGE_CHECKS,
         peers=(Peer("keras.losses.squared_hinge", _keras("squared_hinge"), requires="keras"),),
     ),
 )
