@@ -280,21 +280,56 @@ class Loss:
             self.spec.check(o, name)
         return o
 
-    def _run(self, need, pred, target, weight, mask, reduction, normalizer, validate, options):
+    def _plan(self, need, pred, target, weight, mask, reduction, normalizer, validate, options):
+        """What a call's checks derive from its metadata alone (array types and dtypes, option
+        values, reduction): the namespace, the bound options and the static options. Cached per
+        signature (``_PLANS``), so a repeated call pays none of these checks again; shapes and
+        values are still checked on every call."""
+        key = None
+        if all(type(v) in _SCALAR_TYPES for v in options.values()):
+            key = (
+                self, need, type(pred), getattr(pred, "dtype", None), getattr(pred, "ndim", None),
+                type(target), getattr(target, "dtype", None),
+                type(weight), getattr(weight, "dtype", None), type(mask), getattr(mask, "dtype", None),
+                reduction, normalizer is None, validate,
+                tuple((k, type(v), v) for k, v in options.items()),
+            )
+            try:
+                plan = _PLANS.get(key)
+            except TypeError:  # an unhashable dtype or type
+                plan, key = None, None
+            if plan is not None:
+                return plan
         spec = self.spec
         name = spec.name
-        target, weight, mask = coerce_like(pred, target, weight, mask)
         xp = _validate.input_namespace(name, spec.pred_name, pred, target=target, weight=weight, mask=mask)
         _validate.check_floating(pred, spec.pred_name, name, xp)
         _validate.check_real(target, "target", name)
         _validate.check_reduction(reduction, normalizer, name)
-        if normalizer is not None:
-            normalizer = check_option(_NORMALIZER, normalizer, "normalizer", name, pred, xp, validate)
         o = self._bind(options, pred, xp, validate)
         class_axis = has_class_axis(spec, o)
+        axis = _validate.normalize_axis(o.get("axis", -1), pred.ndim, name) if class_axis else None
+        plan = _Plan(xp, backend(xp), o, class_axis, axis)
+        if key is not None:
+            if len(_PLANS) >= _MAX_PLANS:
+                _PLANS.clear()
+            _PLANS[key] = plan
+        return plan
+
+    def _run(self, need, pred, target, weight, mask, reduction, normalizer, validate, options):
+        spec = self.spec
+        name = spec.name
+        target, weight, mask = coerce_like(pred, target, weight, mask)
+        plan = self._plan(need, pred, target, weight, mask, reduction, normalizer, validate, options)
+        xp = plan.xp
+        if normalizer is not None:
+            normalizer = check_option(_NORMALIZER, normalizer, "normalizer", name, pred, xp, validate)
+        o = dict(plan.options)  # prepare may replace array options by converted ones
+        class_axis = plan.class_axis
         if class_axis:
-            axis = _validate.normalize_axis(o.get("axis", -1), pred.ndim, name)
-            sample_shape = tuple(pred.shape[:axis]) + tuple(pred.shape[axis + 1 :])
+            axis = plan.axis
+            shape = tuple(pred.shape)
+            sample_shape = shape[:axis] + shape[axis + 1 :]
         else:
             sample_shape = tuple(pred.shape)
         if weight is not None:
@@ -306,11 +341,12 @@ class Loss:
         if validate and spec.check_values is not None:
             spec.check_values(prep.pred, prep.target, o, xp, name, valid)
         c = multiplier(sample_shape, weight, valid, prep.denom, reduction, normalizer, compute_dtype(pred.dtype, xp), xp, check=validate and name)
-        static = [(k, o[k]) for k in self._static_names]
-        static.extend(prep.static.items())
-        call = Call(spec, reduction, tuple(static), spec.array_options)
-        aux = tuple(o[k] for k in spec.array_options)
-        kind = backend(xp)
+        static = tuple([(k, o[k]) for k in self._static_names] + list(prep.static.items()))
+        call = plan.calls.get(static)
+        if call is None:
+            call = plan.calls[static] = Call(spec, reduction, static, spec.array_options)
+        aux = tuple([o[k] for k in spec.array_options])
+        kind = plan.kind
         if need == "value":
             if kind == "torch":
                 from .interop import torch as hook
@@ -330,6 +366,23 @@ class Loss:
         if need == "value_and_grad":
             return out[0], move(out[1])
         return move(out[0]), move(out[1])
+
+
+class _Plan:
+    """The metadata-only part of a call (see ``Loss._plan``)."""
+
+    __slots__ = ("xp", "kind", "options", "class_axis", "axis", "calls")
+
+    def __init__(self, xp, kind, options, class_axis, axis):
+        self.xp, self.kind, self.options, self.class_axis, self.axis = xp, kind, options, class_axis, axis
+        self.calls = {}  # static options (after prepare) -> Call, one object per signature
+
+
+# Option values that key a plan: hashable, and compared with their type (True == 1 == 1.0 as
+# dict keys, but the rules treat them differently).
+_SCALAR_TYPES = frozenset({bool, int, float, str, type(None)})
+_PLANS: dict = {}
+_MAX_PLANS = 1024  # a bound for options that change every call (e.g. a schedule for delta)
 
 
 _NORMALIZER = Option(None, kind="array", low=0.0)

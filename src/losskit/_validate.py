@@ -230,13 +230,30 @@ def check_denominator(total, arg: str, sample_shape, valid, loss: str, xp) -> No
     )
 
 
+def value_range(x, xp):
+    """``(min, max)`` of a non-empty array as Python numbers, in one pass where the backend
+    has a fused min-max (torch), with one host read; None when the values are symbolic. NaN
+    anywhere makes a bound NaN (the caller then runs its exact, element-wise check)."""
+    def read():
+        if type(x).__module__.startswith("torch"):
+            import torch
+
+            lo, hi = torch.aminmax(x)
+            if x.device.type == "cpu":
+                return lo.item(), hi.item()
+            return tuple(torch.stack((lo, hi)).tolist())  # one device sync, not two
+        return float(xp.min(x)), float(xp.max(x))
+
+    return _host_read(read)
+
+
 def check_class_ids(ids, num_classes: int, ignore_index, loss: str, xp, valid=None) -> None:
     """Integer targets in [0, num_classes) where ``valid`` (ignored and masked ids are exempt)."""
     if is_tracing(ids) or 0 in _shape(ids):
         return
     checked = ids if valid is None else xp.where(valid, ids, xp.zeros_like(ids))
-    # two reductions and two host reads on the happy path; the position only on failure
-    bounds = _host_read(lambda: (int(xp.min(checked)), int(xp.max(checked))))
+    # one min-max pass and one host read on the happy path; the position only on failure
+    bounds = value_range(checked, xp)
     if bounds is None or (bounds[0] >= 0 and bounds[1] < num_classes):
         return
     bad = (checked < 0) | (checked >= num_classes)
@@ -253,6 +270,10 @@ def check_probabilities(x, arg: str, loss: str, xp, valid=None) -> None:
     """Values in [0, 1] where ``valid``; NaN passes (it propagates, never replaced)."""
     if is_tracing(x) or 0 in _shape(x):
         return
+    if valid is None:
+        bounds = value_range(x, xp)  # one pass on the happy path; NaN bounds fall through
+        if bounds is None or (bounds[0] >= 0 and bounds[1] <= 1):
+            return
     bad = (x < 0) | (x > 1)
     if valid is not None:
         bad = bad & valid
@@ -309,6 +330,16 @@ def check_distribution(t, arg: str, loss: str, xp, valid=None, *, log: bool, tol
     option that switches between the two forms, for the hint."""
     if is_tracing(t) or 0 in _shape(t):
         return
+    if valid is None:
+        # happy path in two reductions and one host read each: the range of the entries and
+        # of the row sums (NaN bounds fall through to the exact check below)
+        entries = value_range(t, xp)
+        if entries is None:
+            return
+        if (entries[1] <= 0) if log else (entries[0] >= 0 and entries[1] <= 1):
+            sums = value_range(xp.sum(xp.exp(t) if log else t, axis=-1), xp)
+            if sums is None or (sums[0] >= 1.0 - tol and sums[1] <= 1.0 + tol):
+                return
     prob = xp.exp(t) if log else t
     entry_bad = (t > 0) if log else ((t < 0) | (t > 1))
     row_bad = xp.abs(xp.sum(prob, axis=-1) - 1.0) > tol

@@ -14,7 +14,7 @@ impossible classes stay finite. The class axis is the last one here; ``prepare``
 from __future__ import annotations
 
 from .. import _validate
-from .._array import logsumexp_split
+from .._array import backend, logsumexp_split, softmax
 from .._loss import Prepared, upcast_target
 
 
@@ -42,13 +42,22 @@ def softmax_from_lse(z, lse, xp):
     return xp.exp(-_gap(z, lse))
 
 
+def probabilities(z, xp, lse=None):
+    """softmax(z) for the derivatives. The (max, rest) split keeps tiny *losses* exact, but
+    buys nothing for p (see ``_array.softmax``): the backend's fused softmax where there is
+    one, or exp(−gap) from an ``lse`` the caller already has (NumPy: one pass less)."""
+    if lse is not None and backend(xp) not in ("torch", "jax"):
+        return softmax_from_lse(z, lse, xp)
+    return softmax(z, xp=xp)
+
+
 def weighted_nll_grad(z, q, xp, lse=None):
-    p = softmax_from_lse(z, lse_parts(z, xp) if lse is None else lse, xp)
+    p = probabilities(z, xp, lse)
     return xp.sum(q, axis=-1)[..., None] * p - q
 
 
 def weighted_nll_hess(z, q, xp, lse=None):
-    p = softmax_from_lse(z, lse_parts(z, xp) if lse is None else lse, xp)
+    p = probabilities(z, xp, lse)
     return xp.sum(q, axis=-1)[..., None] * p * (1.0 - p)
 
 

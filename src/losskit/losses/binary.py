@@ -42,7 +42,10 @@ def _bce_terms(z, y, o, xp):
     tail = softplus_nonpositive(-a, xp=xp)
     pw = _bce_posw(y, o)
     if pw is None:
-        return tail + 0.5 * (a + zc * (1.0 - 2.0 * y)), tail, zc, a
+        # ½[y(|z| − z) + (1 − y)(|z| + z)] = max(z, 0) − y·z: max(z, 0) is exact and
+        # fl(y·z) <= max(z, 0) for y in [0, 1], so the term stays >= 0 (two roundings, no
+        # scalar operands)
+        return tail + (xp.clip(zc, 0.0, None) - y * zc), tail, zc, a
     # max(−z, 0) is capped so that w·y·max(−z, 0) stays finite (at most ~max/2, with a margin
     # for the rounding of the division) for a wrong sure logit (z = −inf)
     neg = xp.minimum(0.5 * (a - zc), 0.99 * finite_bound(z.dtype, xp) / xp.maximum(pw[1], xp.ones_like(pw[1])))

@@ -118,7 +118,7 @@ def _z_loss(lse, o):
 def _z_loss_grad(z, lse, o, xp):
     """(gradient 2λ·LSE·p, Hessian diagonal 2λ(p² + LSE·p(1 − p))) of the z-loss."""
     zl = o.get("z_loss", 0.0)
-    p = _softmax.softmax_from_lse(z, lse, xp)
+    p = _softmax.probabilities(z, xp, lse)
     v = (lse[0] + lse[1])[..., None]
     return 2.0 * zl * v * p, 2.0 * zl * (p * p + v * p * (1.0 - p))
 
@@ -166,7 +166,7 @@ def _ce_value_and_grad(z, t, o, xp):
 def _ce_grad_and_hess(z, t, o, xp):
     q = _ce_q(z, t, o, xp)
     lse = _softmax.lse_parts(z, xp)
-    p = _softmax.softmax_from_lse(z, lse, xp)
+    p = _softmax.probabilities(z, xp, lse)
     s = xp.sum(q, axis=-1)[..., None]
     grad, hess = s * p - q, s * p * (1.0 - p)
     if o.get("z_loss"):

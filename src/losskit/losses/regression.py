@@ -18,7 +18,8 @@ def _mse_value(p, y, o, xp):
 
 
 def _mse_grad(p, y, o, xp):
-    return 2.0 * (p - y)
+    r = p - y
+    return r + r  # 2r exactly, without a scalar operand (one op less on torch)
 
 
 def _mse_hess(p, y, o, xp):
@@ -27,7 +28,7 @@ def _mse_hess(p, y, o, xp):
 
 def _mse_value_and_grad(p, y, o, xp):
     r = p - y
-    return r * r, 2.0 * r
+    return r * r, r + r
 
 
 def _sample_regression(rng, shape, o):
@@ -165,11 +166,16 @@ mae = declare(
 # --- huber -------------------------------------------------------------------------------
 
 
-def _huber_value(p, y, o, xp):
-    d = o["delta"]
-    r = p - y
+def _huber_terms(r, d, xp):
+    # with m = min(|r|, δ): m(|r| − m/2) is ½r² inside (exactly: |r| − |r|/2 is exact) and
+    # δ(|r| − δ/2) outside, in four ops instead of a select between two branches
     a = xp.abs(r)
-    return xp.where(a <= d, 0.5 * r * r, d * (a - 0.5 * d))
+    m = xp.clip(a, None, d)
+    return m * (a - 0.5 * m)
+
+
+def _huber_value(p, y, o, xp):
+    return _huber_terms(p - y, o["delta"], xp)
 
 
 def _huber_grad(p, y, o, xp):
@@ -185,8 +191,7 @@ def _huber_hess(p, y, o, xp):
 def _huber_value_and_grad(p, y, o, xp):
     d = o["delta"]
     r = p - y
-    a = xp.abs(r)
-    return xp.where(a <= d, 0.5 * r * r, d * (a - 0.5 * d)), xp.clip(r, -d, d)
+    return _huber_terms(r, d, xp), xp.clip(r, -d, d)
 
 
 huber = declare(
