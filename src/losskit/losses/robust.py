@@ -49,17 +49,23 @@ def weighted_quantile(y, w, tau: float, xp):
     return ys[int(k)]
 
 
-def huber_location(y, w, beta: float, xp, steps: int = 200):
-    """The constant c minimising Σ w·huber_β(c − y): the root of the non-decreasing
-    Σ w·clip((c − y)/β, −1, 1), by bisection on [min y, max y] down to adjacent floats."""
+def monotone_root(y, w, slope, xp, steps: int = 200):
+    """The constant c minimising Σ w·ℓ(c − y) for a convex ℓ whose derivative ``slope(r)`` is
+    non-decreasing and changes sign at r = 0: the root of Σ w·slope(c − y), by bisection on
+    [min y, max y] (where the root lies) down to adjacent floats."""
     flat = xp.reshape(y, (-1,))
     ws = xp.ones_like(flat) if w is None else xp.reshape(xp.astype(w, flat.dtype), (-1,))
     lo, hi = xp.min(flat), xp.max(flat)
     for _ in range(steps):
         mid = 0.5 * (lo + hi)
-        up = xp.sum(ws * xp.clip((mid - flat) / beta, -1.0, 1.0)) > 0
+        up = xp.sum(ws * slope(mid - flat)) > 0
         lo, hi = xp.where(up, lo, mid), xp.where(up, mid, hi)
     return 0.5 * (lo + hi)
+
+
+def huber_location(y, w, beta: float, xp):
+    """Huber's location estimate: the optimal constant of ``huber`` and ``smooth_l1``."""
+    return monotone_root(y, w, lambda r: xp.clip(r / beta, -1.0, 1.0), xp)
 
 
 def _torch_peer(fn_name):
@@ -200,8 +206,9 @@ pseudo_huber = declare(
         Huber, twice differentiable everywhere with a positive Hessian, which is why
         XGBoost's ``reg:pseudohubererror`` (``huber_slope`` = delta) uses it. Written as
         delta²·x²/(√(1 + x²) + 1), x = r/delta, which keeps full relative precision for tiny
-        residuals. The peer is the formula itself at 50 digits (mpmath). No closed-form
-        optimal constant.
+        residuals. The peer is the formula itself at 50 digits (mpmath). The optimal
+        constant has no closed form: ``baseline`` finds the root of the summed gradient by
+        bisection.
     """,
     example="""
         >>> import numpy as np, losskit as lk
@@ -212,6 +219,7 @@ pseudo_huber = declare(
     grad=_ph_grad,
     hess=_ph_hess,
     options={"delta": Option(1.0, "number", low=0.0, low_open=True, doc="scale where the loss turns from quadratic to linear")},
+    baseline=lambda y, w, o, xp: monotone_root(y, w, lambda r: r / xp.sqrt(1.0 + (r / o["delta"]) ** 2), xp),
     checks=Checks(
         sample=_sample,
         option_sets=({}, {"delta": 0.5}, {"delta": 3.0}),
