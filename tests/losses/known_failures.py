@@ -13,6 +13,4 @@ _COMPILE = (
 
 KNOWN: dict = {
     # declaration gaps: these losses declare no checks.edges yet (the edge grid skips them)
-    "info_nce": {"test_every_loss_declares_edge_inputs": "declaration gap: no checks.edges (τ = 0.01, ±1e4 embeddings)"},
-    "ntxent": {"test_every_loss_declares_edge_inputs": "declaration gap: no checks.edges"},
 }

@@ -183,6 +183,14 @@ def _nce_sample(rng, shape, o):
     return q, q + 0.3 * rng.standard_normal(shape) / np.sqrt(shape[-1])
 
 
+def _nce_edges(o):
+    """Embeddings ±1e4 (similarities ~1e9 / τ: a row certain of its match, a row certain of a
+    wrong key), a zero query (uniform row) and a zero key, next to an ordinary pair."""
+    q = np.array([[1e4, -1e4, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.5, -1.0, 2.0, 0.25], [-1e4, 1e4, 1e4, 0.0]])
+    k = np.array([[1e4, -1e4, 0.0, 0.0], [0.3, 0.1, -0.2, 0.0], [0.0, 0.0, 0.0, 0.0], [1e4, -1e4, 0.0, 1e4]])
+    return q, k
+
+
 def _torch_info_nce(q, k, reduction, temperature=0.07, symmetric=False, negatives=None):
     import torch
     import torch.nn.functional as F
@@ -246,6 +254,7 @@ info_nce = declare(
     checks=Checks(
         sample=_nce_sample,
         option_sets=({}, {"temperature": 0.5}, {"symmetric": True, "temperature": 0.2}, {"temperature": 0.3, "negatives": np.linspace(-1.0, 1.0, 12).reshape(3, 4)}),
+        edges=_nce_edges,
         peers=(Peer("F.cross_entropy(q @ k.T / τ, arange(N)) (torch)", _torch_info_nce, requires="torch", options=("temperature", "symmetric", "negatives")),),
     ),
 )
@@ -311,6 +320,13 @@ def _ntx_sample(rng, shape, o):
     return rng.standard_normal(shape), np.arange(n) // 2  # SimCLR: two views per example
 
 
+def _ntx_edges(o):
+    """Entries ±1e4 (cosines exactly ±1), a zero embedding (the norm floor), a pair pointing in
+    opposite directions, an embedding without positives (a label of its own)."""
+    e = np.array([[1e4, -1e4, 0.0], [1e4, -1e4, 1e-3], [0.0, 0.0, 0.0], [1.0, 2.0, 3.0], [-1e4, 0.0, 1e4], [1e4, 0.0, -1e4], [0.5, 0.5, 0.5]])
+    return e, np.array([0, 0, 1, 1, 2, 2, 3])
+
+
 def _optax_ntxent(e, labels, reduction, temperature=0.07):
     import jax.numpy as jnp
     import optax
@@ -357,6 +373,7 @@ ntxent = declare(
     checks=Checks(
         sample=_ntx_sample,
         option_sets=({}, {"temperature": 0.5}),
+        edges=_ntx_edges,
         peers=(Peer("optax.ntxent", _optax_ntxent, requires="optax", options=("temperature",), reductions=("mean", "sum")),),
     ),
 )
