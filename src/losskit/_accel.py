@@ -100,8 +100,11 @@ def run(call, pred, target, c, valid, aux, xp, need: str):
     entry = KERNELS.get(call.spec.name)
     if entry is None or not _enabled or need not in _NEEDS:
         return None
-    if valid is not None or type(c) is not float or any(a is not None for a in aux):
-        return None  # per-sample weights or masks, array options: the reference path
+    if valid is not None or any(a is not None for a in aux):
+        return None  # masks, array options: the reference path
+    c = _host_number(c)
+    if c is None:
+        return None  # per-sample weights (an array multiplier): the reference path
     from ._array import backend
 
     kind = backend(xp)
@@ -118,9 +121,16 @@ def run(call, pred, target, c, valid, aux, xp, need: str):
 
         if pred.layout != torch.strided or target.layout != torch.strided or pred.device.type != "cpu" or target.device.type != "cpu":
             return None
+        if type(pred) not in _plain_tensor_types(torch) or type(target) not in _plain_tensor_types(torch):
+            return None  # subclasses may mean something else by their data
+        if _functorch_wrapped(torch, pred) or _functorch_wrapped(torch, target):
+            return None  # inside torch.func.vmap / grad: no storage of its own
         if not (pred.is_contiguous() and target.is_contiguous()) or pred.is_neg() or target.is_neg():
             return None
-        p, t = pred.detach().numpy(), target.detach().numpy()
+        try:
+            p, t = pred.detach().numpy(), target.detach().numpy()
+        except RuntimeError:
+            return None
     else:
         return None
     import numpy as np
@@ -154,6 +164,33 @@ def run(call, pred, target, c, valid, aux, xp, need: str):
     if need == "grad":
         return wrap(grad)
     return value, wrap(grad)
+
+
+def _plain_tensor_types(torch):
+    return (torch.Tensor, torch.nn.Parameter)
+
+
+def _functorch_wrapped(torch, x) -> bool:
+    try:
+        return bool(torch._C._functorch.is_functorch_wrapped_tensor(x))
+    except AttributeError:  # an older or newer torch without this hook: let .numpy() decide
+        return False
+
+
+def _host_number(c):
+    """The reduction's multiplier ``c`` as a Python float: a float, or a 0-d NumPy array or
+    torch CPU tensor outside autograd (read on the host, no device sync); None otherwise."""
+    if type(c) is float:
+        return c
+    if getattr(c, "ndim", None) != 0 or getattr(c, "requires_grad", False):
+        return None
+    device = getattr(c, "device", "cpu")
+    if getattr(device, "type", device) != "cpu" or getattr(c, "dtype", None) is None:
+        return None
+    try:
+        return float(c)
+    except (TypeError, ValueError):
+        return None
 
 
 def _launch(value_fn, value_grad_fn, grad_hess_fn, p, t, dtype, c, reduction, k, need):
@@ -244,7 +281,7 @@ def _half_range(dtype):
 def _bce_constants(o, dtype):
     if o.get("label_smoothing") or o.get("pos_weight") is not None:
         return None
-    return (_half_range(dtype), dtype(0.5), dtype(1.0), dtype(2.0))
+    return (_half_range(dtype), dtype(0.0))
 
 
 def _huber_constants(o, dtype):
