@@ -63,6 +63,12 @@ def _huber_location(y, w, delta, xp):
     return huber_location(y, w, delta, xp)
 
 
+def _monotone_root(y, w, slope, xp):
+    from .robust import monotone_root
+
+    return monotone_root(y, w, slope, xp)
+
+
 def _weighted_mean(y, w, xp):
     return xp.mean(y) if w is None else xp.sum(w * y) / xp.sum(w)
 
@@ -290,7 +296,8 @@ log_cosh = declare(
         full relative precision for tiny residuals (optax's logaddexp(r, −r) − log 2 returns
         rounding noise there), and as abs(r) + log1p(exp(−2 abs(r))) − log 2 above, which never
         overflows. Equals ``optax.losses.log_cosh`` and ``keras.losses.log_cosh`` (whose
-        reduction is a mean over the last axis).
+        reduction is a mean over the last axis). The optimal constant has no closed form:
+        ``baseline`` finds the root of the summed gradient Σ w·tanh(c − y) by bisection.
     """,
     example="""
         >>> import numpy as np, losskit as lk
@@ -298,6 +305,7 @@ log_cosh = declare(
         0.662501
     """,
     value=_log_cosh_value,
+    baseline=lambda y, w, o, xp: _monotone_root(y, w, xp.tanh, xp),
     grad=_log_cosh_grad,
     hess=_log_cosh_hess,
     checks=Checks(
