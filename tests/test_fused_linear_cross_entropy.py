@@ -358,6 +358,34 @@ def test_jax_jit_value_and_vjp(jax_x64, reduction):
         np.testing.assert_allclose(np.asarray(gg), ww.numpy(), rtol=1e-9, atol=1e-13)
 
 
+@pytest.mark.parametrize("name", ["plain", "class_weight", "megatron", "zloss_softcap_cw", "sample_weight_mask", "normalizer"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_jax_scalar_reductions_gradients_in_forward(jax_x64, name, reduction):
+    """"mean"/"sum" on JAX take the custom_vjp whose forward rule computes the gradients
+    (``_reduced``; grad_in_forward=False keeps the recompute rule that
+    test_jax_jit_value_and_vjp checks): value and the gradients of x, W, b for a non-unit
+    cotangent equal the float64 reference."""
+    grad_in_forward = None
+    if name == "normalizer" and reduction != "mean":
+        pytest.skip("normalizer applies to mean only")
+    jax = jax_x64
+    jnp = jax.numpy
+    x, w, b, y, y_ign = _np_inputs()
+    opts = _bind(OPTION_SETS[name])
+    target = y_ign if "ignore_index" in opts else y
+    jopts = {k: (jnp.asarray(v.numpy()) if isinstance(v, torch.Tensor) else v) for k, v in opts.items()}
+    f = jax.jit(lambda x_, w_, b_: lk.linear_cross_entropy(x_, w_, jnp.asarray(target), bias=b_, reduction=reduction, chunk_size=40,
+                                                         grad_in_forward=grad_in_forward, **jopts))
+    out, vjp = jax.vjp(f, jnp.asarray(x), jnp.asarray(w), jnp.asarray(b))
+    tr = [torch.from_numpy(a).requires_grad_(True) for a in (x, w, b)]
+    ref = _reference(*tr, torch.from_numpy(target), reduction=reduction, **opts)
+    np.testing.assert_allclose(np.asarray(out), ref.detach().numpy(), rtol=1e-10, atol=1e-12)
+    got = vjp(jnp.asarray(1.7))
+    want = torch.autograd.grad(ref, tr, torch.tensor(1.7, dtype=torch.float64))
+    for gg, ww in zip(got, want):
+        np.testing.assert_allclose(np.asarray(gg), ww.numpy(), rtol=1e-9, atol=1e-13)
+
+
 def test_jax_grad_and_extras(jax_x64):
     jax = jax_x64
     jnp = jax.numpy

@@ -8,6 +8,12 @@ with any incoming gradient is handled by the same code. Residuals: x, W, b, targ
 validity mask, class weights and the per-row LSE (N floats). The backward pass recomputes
 each chunk's logits, forms G = ct_i·∂ℓ_i/∂z with the shared chunk math, and accumulates
 dW, db in float32 (``preferred_element_type``) while emitting dx per chunk.
+
+With ``"mean"`` / ``"sum"`` (and ``grad_in_forward`` not False) the cotangent is one scalar, so
+a second ``custom_vjp`` (``_reduced``) maps (x, W, b) straight to the reduced loss and its
+forward rule computes dx, dW, db for a unit cotangent in the same scan as the loss: three GEMMs
+per chunk instead of four (no logits recomputed in backward), and backward only scales them.
+Its primal rule (no gradient requested) computes the loss alone.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from .._array import compute_dtype
-from .._reduce import scale_elementwise
+from .._reduce import reduce_terms, scale_elementwise
 from ..fused.linear_cross_entropy import (
     Config,
     Inputs,
@@ -112,7 +118,64 @@ def _rows_bwd(cfg, extras, res, cts):
 _rows.defvjp(_rows_fwd, _rows_bwd)
 
 
+def _row_scales(c, valid, n, cd):
+    """The reduction multiplier as one scale per row, 0 on rows that are not valid."""
+    s = jnp.broadcast_to(jnp.asarray(c, cd), (n,))
+    return s if valid is None else jnp.where(valid, s, jnp.zeros_like(s))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _reduced(cfg: Config, x2, w, b, t, valid, cw, c):
+    values = _rows(cfg, False, x2, w, b, t, valid, cw)[0]
+    return reduce_terms(values, c, valid, cfg.reduction, jnp)
+
+
+def _reduced_fwd(cfg, x2, w, b, t, valid, cw, c):
+    n, h = x2.shape
+    v = w.shape[0]
+    cd = compute_dtype(x2.dtype, jnp)
+    rows, n_chunks = _geometry(cfg, n)
+    if n == 0:
+        loss = jnp.zeros((), cd)
+        return loss, (jnp.zeros_like(x2), jnp.zeros((v, h), cd), jnp.zeros((v,), cd), jnp.zeros((0,), w.dtype), None if b is None else jnp.zeros((0,), b.dtype))
+    s = _row_scales(c, valid, n, cd)
+    vmask = jnp.ones((n,), bool) if valid is None else valid
+
+    def body(carry, inputs):
+        gw, gb = carry
+        xc, tc, sc, vc = inputs
+        value, _, g, _ = chunk_math(_logits(xc, w, b, cd), tc, cw, cfg, jnp, grad=True)
+        g = scale_elementwise(g, sc, vc, True, jnp)
+        gl = g.astype(x2.dtype)
+        dx = _dot(gl, w, cd).astype(x2.dtype)
+        gw = gw + _dot(gl.T, xc if valid is None else masked_rows(xc, vc, jnp), cd)
+        gb = gb + jnp.sum(g, axis=0)
+        return (gw, gb), (value, dx)
+
+    init = (jnp.zeros((v, h), cd), jnp.zeros((v,), cd))
+    chunks = tuple(_pad_rows(a, rows, n_chunks) for a in (x2, t, s, vmask))
+    (gw, gb), (values, dx) = jax.lax.scan(body, init, chunks)
+    values = values.reshape(-1)[:n]
+    loss = reduce_terms(values, c, valid, cfg.reduction, jnp)
+    return loss, (dx.reshape(-1, h)[:n], gw, gb, jnp.zeros((0,), w.dtype), None if b is None else jnp.zeros((0,), b.dtype))
+
+
+def _reduced_bwd(cfg, res, ct):
+    dx, gw, gb, w_like, b_like = res  # w_like / b_like: empty arrays that carry the dtypes
+    ct = jnp.asarray(ct)
+    dx = (dx * ct.astype(dx.dtype)).astype(dx.dtype)
+    gw = (gw * ct.astype(gw.dtype)).astype(w_like.dtype)
+    gb = None if b_like is None else (gb * ct.astype(gb.dtype)).astype(b_like.dtype)
+    return (dx, gw, gb, None, None, None, None)
+
+
+_reduced.defvjp(_reduced_fwd, _reduced_bwd)
+
+
 def _forward(inp: Inputs, x2, w, b, extras: bool):
+    cfg = inp.cfg
+    if not extras and cfg.reduction != "none" and cfg.grad_in_forward is not False:
+        return _reduced(cfg, x2, w, b, inp.target, inp.valid, inp.class_weight, inp.c)
     values, lse, tlp, correct = _rows(inp.cfg, extras, x2, w, b, inp.target, inp.valid, inp.class_weight)
     if not extras:
         return finish(inp, values, None, None, None, jnp)
