@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from .. import _validate
-from .._array import _device, coerce_like, logsumexp
+from .._array import _device, backend, coerce_like, logsumexp
 from .._kinds import scan
 from .._loss import Checks, Option, Peer, declare
 from .._spec import SEQUENCE
@@ -17,11 +17,22 @@ from .._spec import SEQUENCE
 _NINF = -math.inf
 
 
-def _lse3(a, b, c, xp):
-    """log(e^a + e^b + e^c) entrywise; all −inf gives −inf (no log 0 warning), NaN propagates."""
+def _lse3(a, b, c, xp, d=None):
+    """log(e^a + e^b + e^c [+ e^d]) entrywise; all −inf gives −inf, NaN propagates. Eager torch: two
+    ``logaddexp`` (the recursion's step is bound by kernel launches), except when autograd
+    records it (double backward: logaddexp's derivative at (−inf, −inf) is NaN). Elsewhere the
+    same function spelt out with a guarded max shift (NumPy's logaddexp warns on NaN; XLA fuses
+    the whole step anyway)."""
+    if backend(xp) == "torch" and not a.requires_grad:
+        out = a.logaddexp(b).logaddexp(c)  # the tensor method: no array-api-compat promotion wrapper per call
+        return out if d is None else out.logaddexp(d)
     m = xp.maximum(xp.maximum(a, b), c)
+    if d is not None:
+        m = xp.maximum(m, d)
     shift = xp.where(m == _NINF, xp.zeros_like(m), m)
     total = xp.exp(a - shift) + xp.exp(b - shift) + xp.exp(c - shift)
+    if d is not None:
+        total = total + xp.exp(d - shift)
     empty = total == 0.0
     return xp.where(empty, xp.full_like(m, _NINF), shift + xp.log(xp.where(empty, xp.ones_like(total), total)))
 
@@ -51,15 +62,17 @@ def _ctc_kernel(z, targets, o, xp):
     lp = z - logsumexp(z, axis=-1, xp=xp, keepdims=True)
 
     pos = xp.arange(width, device=dev)
+    idt = pos.dtype  # the default index dtype (int32 on JAX without x64)
     is_label = (pos % 2) == 1
     if s_max:
         in_target = xp.arange(s_max, device=dev)[None, :] < tl[:, None]
-        ids = xp.where(in_target, xp.astype(targets, xp.int64), xp.full_like(xp.astype(targets, xp.int64), blank))
-        ext = xp.where(is_label[None, :], xp.take(ids, xp.minimum(pos // 2, xp.full_like(pos, s_max - 1)), axis=1), xp.full((n, width), blank, dtype=xp.int64, device=dev))
+        ids = xp.astype(targets, idt)
+        ids = xp.where(in_target, ids, xp.full_like(ids, blank))
+        ext = xp.where(is_label[None, :], xp.take(ids, xp.minimum(pos // 2, xp.full_like(pos, s_max - 1)), axis=1), xp.full((n, width), blank, dtype=idt, device=dev))
         before = xp.take(ext, xp.maximum(pos - 2, xp.zeros_like(pos)), axis=1)
         skip = is_label[None, :] & (ext != before)  # s = 1: from the virtual start
     else:
-        ext = xp.full((n, width), blank, dtype=xp.int64, device=dev)
+        ext = xp.full((n, width), blank, dtype=idt, device=dev)
         skip = xp.zeros((n, width), dtype=xp.bool, device=dev)
     zeros_nw = xp.zeros((n, width), dtype=dt, device=dev)
     skip_pen = xp.where(skip, zeros_nw, xp.full_like(zeros_nw, _NINF))
@@ -71,20 +84,23 @@ def _ctc_kernel(z, targets, o, xp):
     active = frames[None, :] < il[:, None]  # (N, T)
     lp_ext = xp.where(active[:, :, None], lp_ext, xp.zeros_like(lp_ext))
     lp_t = xp.permute_dims(lp_ext, (1, 0, 2))
-    active_t = xp.permute_dims(active, (1, 0))
-    col = xp.full((n, 1), _NINF, dtype=dt, device=dev)
+    pad = xp.full((n, 2), _NINF, dtype=dt, device=dev)
 
     def forward_step(a, x):
-        lpt, act = x
-        two = xp.concat([col, a[:, :-2]], axis=1) + skip_pen
-        new = xp.concat([col, lpt + _lse3(a[:, 1:], a[:, :-1], two, xp)], axis=1)
-        a = xp.where(act[:, None], new, a)
-        return a, a[:, 1:]
+        # a: α_{t-1} after two −inf columns (s − 1 and s − 2 of s = 0, 1 are then plain slices)
+        new = x[0] + _lse3(a[:, 2:], a[:, 1:-1], a[:, :-2] + skip_pen, xp)
+        return xp.concat([pad, new], axis=1), new
 
-    start = xp.concat([xp.zeros((n, 1), dtype=dt, device=dev), xp.full((n, width), _NINF, dtype=dt, device=dev)], axis=1)
-    last, alphas = scan(forward_step, start, (lp_t, active_t), xp)
-    full_pos = xp.arange(width + 1, device=dev)[None, :]
-    log_p = _lse_where(last, (full_pos == 2 * tl[:, None]) | (full_pos == 2 * tl[:, None] + 1), xp)
+    # the virtual start state sits just before s = 0, with probability 1
+    start = xp.concat([xp.full((n, 1), _NINF, dtype=dt, device=dev), xp.zeros((n, 1), dtype=dt, device=dev), xp.full((n, width), _NINF, dtype=dt, device=dev)], axis=1)
+    _, alphas = scan(forward_step, start, (lp_t,), xp)  # (T, N, 2S+1), not frozen past T_n: read at T_n − 1
+    row = (xp.maximum(il - 1, xp.zeros_like(il)) * n + xp.arange(n, device=dev)) * width
+    flat = xp.reshape(alphas, (-1,))
+    end = xp.take(flat, row + 2 * tl)
+    before_end = xp.where(tl > 0, xp.take(flat, row + xp.maximum(2 * tl - 1, xp.zeros_like(tl))), xp.full_like(end, _NINF))
+    log_p = _lse3(end, before_end, xp.full_like(end, _NINF), xp)
+    # no frame: probability 1 for the empty target, 0 otherwise
+    log_p = xp.where(il == 0, xp.where(tl == 0, xp.zeros_like(log_p), xp.full_like(log_p, _NINF)), log_p)
     nll = -log_p
     scale = None
     if o["normalize_by"] == "target_length":
@@ -96,19 +112,20 @@ def _ctc_kernel(z, targets, o, xp):
 
     def vjp(u):
         final = (pos[None, :] == 2 * tl[:, None]) | (pos[None, :] == 2 * tl[:, None] - 1)
-        at_final = xp.where(final, zeros_nw, xp.full_like(zeros_nw, _NINF))
-        last_frame = frames[None, :] == (il[:, None] - 1)
-        pad2 = xp.full((n, 2), _NINF, dtype=dt, device=dev)
-        skip_next = xp.concat([skip_pen, pad2], axis=1)[:, 2:]  # whether s -> s + 2 is allowed
+        last_frame = frames[:, None, None] == (il[None, :, None] - 1)  # (T, N, 1)
+        # β_t = 0 at the final states at t = T_n − 1, else the recursion (−inf from t = T_n on,
+        # where nothing follows): one logaddexp with this term instead of two selections
+        ends = xp.where(last_frame & final[None, :, :], xp.zeros_like(lp_t), xp.full_like(lp_t, _NINF))
+        skip_next = xp.concat([skip_pen, pad], axis=1)[:, 2:]  # whether s -> s + 2 is allowed
 
-        def backward_step(b_next, x):
-            lpt, act, is_last = x
-            padded = xp.concat([b_next, pad2], axis=1)
-            rec = _lse3(b_next, padded[:, 1 : width + 1], padded[:, 2:] + skip_next, xp)
-            beta = xp.where(is_last[:, None], at_final, xp.where(act[:, None], rec, xp.full_like(rec, _NINF)))
-            return lpt + beta, beta
+        def backward_step(b, x):
+            # b: lp_{t+1} + β_{t+1} followed by two −inf columns
+            lpt, end = x
+            beta = _lse3(b[:, :width], b[:, 1 : width + 1], b[:, 2:] + skip_next, xp, end)
+            return xp.concat([lpt + beta, pad], axis=1), beta
 
-        _, betas = scan(backward_step, xp.full((n, width), _NINF, dtype=dt, device=dev), (lp_t, active_t, xp.permute_dims(last_frame, (1, 0))), xp, reverse=True)
+        init = xp.full((n, width + 2), _NINF, dtype=dt, device=dev)
+        _, betas = scan(backward_step, init, (lp_t, ends), xp, reverse=True)
         # occupation γ_t(s) = e^{α_t(s) + β_t(s) − log p}, summed over the positions of each class
         possible = log_p != _NINF
         shift = xp.where(possible, log_p, xp.zeros_like(log_p))
@@ -141,12 +158,13 @@ def _ctc_grad(z, targets, o, xp):
 
 def _lengths(value, arg, n, limit, z, xp, loss):
     dev = _device(z)
+    idt = xp.arange(1, device=dev).dtype  # the default index dtype (int32 on JAX without x64)
     if value is None:
-        return xp.full((n,), limit, dtype=xp.int64, device=dev)
+        return xp.full((n,), limit, dtype=idt, device=dev)
     if isinstance(value, (list, tuple)):
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise TypeError(f"{loss}: `{arg}` must hold integers, got {value!r}.")
-        value = xp.asarray(value, dtype=xp.int64, device=dev)
+        value = xp.asarray(value, dtype=idt, device=dev)
     (value,) = coerce_like(z, value)
     if not hasattr(value, "shape") or not hasattr(value, "dtype") or not _validate.same_library(value, z):
         raise TypeError(f"{loss}: `{arg}` must be an integer array of the library of `logits` (or a list of ints), got {_validate.describe(value)}.")
@@ -154,7 +172,7 @@ def _lengths(value, arg, n, limit, z, xp, loss):
         raise TypeError(f"{loss}: `{arg}` must be an integer array, got dtype {value.dtype}.")
     if tuple(value.shape) != (n,):
         raise ValueError(f"{loss}: `{arg}` must have shape ({n},) (one length per sequence), got {tuple(value.shape)}.")
-    return xp.astype(value, xp.int64)
+    return xp.astype(value, idt)
 
 
 def _check_range(x, arg, low, high, what, xp, loss):
@@ -165,7 +183,7 @@ def _check_range(x, arg, low, high, what, xp, loss):
 
 
 def _ctc_prepare(z, targets, o, xp, validate, loss):
-    """Lengths as int64 arrays of the library of ``logits`` (None: every frame / every label);
+    """Lengths as integer arrays (the default index dtype) of the library of ``logits`` (None: every frame / every label);
     shapes always checked, values when ``validate``."""
     if z.ndim != 3:
         raise ValueError(f"{loss}: `logits` must be an (N, T, C) array (batch, time, classes), got shape {tuple(z.shape)}.")
