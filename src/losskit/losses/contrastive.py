@@ -118,10 +118,19 @@ contrastive = declare(
 # --- InfoNCE / CLIP: cross-entropy of q kᵀ / τ with the diagonal as the positives --------------
 
 
+# Above _CHUNK_ROWS queries the similarity matrix is never held whole: it is recomputed in
+# blocks of _BLOCK_ROWS query rows (memory O(N · block) instead of O(N²), the idea of the
+# fused linear cross-entropy; benchmarks/info_nce.py measures it).
+_CHUNK_ROWS = 4096
+_BLOCK_ROWS = 1024
+
+
 def _nce_kernel(q, k, o, xp):
     """Per-query values and the vjp (the samples are coupled: every key is in every row)."""
     tau, neg = o["temperature"], o["negatives"]
     n = int(q.shape[0])
+    if n > _CHUNK_ROWS:
+        return _nce_chunked(q, k, o, xp, _BLOCK_ROWS)
     s = (q @ k.T) / tau
     diag = xp.sum(q * k, axis=-1) / tau
     logits = s if neg is None else xp.concat([s, (q @ xp.astype(neg, q.dtype).T) / tau], axis=1)
@@ -154,6 +163,85 @@ def _nce_kernel(q, k, o, xp):
             c = xp.where(off, xp.exp(s - col_lse[None, :]) * u[None, :], xp.zeros_like(s))
             g_q = g_q + c @ k - xp.sum(c, axis=0)[:, None] * k
             g_k = g_k + c.T @ q - xp.sum(c, axis=0)[:, None] * q
+        return g_q / tau, g_k / tau
+
+    return value, vjp
+
+
+def _nce_chunked(q, k, o, xp, block):
+    """``_nce_kernel`` with the N × (N + M) logits recomputed block by block of query rows: the
+    row LSEs (and for ``symmetric`` the column LSEs, max first, then the rest) in the forward
+    passes, the gradients accumulated block by block in the vjp. The same formulas."""
+    tau, neg = o["temperature"], o["negatives"]
+    n = int(q.shape[0])
+    negs = None if neg is None else xp.astype(neg, q.dtype)
+    dev = _device(q)
+    blocks = [(r0, min(r0 + block, n)) for r0 in range(0, n, block)]
+    cols = xp.arange(n, device=dev)
+    diag = xp.sum(q * k, axis=-1) / tau
+
+    def logits(r0, r1):
+        s_b = (q[r0:r1, :] @ k.T) / tau
+        return s_b if negs is None else xp.concat([s_b, (q[r0:r1, :] @ negs.T) / tau], axis=1)
+
+    ms, rs, col_max = [], [], None
+    for r0, r1 in blocks:
+        lg = logits(r0, r1)
+        m_b, r_b = logsumexp_split(lg, xp=xp)
+        ms.append(m_b)
+        rs.append(r_b)
+        if o["symmetric"]:
+            b_max = xp.max(lg, axis=0)
+            col_max = b_max if col_max is None else xp.maximum(col_max, b_max)
+    m, r = xp.concat(ms), xp.concat(rs)
+    lse = m + r
+    value = (m - diag) + r
+    col_lse = None
+    if o["symmetric"]:
+        # logsumexp_split down the columns: Σ e^{s − max} over the entries below the max, ties
+        shift = xp.where(xp.isfinite(col_max), col_max, xp.zeros_like(col_max))
+        rest = xp.zeros_like(col_max)
+        for r0, r1 in blocks:
+            s_b = logits(r0, r1)
+            below = s_b < col_max[None, :]
+            rest = rest + xp.sum(xp.where(below, xp.exp(s_b - shift[None, :]), xp.zeros_like(s_b)), axis=0) + xp.sum(xp.astype(~below, s_b.dtype), axis=0)
+        rc = xp.log1p(rest - 1.0)
+        col_lse = col_max + rc
+        value = 0.5 * (value + ((col_max - diag) + rc))
+
+    def vjp(u):
+        if col_lse is not None:
+            u = 0.5 * u
+        g_q_parts, row_sums, neg_sums = [], [], []
+        g_k = xp.zeros_like(k)
+        col_sums = xp.zeros_like(diag)
+        for r0, r1 in blocks:
+            lg = logits(r0, r1)
+            off = xp.arange(r0, r1, device=dev)[:, None] != cols[None, :]
+            u_b = u[r0:r1]
+            p = xp.exp(lg - lse[r0:r1, None]) * u_b[:, None]
+            a = xp.where(off, p[:, :n], xp.zeros_like(p[:, :n]))
+            row = xp.sum(a, axis=1)
+            g_q_b = a @ k - row[:, None] * k[r0:r1, :]
+            g_k = g_k + a.T @ q[r0:r1, :]
+            row_sums.append(row)
+            if negs is not None:
+                extra = xp.sum(p[:, n:], axis=1)
+                g_q_b = g_q_b + p[:, n:] @ negs - extra[:, None] * k[r0:r1, :]
+                neg_sums.append(extra)
+            if col_lse is not None:
+                c = xp.where(off, xp.exp(lg - col_lse[None, :]) * u[None, :], xp.zeros_like(lg))
+                g_q_b = g_q_b + c @ k
+                g_k = g_k + c.T @ q[r0:r1, :]
+                col_sums = col_sums + xp.sum(c, axis=0)
+            g_q_parts.append(g_q_b)
+        g_q = xp.concat(g_q_parts, axis=0)
+        g_k = g_k - xp.concat(row_sums)[:, None] * q
+        if negs is not None:
+            g_k = g_k - xp.concat(neg_sums)[:, None] * q
+        if col_lse is not None:
+            g_q = g_q - col_sums[:, None] * k
+            g_k = g_k - col_sums[:, None] * q
         return g_q / tau, g_k / tau
 
     return value, vjp
@@ -227,7 +315,9 @@ info_nce = declare(
         every row), so the kernel returns the values and a closed-form vector-Jacobian product:
         ``weight`` / ``mask`` weigh query rows (pairs), and the gradients of both inputs are
         exact for any weights. The log-sum-exp is stable at small temperatures; half-precision
-        inputs are computed in float32. The N × (N + M) similarity matrix is materialised.
+        inputs are computed in float32. Up to 4096 queries the N × (N + M) similarity matrix
+        is materialised; above, it is recomputed in blocks of 1024 query rows (forward and
+        gradient), so memory grows as N · 1024, not N².
         Equals ``F.cross_entropy(q @ k.T / τ, arange(N))`` in torch (and the CLIP paper's
         pseudocode for ``symmetric=True``). ``.grad`` returns ``(d_query, d_key)``; gradients
         of ``negatives`` (an array option) come from framework autodiff.
