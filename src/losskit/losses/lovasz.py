@@ -65,20 +65,34 @@ def _softmax_kernel(z, t, w, valid, o, xp):
     p = _overlap._softmax(z, axis, xp)
     n_sets, n = _n_sets(z, o), int(z.shape[axis])
     shape = z.shape
-    # (sets, C, pixels): one row per set and class
-    rows = lambda x: _move(_flat(xp.broadcast_to(x, shape), axis, n_sets, xp), -1, 1, xp)  # noqa: E731
-    ps = rows(p)
+
+    def of_class(x, c):
+        """(sets, pixels) rows of class c of ``x`` (the logits' shape or the pixel shape)."""
+        if int(x.shape[axis]) > 1:
+            idx = [slice(None)] * x.ndim
+            idx[axis] = slice(c, c + 1)
+            x = x[tuple(idx)]
+        return _flat(xp.broadcast_to(x, shape[:axis] + (1,) + shape[axis + 1 :]), axis, n_sets, xp)[..., 0]
+
     ids = _flat(t, axis, n_sets, xp)[..., 0]  # (sets, pixels)
-    fg = xp.astype(ids[:, None, :] == xp.reshape(xp.arange(n), (1, n, 1)), p.dtype)
-    keep = None if valid is None else rows(valid)
-    if keep is not None:
-        fg = xp.where(keep, fg, xp.zeros_like(fg))
-    ws = None if w is None else rows(w)
-    e = xp.abs(fg - ps)
-    if ws is not None:
-        e = e * ws
-    values, d_e = _sorted_dot(e, fg, keep, xp, hinge=False)  # (sets, C)
-    present = xp.sum(fg if keep is None else fg * xp.astype(keep, fg.dtype), axis=-1) > 0
+    # one class at a time, as Berman et al.'s code: the sort's temporaries are one class big,
+    # and no float one-hot of the targets is made
+    values, d_errors, signs, weights, present = [], [], [], [], []
+    for c in range(n):
+        keep = None if valid is None else of_class(valid, c)
+        fg = ids == c
+        if keep is not None:
+            fg = fg & keep
+        signs.append(fg)  # boolean: the sign of ∂|fg − p|/∂p, made in the backward
+        fg = xp.astype(fg, p.dtype)
+        ws = None if w is None else of_class(w, c)
+        e = xp.abs(fg - of_class(p, c))
+        if ws is not None:
+            e = e * ws
+        v, d_e = _sorted_dot(e, fg, keep, xp, hinge=False)
+        values.append(v), d_errors.append(d_e), weights.append(ws)
+        present.append(xp.sum(fg, axis=-1) > 0)
+    values, present = xp.stack(values, axis=-1), xp.stack(present, axis=-1)  # (sets, C)
     classes = o["classes"]
     if classes == "present":
         counted = xp.astype(present, values.dtype)
@@ -94,13 +108,13 @@ def _softmax_kernel(z, t, w, valid, o, xp):
         out = out[0]
 
     def vjp(upstream):
-        u = upstream * xp.ones_like(out)
-        u = xp.reshape(u, (n_sets, 1))
-        d = d_e * (u * share)[..., None] * (1.0 - 2.0 * fg)  # ∂|fg − p|/∂p = 1 − 2 fg
-        if ws is not None:
-            d = d * ws
-        d_p = _unflat(_move(d, 1, -1, xp), axis, shape, xp)
-        return p * (d_p - xp.sum(d_p * p, axis=axis, keepdims=True))
+        u = xp.reshape(upstream * xp.ones_like(out), (n_sets, 1)) * share  # (sets, C)
+        d = []
+        for c in range(n):
+            dc = d_errors[c] * u[:, c : c + 1] * (1.0 - 2.0 * xp.astype(signs[c], p.dtype))
+            d.append(dc if weights[c] is None else dc * weights[c])
+        d_p = _unflat(xp.stack(d, axis=-1), axis, shape, xp)
+        return _overlap.to_logits(d_p, p, None, {"axis": axis}, xp)
 
     return out, vjp
 
