@@ -51,7 +51,7 @@ def _ctc_kernel(z, targets, o, xp):
     """Per-sequence values and the vjp. Extended labels l' = (blank, l_1, blank, ..., l_S,
     blank), s = 0..2S; α_t(s) = lp_t(l'_s) + log(e^{α_{t-1}(s)} + e^{α_{t-1}(s-1)} +
     [l'_s ≠ blank, l'_s ≠ l'_{s-2}] e^{α_{t-1}(s-2)}), with a virtual start state before s = 0,
-    frozen past each sequence's input length; β the same backwards, without lp_t, from the
+    read at each sequence's last frame T_n − 1; β the same backwards, without lp_t, from the
     two final states of each sequence."""
     il, tl, blank = o["input_lengths"], o["target_lengths"], o["blank"]
     n, t_max, n_classes = (int(d) for d in z.shape)
