@@ -143,7 +143,11 @@ _SETS_TEXT = """
         targets are never expanded to a float one-hot. ``normalizer`` is an error: the values
         are per-set ratios, there is no per-sample count to replace. The Hessian is not
         provided (``grad_hess`` raises). The intersection is I = Σ min(p, t) (smp 0.6:
-        (Σp + Σt − Σ|p − t|)/2), whose derivative is ½ at a tie p = t."""
+        (Σp + Σt − Σ|p − t|)/2), whose derivative is ½ at a tie p = t; with integer class
+        ids it is I = Σ p·[t = c] with derivative [t = c] (smp's ½ at a saturated p = 1
+        changes the logits' gradient only by terms times the other classes' probabilities,
+        which are below the rounding unit there). On torch the backward reuses the
+        forward's sums and probabilities."""
 
 
 def _declare(name, cls, title, formula, kernel, extra_options=None, extra_sets=(), details="", example=""):
