@@ -28,6 +28,8 @@ F = torch.nn.functional
 
 from test_fused_linear_cross_entropy import IGNORE, _reference  # noqa: E402  (the float64 reference)
 
+from losskit.interop import torch_fused  # noqa: E402
+
 N, H, V = 37, 16, 203  # odd shapes; chunk_size=8 gives 5 chunks, the last one short
 
 # name -> (options, reduction); "cw", "sw", "mask" are bound to tensors below
@@ -84,6 +86,7 @@ def test_compiled_fullgraph_equals_materialised_reference_for_every_option():
     leaves = [[a.detach().clone().requires_grad_(True) for a in (x, w, b)] for _ in names]
     losses, extras = compiled(leaves, y, y_ign, bound["cw"], bound["sw"], bound["mask"])
     sum(((loss * g_out[name]).sum() for loss, name in zip(losses, names))).backward()
+    assert not torch_fused._STASH  # every gradient computed in forward was taken by its backward
     for (xl, wl, bl), loss, name in zip(leaves, losses, names):
         opts, reduction = OPTION_SETS[name]
         ref_opts = {k: v for k, v in _options(opts, bound).items() if k not in _REFERENCE_ONLY}
@@ -123,6 +126,25 @@ def test_compiled_default_mode_and_no_grad():
         torch.testing.assert_close(got, want)
     with torch.no_grad():
         torch.testing.assert_close(fn(x, w, b, y_ign), ref.detach())
+
+
+def test_gradients_computed_in_forward_are_freed_with_an_unused_graph():
+    """The ticket's entry lives as long as the graph: a loss dropped without backward frees its
+    dx / dW (no leak), and the graph's backward takes them exactly once."""
+    import gc
+
+    x, w, b, y, _, _ = _data()
+    xs, ws = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    loss = lk.linear_cross_entropy(xs, ws, y)
+    assert len(torch_fused._STASH) == 1
+    del loss
+    gc.collect()
+    assert not torch_fused._STASH
+    loss = lk.linear_cross_entropy(xs, ws, y)
+    loss.backward(retain_graph=True)
+    assert not torch_fused._STASH
+    with pytest.raises(RuntimeError, match="grad_in_forward=False"):
+        loss.backward()
 
 
 # --- autocast -------------------------------------------------------------------------------
