@@ -8,16 +8,19 @@ Numba (the optional ``accel`` extra: ``pip install losskit[accel]``) and cached 
 
 * The array-API path stays the reference. A kernel runs only where ``_loss.evaluate`` would take
   its block path (large, same-shape, NumPy or torch CPU, not recorded by autograd, not under
-  ``torch.compile``), for float32/float64 C-contiguous inputs, without ``weight`` / ``mask`` (an
-  array multiplier) and with the option values listed in its entry; everything else, and every
-  call when Numba is not installed or ``LOSSKIT_ACCEL=0`` is set, takes the reference path.
-* Each kernel mirrors its loss's reference arithmetic step by step in the input dtype; only
-  ``exp`` and ``log1p`` differ: they are evaluated in float64 with the vectorisable routines
-  below (≤ 2 ulp in float64, so correctly rounded to float32 almost always), where NumPy and
-  torch use their own few-ulp routines. ``tests/test_accel.py`` checks every kernel against the
+  ``torch.compile``), for float32/float64 C-contiguous inputs (plain tensors, not functorch
+  wrappers), with a scalar reduction multiplier (no per-sample ``weight``), no ``mask`` and the
+  option values its entry covers; everything else, and every call when Numba is not installed
+  or ``LOSSKIT_ACCEL=0`` is set, takes the reference path.
+* Each kernel (``_accel_numba``) mirrors its loss's reference arithmetic step by step in the
+  input dtype; only ``exp`` and ``log1p`` differ: vectorisable few-ulp routines of the kernels'
+  own, where NumPy and torch use theirs. ``tests/test_accel.py`` checks every kernel against the
   reference path, per element, output, reduction and dtype, on both sides of the threshold.
-* Sums accumulate in float64 over fixed chunks, so a reduced value does not depend on the
-  number of threads.
+* Reduced values are summed in float64 over fixed chunks: they do not depend on the number of
+  threads, and where the reference's float32 sum overflows to inf (terms near the dtype's
+  largest value) the kernel's mean can stay finite.
+* Threads: one per CPU the process may use; the chunks are split between them (the kernels
+  release the GIL).
 
 ``LOSSKIT_ACCEL=0`` (read at import) or :func:`disabled` (a context manager) switches the
 kernels off; :func:`available` says whether they can run.
@@ -34,7 +37,7 @@ __all__ = ["KERNELS", "ENV_VAR", "available", "enabled", "disabled", "run"]
 
 ENV_VAR = "LOSSKIT_ACCEL"
 _enabled = os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
-_state: dict = {}  # "numba": the module, or False when it cannot be imported
+_state: dict = {}  # "numba": the module or None; "compiled": the drivers; "pool": the threads
 
 
 @dataclass(frozen=True)

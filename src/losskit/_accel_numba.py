@@ -32,7 +32,7 @@ _LOG2E = 1.4426950408889634
 _SQRT2_M1 = 0.41421356237309503
 
 _SERIAL = dict(fastmath=False, cache=True, nogil=True, boundscheck=False, error_model="numpy")  # no ZeroDivisionError branch: loops vectorise
-_inline = njit(inline="always", fastmath=False, cache=True, error_model="numpy")
+_inline = njit(fastmath=False, cache=True, error_model="numpy")
 
 
 @intrinsic
@@ -167,14 +167,14 @@ def log1p_unit_for(t, like):
     """log1p_unit(t) in the precision of ``like``'s type."""
 
 
-@overload(exp_for, inline="always", jit_options=dict(error_model="numpy"))
+@overload(exp_for, jit_options=dict(error_model="numpy"))
 def _exp_for(x, like):
     if like == types.float32:
         return lambda x, like: exp32(np.float32(x))
     return lambda x, like: exp64(np.float64(x))
 
 
-@overload(log1p_unit_for, inline="always", jit_options=dict(error_model="numpy"))
+@overload(log1p_unit_for, jit_options=dict(error_model="numpy"))
 def _log1p_unit_for(t, like):
     if like == types.float32:
         return lambda t, like: log1p_unit32(np.float32(t))
