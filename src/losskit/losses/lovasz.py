@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._array import backend
 from .._loss import SET, Checks, Option, Peer, declare
 from . import _overlap
 from .segmentation import _smp_losses
@@ -31,7 +32,14 @@ def _sorted_dot(e, fg, keep, xp, hinge):
     """Σ f(e_sorted)·g per row (last axis), and ∂/∂e in the input order. ``keep``: valid pixels."""
     low = xp.full_like(e, -xp.inf) if hinge else -xp.ones_like(e)
     key = xp.where(keep, e, low) if keep is not None else e
-    perm = xp.argsort(key, axis=-1, descending=True, stable=True)
+    if backend(xp) == "torch":  # torch's own stable descending sort (array-api-compat emulates
+        import torch  # it with flips and remainders) and a scatter instead of a second sort
+
+        perm = torch.argsort(key, dim=-1, descending=True, stable=True)
+        unsort = lambda d: torch.zeros_like(d).scatter(-1, perm, d)  # noqa: E731
+    else:
+        perm = xp.argsort(key, axis=-1, descending=True, stable=True)
+        unsort = lambda d: xp.take_along_axis(d, xp.argsort(perm, axis=-1), axis=-1)  # noqa: E731
     e_s = xp.take_along_axis(key, perm, axis=-1)
     fg_s = xp.take_along_axis(fg, perm, axis=-1)
     g = _lovasz_grad(fg_s, xp)
@@ -44,8 +52,7 @@ def _sorted_dot(e, fg, keep, xp, hinge):
     else:
         f, d_sorted = e_s, xp.where(xp.isnan(e_s), e_s, g)
     values = xp.sum(f * g, axis=-1)
-    d_e = xp.take_along_axis(d_sorted, xp.argsort(perm, axis=-1), axis=-1)
-    return values, d_e
+    return values, unsort(d_sorted)
 
 
 def _rows(x, o, n_sets, xp, axis=None):
