@@ -4,6 +4,7 @@ alignment of a label sequence with a sequence of frame distributions, by the for
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -47,6 +48,29 @@ def _lse_where(x, keep, xp):
     return xp.where(empty, xp.full_like(m, _NINF), shift + xp.log(xp.where(empty, xp.ones_like(total), total)))
 
 
+@functools.lru_cache(maxsize=None)
+def _steps(xp):
+    """The α and β steps for namespace ``xp``, one function object each: ``lax.scan`` caches its
+    compiled step by function identity, so eager JAX calls do not recompile it every time.
+    Constants (the skip penalties, the −inf padding) travel in the carry."""
+
+    def forward_step(carry, x):
+        # a: α_{t-1} after two −inf columns (s − 1 and s − 2 of s = 0, 1 are then plain slices)
+        a, skip_pen, pad = carry
+        new = x[0] + _lse3(a[:, 2:], a[:, 1:-1], a[:, :-2] + skip_pen, xp)
+        return (xp.concat([pad, new], axis=1), skip_pen, pad), new
+
+    def backward_step(carry, x):
+        # b: lp_{t+1} + β_{t+1} followed by two −inf columns
+        b, skip_next, pad = carry
+        lpt, end = x
+        width = int(lpt.shape[1])
+        beta = _lse3(b[:, :width], b[:, 1 : width + 1], b[:, 2:] + skip_next, xp, end)
+        return (xp.concat([lpt + beta, pad], axis=1), skip_next, pad), beta
+
+    return forward_step, backward_step
+
+
 def _ctc_kernel(z, targets, o, xp):
     """Per-sequence values and the vjp. Extended labels l' = (blank, l_1, blank, ..., l_S,
     blank), s = 0..2S; α_t(s) = lp_t(l'_s) + log(e^{α_{t-1}(s)} + e^{α_{t-1}(s-1)} +
@@ -86,14 +110,10 @@ def _ctc_kernel(z, targets, o, xp):
     lp_t = xp.permute_dims(lp_ext, (1, 0, 2))
     pad = xp.full((n, 2), _NINF, dtype=dt, device=dev)
 
-    def forward_step(a, x):
-        # a: α_{t-1} after two −inf columns (s − 1 and s − 2 of s = 0, 1 are then plain slices)
-        new = x[0] + _lse3(a[:, 2:], a[:, 1:-1], a[:, :-2] + skip_pen, xp)
-        return xp.concat([pad, new], axis=1), new
-
     # the virtual start state sits just before s = 0, with probability 1
     start = xp.concat([xp.full((n, 1), _NINF, dtype=dt, device=dev), xp.zeros((n, 1), dtype=dt, device=dev), xp.full((n, width), _NINF, dtype=dt, device=dev)], axis=1)
-    _, alphas = scan(forward_step, start, (lp_t,), xp)  # (T, N, 2S+1), not frozen past T_n: read at T_n − 1
+    forward_step, backward_step = _steps(xp)
+    _, alphas = scan(forward_step, (start, skip_pen, pad), (lp_t,), xp)  # (T, N, 2S+1), not frozen past T_n: read at T_n − 1
     row = (xp.maximum(il - 1, xp.zeros_like(il)) * n + xp.arange(n, device=dev)) * width
     flat = xp.reshape(alphas, (-1,))
     end = xp.take(flat, row + 2 * tl)
@@ -118,14 +138,8 @@ def _ctc_kernel(z, targets, o, xp):
         ends = xp.where(last_frame & final[None, :, :], xp.zeros_like(lp_t), xp.full_like(lp_t, _NINF))
         skip_next = xp.concat([skip_pen, pad], axis=1)[:, 2:]  # whether s -> s + 2 is allowed
 
-        def backward_step(b, x):
-            # b: lp_{t+1} + β_{t+1} followed by two −inf columns
-            lpt, end = x
-            beta = _lse3(b[:, :width], b[:, 1 : width + 1], b[:, 2:] + skip_next, xp, end)
-            return xp.concat([lpt + beta, pad], axis=1), beta
-
         init = xp.full((n, width + 2), _NINF, dtype=dt, device=dev)
-        _, betas = scan(backward_step, init, (lp_t, ends), xp, reverse=True)
+        _, betas = scan(backward_step, (init, skip_next, pad), (lp_t, ends), xp, reverse=True)
         # occupation γ_t(s) = e^{α_t(s) + β_t(s) − log p}, summed over the positions of each class
         possible = log_p != _NINF
         shift = xp.where(possible, log_p, xp.zeros_like(log_p))
