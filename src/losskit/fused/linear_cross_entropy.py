@@ -489,9 +489,10 @@ def linear_cross_entropy(
             (a ``DeprecationWarning``; passing both is an error).
         softcap: s > 0, logits become s·tanh(z/s) before the softmax (Gemma 2); None disables.
         chunk_size: rows per chunk; None picks :func:`default_chunk_size` from the shapes.
-        grad_in_forward: PyTorch only. With a scalar reduction, compute the three gradients
+        grad_in_forward: PyTorch and JAX. With a scalar reduction, compute the three gradients
             during the forward pass (one logits GEMM per chunk instead of two) and scale them
-            by the incoming gradient in backward. None (default) does so when a gradient is
+            by the incoming gradient in backward (on JAX: in the forward rule of the custom VJP,
+            so only when a gradient is taken). None (default) does so when a gradient is
             needed and ``reduction`` is ``"mean"`` or ``"sum"``; False always saves only x,
             weight, target and the per-row LSE and recomputes the chunk logits in backward
             (required for ``retain_graph=True`` double calls of ``backward``).
@@ -500,8 +501,10 @@ def linear_cross_entropy(
         The reduced loss (shape ``x.shape[:-1]`` for ``reduction="none"``), in the compute
         dtype (float32 for half inputs). Differentiable in ``torch.autograd`` (for ``x``,
         ``weight``, ``bias``) and ``jax.grad``; ``linear_cross_entropy.value_and_grad`` gives
-        the gradients on every backend, NumPy included. See ``docs/linear_cross_entropy.md``
-        for the memory model.
+        the gradients on every backend, NumPy included. On torch tensors the function is a
+        custom operator, opaque to ``torch.compile`` (``fullgraph=True`` works), and under
+        ``torch.autocast`` the projection runs in the autocast dtype. See
+        ``docs/linear_cross_entropy.md`` for the memory model.
 
     Example:
         >>> import numpy as np, losskit as lk
