@@ -235,6 +235,8 @@ def value_range(x, xp):
     has a fused min-max (torch), with one host read; None when the values are symbolic. NaN
     anywhere makes a bound NaN (the caller then runs its exact, element-wise check)."""
     def read():
+        if type(x).__module__ == "numpy":  # the methods skip fromnumeric's dispatch
+            return x.min().item(), x.max().item()
         if type(x).__module__.startswith("torch"):
             import torch
 

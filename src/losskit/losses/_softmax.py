@@ -14,28 +14,32 @@ impossible classes stay finite. The class axis is the last one here; ``prepare``
 from __future__ import annotations
 
 from .. import _validate
-from .._array import backend, logsumexp_split, softmax
+from .._array import _device, backend, logsumexp_split, softmax
 from .._loss import Prepared, upcast_target
 
 
-def lse_parts(z, xp):
+def lse_parts(z, xp, keepdims=False):
     """LSE(z) as ``(max, rest)`` (see ``_array.logsumexp_split``): the form every kernel here
-    uses, so that LSE(z) − z_k is a sum of two non-negative terms."""
-    return logsumexp_split(z, xp=xp)
+    uses, so that LSE(z) − z_k is a sum of two non-negative terms. ``keepdims``: with the
+    reduced axis kept (size 1), ready to broadcast against ``z``."""
+    return logsumexp_split(z, xp=xp, keepdims=keepdims)
 
 
 def _gap(z, lse):
-    """LSE(z) − z per class; ``lse`` is ``(max, rest)`` or a plain LSE array."""
+    """LSE(z) − z per class; ``lse`` is ``(max, rest)`` (reduced axis dropped or kept) or a
+    plain LSE array."""
     if isinstance(lse, tuple):
         m, rest = lse
+        if m.ndim == z.ndim:
+            return (m - z) + rest
         return (m[..., None] - z) + rest[..., None]
     return lse[..., None] - z
 
 
 def weighted_nll(z, q, xp, lse=None):
     """Σ_k q_k (LSE(z) − z_k), with 0·∞ = 0."""
-    gap = _gap(z, lse_parts(z, xp) if lse is None else lse)
-    return xp.sum(q * xp.where(q == 0, xp.zeros_like(gap), gap), axis=-1)
+    gap = _gap(z, lse_parts(z, xp, keepdims=True) if lse is None else lse)
+    return xp.sum(q * xp.where(q == 0, 0.0, gap), axis=-1)
 
 
 def softmax_from_lse(z, lse, xp):
@@ -59,6 +63,68 @@ def weighted_nll_grad(z, q, xp, lse=None):
 def weighted_nll_hess(z, q, xp, lse=None):
     p = probabilities(z, xp, lse)
     return xp.sum(q, axis=-1)[..., None] * p * (1.0 - p)
+
+
+def ids_nll(z, ids, xp, want_grad: bool):
+    """``ids_nll_numpy`` in array-API ops, for the other backends: the exponentials once,
+    the first maximum left out of the sum by index (the other maxima count 1 each, as in
+    ``logsumexp_split``), no one-hot array in the value. Under ``jax.jit`` this measured 4x
+    faster than the (max, ties, masked sum) form with a one-hot target at 4096 × 1000."""
+    num_classes = z.shape[-1]
+    classes = xp.arange(num_classes, device=_device(z))
+    if backend(xp) == "torch":
+        top = xp.argmax(z, axis=-1, keepdims=True)
+    else:
+        # the first maximum as a min-reduction: XLA's CPU argmax (a variadic reduce) runs
+        # ~20x slower than max; a NaN row has no match and takes the last class (its m is NaN)
+        m = xp.max(z, axis=-1, keepdims=True)
+        top = xp.min(xp.where(z == m, classes, num_classes - 1), axis=-1, keepdims=True)
+    m = xp.take_along_axis(z, top, axis=-1)
+    shift = xp.where(xp.isfinite(m), m, 0.0)
+    e = xp.exp(z - shift)
+    is_top = classes == top
+    rest = xp.sum(xp.where(is_top, 0.0, e), axis=-1, keepdims=True)
+    z_y = xp.take_along_axis(z, ids[..., None], axis=-1)
+    value = ((m - z_y) + xp.log1p(rest))[..., 0]
+    if not want_grad:
+        return value, None
+    total = xp.exp(m - shift) + rest
+    onehot = classes == ids[..., None]
+    return value, e / total - xp.astype(onehot, z.dtype)
+
+
+def ids_nll_numpy(z, ids, want_grad: bool):
+    """NumPy: per-sample −log softmax(z)_y for integer ``ids`` and, with ``want_grad``, its
+    gradient softmax(z) − onehot(y), in five passes over the logits with one N×C buffer (the
+    gradient), where the array-API form makes a dozen temporaries.
+
+    The value keeps the precise split, (max − z_y) + log1p(Σ_{k≠argmax} e^{z_k − max}): the
+    exponentials are computed once into the buffer, the argmax entry is set to 0 for the sum
+    (other maxima count 1 each, as in ``logsumexp_split``) and put back for the softmax."""
+    import numpy as np
+
+    shape = z.shape
+    z2 = z.reshape(-1, shape[-1])
+    y = ids.reshape(-1)
+    rows = np.arange(z2.shape[0])
+    top = np.argmax(z2, axis=-1)  # the first maximum; NaN rows: the first NaN
+    m = z2[rows, top]
+    finite = np.isfinite(m)
+    shift = m if finite.all() else np.where(finite, m, 0)  # ±inf maxima: as logsumexp_split
+    e = np.subtract(z2, shift[:, None])
+    np.exp(e, out=e)
+    e_top = e[rows, top]
+    e[rows, top] = 0
+    rest = e.sum(axis=-1)
+    value = ((m - z2[rows, y]) + np.log1p(rest)).reshape(shape[:-1])
+    if not want_grad:
+        return value, None
+    e[rows, top] = e_top
+    rest += e_top
+    np.divide(1, rest, out=rest)
+    e *= rest[:, None]
+    e[rows, y] -= 1
+    return value, e.reshape(shape)
 
 
 def prepare_dense_target(pred, target, o, xp, validate, loss, mask=None, target_name="target"):

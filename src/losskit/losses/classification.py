@@ -123,7 +123,20 @@ def _z_loss_grad(z, lse, o, xp):
     return 2.0 * zl * v * p, 2.0 * zl * (p * p + v * p * (1.0 - p))
 
 
+def _plain_ids(o) -> bool:
+    """Integer ids without class weights, smoothing or z-loss: ``_softmax.ids_nll``."""
+    return o["target_kind"] == "ids" and o["class_weight"] is None and not o["label_smoothing"] and not o.get("z_loss")
+
+
+def _ids_nll(z, t, xp, want_grad):
+    if backend(xp) == "numpy":
+        return _softmax.ids_nll_numpy(z, t, want_grad)  # in place, one N×C buffer
+    return _softmax.ids_nll(z, t, xp, want_grad)
+
+
 def _ce_value(z, t, o, xp):
+    if _plain_ids(o):
+        return _ids_nll(z, t, xp, False)[0]
     if o["target_kind"] == "probs":
         lse = _softmax.lse_parts(z, xp)
         return _softmax.weighted_nll(z, _ce_q(z, t, o, xp), xp, lse) + _z_loss(lse, o)
@@ -147,6 +160,8 @@ def _ce_value_ids(z, t, o, xp):
 
 
 def _ce_grad(z, t, o, xp):
+    if _plain_ids(o):
+        return _ids_nll(z, t, xp, True)[1]
     return _ce_value_and_grad(z, t, o, xp)[1] if o.get("z_loss") else _softmax.weighted_nll_grad(z, _ce_q(z, t, o, xp), xp)
 
 
@@ -155,6 +170,8 @@ def _ce_hess(z, t, o, xp):
 
 
 def _ce_value_and_grad(z, t, o, xp):
+    if _plain_ids(o):
+        return _ids_nll(z, t, xp, True)
     q = _ce_q(z, t, o, xp)
     lse = _softmax.lse_parts(z, xp)
     value, grad = _softmax.weighted_nll(z, q, xp, lse), _softmax.weighted_nll_grad(z, q, xp, lse)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from .._array import xlogx
 from .._loss import CLASS_AXIS, Checks, Option, Peer, declare
 from . import _softmax
 
@@ -16,8 +17,7 @@ def _kl_parts(t, o, xp):
         prob = xp.exp(t)
         log_prob = xp.where(prob == 0, xp.zeros_like(t), t)
     else:
-        prob = t
-        log_prob = xp.log(xp.where(t > 0, t, xp.ones_like(t)))
+        return t, xp.sum(xlogx(t, xp=xp), axis=-1)
     return prob, xp.sum(prob * log_prob, axis=-1)
 
 
@@ -61,7 +61,7 @@ def _kl_value_and_grad(z, t, o, xp):
     if o["reverse"]:
         return _reverse_parts(z, t, o, xp)[2:]
     prob, neg_entropy = _kl_parts(t, o, xp)
-    lse = _softmax.lse_parts(z, xp)
+    lse = _softmax.lse_parts(z, xp, keepdims=True)
     return neg_entropy + _softmax.weighted_nll(z, prob, xp, lse), _softmax.weighted_nll_grad(z, prob, xp, lse)
 
 
