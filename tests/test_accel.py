@@ -37,61 +37,55 @@ LIBS = ("numpy", "torch")
 DTYPES = (np.float32, np.float64)
 NEEDS = ("value", "grad", "value_and_grad", "grad_hess")
 REDUCTIONS = ("none", "sum", "mean")
-# (loss, options) the kernels cover, and the option values that must fall back
-COVERED = [
-    ("binary_cross_entropy", {}),
-    ("mse", {}),
-    ("huber", {}),
-    ("huber", {"delta": 0.1}),  # not a binary fraction: the cast of δ must match the reference's
-    ("huber", {"delta": 2.5}),
-    ("poisson_nll", {}),
-]
-NOT_COVERED = [
-    ("binary_cross_entropy", {"pos_weight": 3.0}),
-    ("binary_cross_entropy", {"label_smoothing": 0.1}),
-    ("poisson_nll", {"full": True}),
-]
 ULPS = {np.float32: 8 * np.finfo(np.float32).eps, np.float64: 1e-12}
-TINY = {np.float32: 8 * np.finfo(np.float32).smallest_subnormal, np.float64: 8 * np.finfo(np.float64).smallest_subnormal}
+# below the smallest normal number results agree in absolute terms (torch's float32 sigmoid flushes
+# e^{-89} to 0 where the kernel keeps the subnormal)
+TINY = {np.float32: np.finfo(np.float32).smallest_normal, np.float64: np.finfo(np.float64).smallest_normal}
 SUM_RTOL = {np.float32: 4e-6, np.float64: 1e-12}  # of Σ|terms|: the reference's pairwise float32 sum
+
+
+def _option_sets():
+    """(loss, options) for every declared option set of every loss with a kernel, split into
+    those the kernel covers and those that must take the reference path."""
+    covered, not_covered = [], []
+    for name, entry in _accel.KERNELS.items():
+        spec = lk.registry[name].spec
+        for raw in spec.checks.option_sets:
+            o = {k: v for k, v in raw.items() if not k.startswith("_")}
+            bound = {**spec.options, **o}
+            arrays = any(isinstance(v, np.ndarray) or (k in spec.array_options and v is not None) for k, v in bound.items())
+            (not_covered if arrays or entry.constants(bound, np.float32) is None else covered).append((name, o))
+    return covered, not_covered
+
+
+COVERED, NOT_COVERED = _option_sets()
+ONE = COVERED[0]  # any covered loss, for the tests of the switch itself
 
 
 def _threshold(lib):
     return 4 * _loss._BLOCK[lib]
 
 
-def _edges(name, o, dtype):
-    """Every pair of the loss's edge values (NaN included), as float64 arrays."""
-    nan, inf = np.nan, np.inf
-    if name == "binary_cross_entropy":
-        z = [1e4, -1e4, inf, -inf, 0.0, -0.0, 30.0, -30.0, 88.0, -104.0, 1e-30, nan]
-        y = [0.0, 1.0, 0.5, 0.25, nan]
-    elif name == "poisson_nll":
-        z = [80.0, -80.0, 0.0, 30.0, -30.0, 88.7, 89.0, 700.0, 710.0, -745.0, -103.0, -inf, inf, nan]
-        y = [0.0, 3.0, 1e3, 2.5, nan]
-    else:
-        d = float(dtype(o.get("delta", 1.0)))
-        # r exactly ±δ (z = ±δ, y = 0) and its neighbours in the dtype, large and non-finite
-        z = [d, -d, float(np.nextafter(dtype(d), dtype(0))), float(np.nextafter(dtype(d), dtype(9))), 0.0, 1e4, -1e4, 1e30, inf, -inf, nan]
-        y = [0.0, 1e-3, -2.0, 1e4, inf, nan]
-    zz, yy = np.meshgrid(np.array(z), np.array(y), indexing="ij")
-    return zz.ravel(), yy.ravel()
-
-
-def _random(name, rng, n):
-    if name == "binary_cross_entropy":
-        return rng.standard_normal(n) * 4, np.where(rng.random(n) < 0.3, rng.random(n), (rng.random(n) < 0.5) * 1.0)
-    if name == "poisson_nll":
-        return rng.standard_normal(n) * 2, rng.poisson(2.5, n) * 1.0
-    return rng.standard_normal(n) * 2, rng.standard_normal(n) * 2
+def _edges(name, o):
+    """The loss's declared edge points, with NaN in each input and the largest finite value of
+    float32 and its exp overflow (log-link and logit losses: z = 89, 710, -104)."""
+    spec = lk.registry[name].spec
+    z, y = (np.asarray(a, dtype=np.float64).ravel() for a in spec.checks.edges(o))
+    y_ok = y[np.isfinite(y)][:1] if np.isfinite(y).any() else np.zeros(1)
+    extra_z = np.array([np.nan, 0.0, -0.0, 89.0, -104.0, 710.0, 1e30])
+    z = np.concatenate([z, extra_z, z[:1]])
+    y = np.concatenate([y, np.repeat(y_ok, extra_z.size), [np.nan]])
+    return z, y
 
 
 def _inputs(name, o, rng, n, dtype, finite):
-    """n elements: the edge grid (without NaN and inf when ``finite``) then a random sample."""
-    z, y = _random(name, rng, n)
-    ez, ey = _edges(name, o, dtype)
+    """n elements: the edge points (without NaN, inf and huge values when ``finite``), then the
+    loss's own random sample."""
+    spec = lk.registry[name].spec
+    z, y = (np.asarray(a, dtype=np.float64).ravel() for a in spec.checks.sample(rng, (n,), o))
+    ez, ey = _edges(name, o)
     if finite:
-        keep = np.isfinite(ez) & np.isfinite(ey) & (np.abs(ez) < 1e20) & (np.abs(ey) < 1e20)
+        keep = np.isfinite(ez) & np.isfinite(ey) & (np.abs(ez) < 80) & (np.abs(ey) < 1e20)
         ez, ey = ez[keep], ey[keep]
     z[: ez.size], y[: ey.size] = ez, ey
     return z.astype(dtype), y.astype(dtype)
@@ -113,30 +107,22 @@ def _np(a):
     return a.numpy() if hasattr(a, "numpy") else np.asarray(a)
 
 
-def _scales(name, need, z, y, reference, c):
+def _scales(need, z, y, reference, c):
     """Per output, the magnitude of the terms the reference adds (float64; ``c`` the reduction's
-    multiplier): where the result cancels (σ(z) − y, e^z − y·z), its error is a few ulp of
-    these terms, not of the result."""
+    multiplier): where a result cancels (σ(z) − y, e^z − y·z), its error is a few ulp of these
+    terms, not of the result. Values: |ℓ| + |y·z|; gradients: |g| + c|y|; Hessians: |h|."""
     z, y = z.astype(np.float64), y.astype(np.float64)
+    mags = [np.abs(_np(r)).astype(np.float64) for r in reference]
     with np.errstate(all="ignore"):
-        if name == "binary_cross_entropy":
-            grad = c * (1 / (1 + np.exp(-np.clip(z, -700, 700))) + np.abs(y))
-        elif name == "poisson_nll":
-            grad = c * (np.exp(np.clip(z, -800, 800)) + np.abs(y))
-        else:
-            grad = np.abs(_np(reference[-1])).astype(np.float64) if need != "value" else None
-        value = np.abs(_np(reference[0])).astype(np.float64)
-        if name == "binary_cross_entropy":  # softplus(−|z|) + max(z, 0) − y·z
-            value = value + np.abs(y * z)
-        if name == "poisson_nll":
-            value = value + np.abs(y * z) + np.exp(np.clip(z, -800, 800))
+        value = lambda m: m + np.abs(y * z)  # noqa: E731
+        grad = lambda m: m + c * np.abs(y)  # noqa: E731
     if need == "value":
-        return (value,)
+        return (value(mags[0]),)
     if need == "grad":
-        return (grad,)
+        return (grad(mags[0]),)
     if need == "value_and_grad":
-        return (value, grad)
-    return (grad, np.abs(_np(reference[1])).astype(np.float64))
+        return (value(mags[0]), grad(mags[1]))
+    return (grad(mags[0]), mags[1])
 
 
 def _assert_elementwise(got, expected, scale, dtype, what):
@@ -176,7 +162,7 @@ def launches(monkeypatch):
 def test_every_kernel_belongs_to_a_registered_elementwise_loss():
     for name in _accel.KERNELS:
         assert name in lk.registry and lk.registry[name].spec.kind == _loss.ELEMENTWISE
-    assert {name for name, _ in COVERED} == set(_accel.KERNELS)
+    assert {name for name, _ in COVERED} == set(_accel.KERNELS)  # each covers an option set
 
 
 @pytest.fixture
@@ -208,7 +194,7 @@ def test_kernel_equals_reference_path(name, options, lib, dtype, rng, launches, 
                     expected = _call(loss, need, z, y, **kw)
                 assert launches[0] == before + 1
                 c = 1.0 / n if reduction == "mean" else 1.0
-                scales = _scales(name, need, _np(z), _np(y), expected, c)
+                scales = _scales(need, _np(z), _np(y), expected, c)
                 for i, (a, b) in enumerate(zip(got, expected)):
                     what = f"{name} {options} {lib} {np.dtype(dtype).name} {need}[{i}] {reduction}"
                     assert type(a) is type(b), what
@@ -244,7 +230,7 @@ def test_both_sides_of_the_threshold(lib, rng, launches):
         with _accel.disabled():
             expected = _call(lk.registry[name], "grad_hess", z, y, reduction="none", **options)
         for i, (a, b) in enumerate(zip(got, expected)):
-            _assert_elementwise(a, b, _scales(name, "grad_hess", _np(z), _np(y), expected, 1.0)[i], np.float32, f"{name} {lib} [{i}]")
+            _assert_elementwise(a, b, _scales("grad_hess", _np(z), _np(y), expected, 1.0)[i], np.float32, f"{name} {lib} [{i}]")
     assert launches[0] == 3
 
 
@@ -263,45 +249,65 @@ def test_weights_masks_and_uncovered_options_fall_back(lib, rng, launches, small
                 for a, b in zip(got, expected):
                     np.testing.assert_array_equal(_np(a), _np(b))
     for name, options in NOT_COVERED:
+        if any(isinstance(v, np.ndarray) for v in options.values()):
+            continue  # one value per column of a 2-D input: the aux check is the same as a number's
         z, y = _lib(_inputs(name, options, rng, n, np.float32, finite=True), lib)
         for need in NEEDS:
             _call(lk.registry[name], need, z, y, reduction="none", **options)
     assert launches[0] == 0
 
 
+def _reference(fn, *args, **kw):
+    with _accel.disabled():
+        return fn(*args, **kw)
+
+
+def _equal(got, expected, ulps=0):
+    """Equal, or within ``ulps`` float32 ulps of the terms (|result| + 1) where one side may
+    have taken the reference path."""
+    for a, b in zip(got if isinstance(got, tuple) else (got,), expected if isinstance(expected, tuple) else (expected,)):
+        a, b = _np(a), _np(b)
+        if ulps:
+            np.testing.assert_allclose(a, b, rtol=ulps * 2**-23, atol=ulps * 2**-23)
+        else:
+            np.testing.assert_array_equal(a, b)
+
+
 def test_other_layouts_and_dtypes_fall_back(rng, launches):
+    name, o = ONE
+    loss = lk.registry[name]
     n = _threshold("numpy")
-    z, y = _inputs("mse", {}, rng, 2 * n, np.float32, finite=True)
-    lk.mse.grad_hess(z[::2], y[::2], reduction="none")  # not contiguous
-    lk.mse.grad_hess(z[:n].astype(np.float16), y[:n].astype(np.float16), reduction="none")
-    lk.mse.grad_hess(z[:n], y[:n].astype(np.float64), reduction="none")  # target upcast: still one dtype
+    z, y = _inputs(name, o, rng, 2 * n, np.float32, finite=True)
+    loss.grad_hess(z[::2], y[::2], reduction="none", **o)  # not contiguous
+    loss.grad_hess(z[:n].astype(np.float16), y[:n].astype(np.float16), reduction="none", **o)
+    loss.grad_hess(z[:n], y[:n].astype(np.float64), reduction="none", **o)  # target cast to pred's dtype: a kernel
     assert launches[0] == 1
     torch = pytest.importorskip("torch")
     n = _threshold("torch")
-    z, y = _inputs("mse", {}, rng, n, np.float32, finite=True)
+    z, y = _inputs(name, o, rng, n, np.float32, finite=True)
     zt, yt = torch.from_numpy(z), torch.from_numpy(y)
     leaf = zt.clone().requires_grad_(True)
-    value = lk.mse(leaf, yt)  # inside the autograd.Function's forward (not recorded): a kernel
+    value = loss(leaf, yt, **o)  # inside the autograd.Function's forward (not recorded): a kernel
     value.backward()  # the closed-form backward with a 0-d cotangent: a kernel too
     assert value.requires_grad and launches[0] == 3
-    np.testing.assert_allclose(leaf.grad.numpy(), 2 * (z - y) / n, rtol=1e-6)
-    with _accel.disabled():
-        np.testing.assert_allclose(float(value.detach()), float(lk.mse(zt, yt)), rtol=1e-6)
+    np.testing.assert_allclose(leaf.grad.numpy(), _reference(loss.grad, zt, yt, **o).numpy(), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(float(value.detach()), float(_reference(loss, zt, yt, **o)), rtol=1e-6)
     # torch.func unwraps its tensors at the autograd.Function, whose forward may use a kernel
-    grad_fn = torch.func.grad(lambda a: lk.mse(a, yt, reduction="sum"))(zt)
-    np.testing.assert_array_equal(grad_fn.numpy(), 2 * (z - y))
+    grad_fn = torch.func.grad(lambda a: loss(a, yt, reduction="sum", **o))(zt)
+    _equal(grad_fn, loss.grad(zt, yt, reduction="sum", **o), ulps=8)  # its backward: the reference path
     launches[0] = 1
     with torch.no_grad():
-        value, grad = lk.mse.value_and_grad(leaf, yt, reduction="none")  # not recorded: the kernel
+        value, grad = loss.value_and_grad(leaf, yt, reduction="none", **o)  # not recorded: the kernel
     assert launches[0] == 2 and not value.requires_grad
-    np.testing.assert_array_equal(grad.numpy(), 2 * (z - y))
+    _equal(grad, loss.grad(zt, yt, reduction="none", **o))
 
 
 def test_switch_off_in_process_and_by_environment(rng, launches):
-    z, y = _inputs("binary_cross_entropy", {}, rng, _threshold("numpy"), np.float32, finite=True)
+    name, o = ONE
+    z, y = _inputs(name, o, rng, _threshold("numpy"), np.float32, finite=True)
     with _accel.disabled():
         assert not _accel.enabled()
-        lk.binary_cross_entropy.grad_hess(z, y, reduction="none")
+        lk.registry[name].grad_hess(z, y, reduction="none", **o)
     assert _accel.enabled() and launches[0] == 0
     code = "import losskit._accel as a; print(a.enabled(), a.available())"
     for value, expected in (("0", "False"), ("off", "False"), ("1", "True")):
@@ -310,30 +316,35 @@ def test_switch_off_in_process_and_by_environment(rng, launches):
 
 
 def test_without_numba_every_call_takes_the_reference_path(rng, monkeypatch, launches):
+    name, o = ONE
+    z, y = _inputs(name, o, rng, _threshold("numpy"), np.float32, finite=True)
+    expected = _reference(lk.registry[name].grad_hess, z, y, reduction="none", **o)
     monkeypatch.setitem(_accel._state, "numba", None)
     assert not _accel.available()
-    z, y = _inputs("mse", {}, rng, _threshold("numpy"), np.float32, finite=True)
-    grad, hess = lk.mse.grad_hess(z, y, reduction="none")
+    got = lk.registry[name].grad_hess(z, y, reduction="none", **o)
     assert launches[0] == 0
-    np.testing.assert_array_equal(grad, 2 * (z - y))
+    _equal(got, expected)
 
 
-def test_sums_do_not_depend_on_the_thread_count(rng, monkeypatch):
-    z, y = _inputs("binary_cross_entropy", {}, rng, 3 * _threshold("numpy") + 17, np.float32, finite=True)
+@pytest.mark.parametrize("name, options", COVERED[:1] + COVERED[-1:], ids=lambda v: str(v))
+def test_sums_do_not_depend_on_the_thread_count(name, options, rng, monkeypatch):
+    z, y = _inputs(name, options, rng, 3 * _threshold("numpy") + 17, np.float32, finite=True)
     results = []
     for threads in (1, 2, 3):
         monkeypatch.setattr(_accel, "_threads", lambda: threads)
-        results.append(float(lk.binary_cross_entropy(z, y, reduction="sum")))
+        results.append(float(lk.registry[name](z, y, reduction="sum", **options)))
     assert results[0] == results[1] == results[2]
 
 
 def test_concurrent_calls_from_threads(rng):
-    z, y = _inputs("poisson_nll", {}, rng, _threshold("numpy"), np.float64, finite=True)
-    expected = lk.poisson_nll.grad_hess(z, y, reduction="none")
+    name, o = COVERED[-1]
+    loss = lk.registry[name]
+    z, y = _inputs(name, o, rng, _threshold("numpy"), np.float64, finite=True)
+    expected = loss.grad_hess(z, y, reduction="none", **o)
     results = [None] * 4
 
     def work(i):
-        results[i] = lk.poisson_nll.grad_hess(z, y, reduction="none")
+        results[i] = loss.grad_hess(z, y, reduction="none", **o)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
     for t in threads:
@@ -341,17 +352,17 @@ def test_concurrent_calls_from_threads(rng):
     for t in threads:
         t.join()
     for got in results:
-        for a, b in zip(got, expected):
-            np.testing.assert_array_equal(a, b)
+        _equal(got, expected)
 
 
-def test_inputs_are_not_mutated(rng):
+@pytest.mark.parametrize("name, options", COVERED, ids=lambda v: str(v))
+def test_inputs_are_not_mutated(name, options, rng):
     for lib in LIBS:
-        z, y = _inputs("huber", {}, rng, _threshold(lib), np.float32, finite=False)
+        z, y = _inputs(name, options, rng, _threshold(lib), np.float32, finite=False)
         zc, yc = z.copy(), y.copy()
         zl, yl = _lib((z, y), lib)
-        lk.huber.value_and_grad(zl, yl, reduction="none")
-        lk.huber.grad_hess(zl, yl, reduction="mean")
+        lk.registry[name].value_and_grad(zl, yl, reduction="none", **options)
+        lk.registry[name].grad_hess(zl, yl, reduction="mean", **options)
         np.testing.assert_array_equal(_np(zl), zc)
         np.testing.assert_array_equal(_np(yl), yc)
 
