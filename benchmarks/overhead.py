@@ -6,7 +6,11 @@ forward+backward on a (32, 10) float32 batch, losskit vs the peer, interleaved, 
 medians in µs and the ratio losskit / peer (lower is better). It also times losskit's NumPy
 ``value_and_grad`` on the same batch (no peer: NumPy has no losses).
 
-Usage: python benchmarks/overhead.py [--batch 32] [--classes 10] [--repeats 7]
+Usage: python benchmarks/overhead.py [--batch 32] [--classes 10] [--repeats 7] [--threads 1]
+
+``--threads 1`` runs torch single-threaded: on a shared, loaded machine a (32, 10) op that
+wakes OpenMP workers can wait milliseconds for a core, which swamps the per-call cost that
+this benchmark is about (on both sides, but unevenly).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--number", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     args = ap.parse_args()
 
     import torch
@@ -31,6 +36,8 @@ def main() -> None:
 
     import losskit as lk
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     n, c = args.batch, args.classes
     z = torch.randn(n, c, requires_grad=True)
@@ -58,7 +65,7 @@ def main() -> None:
         step()
         return min(timeit.repeat(step, number=args.number, repeat=1)) / args.number * 1e6
 
-    print(f"forward+backward on a ({n}, {c}) float32 batch, torch {torch.__version__}, median of {args.repeats}")
+    print(f"forward+backward on a ({n}, {c}) float32 batch, torch {torch.__version__} ({torch.get_num_threads()} threads), median of {args.repeats}")
     print(f"{'loss':<30}{'losskit µs':>12}{'torch µs':>10}{'ratio':>8}")
     for name, (ours, peer) in cases.items():
         mine, theirs = [], []

@@ -190,8 +190,13 @@ def main(argv=None) -> list:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--min-time", type=float, default=0.2, help="seconds of calls per timing")
     ap.add_argument("--out", default=None, help="where to save the plot (PNG)")
+    ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     args = ap.parse_args(argv)
     np.seterr(all="ignore")
+    if args.torch_threads and "torch" in args.backends:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     backends = []
     for b in args.backends.split(","):
         try:
