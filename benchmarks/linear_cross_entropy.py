@@ -144,7 +144,7 @@ def worker(method: str, dtype_name: str, n: int, h: int, v: int, reps: int) -> d
             times.append(dt)
             peaks.append(peak)
             if out is not None:
-                losses.append(float(out))
+                losses.append(float(out.detach()) if hasattr(out, "detach") else float(out))
         del out
     return {
         "method": method,
