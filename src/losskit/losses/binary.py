@@ -7,6 +7,7 @@ import numpy as np
 from .. import _validate
 from .._array import compute_dtype, finite_bound, nan_where, sigmoid, sigmoid_and_slope, softplus_nonpositive
 from .._loss import ELEMENTWISE, Checks, Option, Peer, Prepared, declare
+from .._spec import peer_reduction
 
 # --- binary cross-entropy on logits ------------------------------------------------------
 
@@ -145,7 +146,7 @@ def _keras_bce(z, y, reduction, label_smoothing=0.0):
 
     per = keras.losses.binary_crossentropy(y.reshape(-1, 1), z.reshape(-1, 1), from_logits=True, label_smoothing=label_smoothing)
     per = np.asarray(per, dtype=np.float64).reshape(z.shape)
-    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+    return peer_reduction(per, reduction)
 
 
 def _log_odds_baseline(y, w, o, xp):

@@ -8,6 +8,7 @@ import numpy as np
 from .. import _validate
 from .._array import _device, logsumexp, logsumexp_split, nan_where, sigmoid, softplus
 from .._loss import CLASS_AXIS, Checks, Option, Peer, declare
+from .._spec import peer_reduction
 from .embedding import _distance
 
 
@@ -65,7 +66,7 @@ def _torch_contrastive(x1, x2, y, reduction, margin=1.0, eps=1e-6):
     d = F.pairwise_distance(t(x1), t(x2), p=2.0, eps=eps)
     yy = t(y)
     per = (0.5 * yy * d**2 + 0.5 * (1 - yy) * torch.clamp(margin - d, min=0) ** 2).numpy()
-    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+    return peer_reduction(per, reduction)
 
 
 contrastive = declare(

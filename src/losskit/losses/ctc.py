@@ -13,6 +13,7 @@ from .. import _validate
 from .._array import _device, backend, coerce_like, logsumexp
 from .._kinds import scan
 from .._loss import Checks, Option, Peer, declare
+from .._spec import peer_reduction
 from .._spec import SEQUENCE
 
 _NINF = -math.inf
@@ -278,7 +279,7 @@ def _torch_ctc(z, targets, reduction, blank=0, zero_infinity=False, normalize_by
     per = F.ctc_loss(lp, tg, il, tl, blank=blank, reduction="none", zero_infinity=zero_infinity)
     if normalize_by == "target_length":
         per = per / tl.clamp(min=1)
-    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction].numpy()
+    return peer_reduction(per, reduction).numpy()
 
 
 def _optax_ctc(z, targets, reduction, blank=0, normalize_by=None, input_lengths=None, target_lengths=None):
@@ -294,7 +295,7 @@ def _optax_ctc(z, targets, reduction, blank=0, normalize_by=None, input_lengths=
     per = np.asarray(optax.ctc_loss(jnp.asarray(z), jnp.asarray(logit_pad), jnp.asarray(targets), jnp.asarray(label_pad), blank_id=blank))
     if normalize_by == "target_length":
         per = per / np.maximum(tl, 1)
-    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+    return peer_reduction(per, reduction)
 
 
 def _optax_less_accurate(z, targets, blank=0, normalize_by=None, input_lengths=None, target_lengths=None):

@@ -8,6 +8,7 @@ import numpy as np
 
 from .._array import xlogx
 from .._loss import CLASS_AXIS, Checks, Option, Peer, declare
+from .._spec import peer_reduction
 from . import _softmax
 
 
@@ -281,7 +282,7 @@ def _scipy_js(z, zt, reduction, axis=-1, beta=0.5):
     else:
         m = beta * p + (1 - beta) * q
         per = beta * rel_entr(p, m).sum(axis) + (1 - beta) * rel_entr(q, m).sum(axis)
-    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+    return peer_reduction(per, reduction)
 
 
 jensen_shannon = declare(

@@ -8,6 +8,7 @@ import numpy as np
 from .. import _validate
 from .._array import nan_where, sigmoid, sigmoid_and_slope, softplus
 from .._loss import CLASS_AXIS, ELEMENTWISE, Checks, Option, Peer, declare
+from .._spec import peer_reduction
 
 
 def _signs(rng, shape):
@@ -15,7 +16,7 @@ def _signs(rng, shape):
 
 
 def _reduce(per, reduction):
-    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+    return peer_reduction(per, reduction)
 
 
 # --- soft margin: log(1 + exp(−y p)) ---------------------------------------------------------

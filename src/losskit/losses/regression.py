@@ -8,6 +8,7 @@ import numpy as np
 
 from .._array import nan_where, sign
 from .._loss import ELEMENTWISE, Checks, Option, Peer, declare
+from .._spec import peer_reduction
 
 # --- mse ---------------------------------------------------------------------------------
 
@@ -268,7 +269,7 @@ def _optax_log_cosh(p, y, reduction):
 
     # float64 where JAX runs with x64 enabled (the test suite does)
     per = np.asarray(optax.losses.log_cosh(jnp.asarray(p), jnp.asarray(y)), dtype=np.float64)
-    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+    return peer_reduction(per, reduction)
 
 
 def _mpmath_log_cosh(p, y, reduction):
@@ -276,7 +277,7 @@ def _mpmath_log_cosh(p, y, reduction):
 
     with mpmath.workdps(50):
         per = np.array([float(mpmath.log(mpmath.cosh(mpmath.mpf(a) - mpmath.mpf(b)))) for a, b in zip(p.ravel(), y.ravel())]).reshape(p.shape)
-    return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
+    return peer_reduction(per, reduction)
 
 
 log_cosh = declare(
