@@ -79,3 +79,21 @@ def test_torch_backward_of_large_batches(name, reduction, rng):
     expected = loss.grad(p, t, reduction=reduction, **o) if reduction != "none" else loss.grad(p, t, reduction="none", weight=cot, **o)
     np.testing.assert_allclose(leaf.grad.numpy(), (expected * cot if reduction != "none" else expected).numpy(), rtol=1e-10, atol=1e-15)
 
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE[:1] + ELEMENTWISE[-1:])
+def test_torch_func_transforms_above_the_block_threshold(name, rng):
+    """vmap and grad of torch.func wrap tensors that the block path cannot write into: above the
+    threshold they take the whole-array path and equal the unbatched calls."""
+    torch = pytest.importorskip("torch")
+    loss = lk.registry[name]
+    n = 4 * _loss._BLOCK["torch"]
+    rows = [_inputs(name, rng, n) for _ in range(2)]
+    o = rows[0][2]
+    p = torch.stack([torch.as_tensor(r[0]) for r in rows])
+    t = torch.stack([torch.as_tensor(r[1]) for r in rows])
+    per = torch.func.vmap(lambda a, b: loss(a, b, reduction="none", **o))(p, t)
+    grads = torch.func.vmap(torch.func.grad(lambda a, b: loss(a, b, reduction="sum", **o)))(p, t)
+    for k in range(2):
+        np.testing.assert_allclose(per[k].numpy(), loss(p[k], t[k], reduction="none", **o).numpy(), rtol=1e-12, atol=0)
+        np.testing.assert_allclose(grads[k].numpy(), loss.grad(p[k], t[k], reduction="sum", **o).numpy(), rtol=1e-12, atol=0)

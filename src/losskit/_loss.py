@@ -86,6 +86,9 @@ def _block_size(call: Call, pred, target, aux, xp) -> int:
         recording = torch.is_grad_enabled() and (pred.requires_grad or target.requires_grad)
         if pred.device.type != "cpu" or recording or torch.compiler.is_compiling():
             return 0
+        # torch.func transforms (vmap, grad) cannot write into the blocks' unbatched outputs
+        if torch._C._functorch.is_functorch_wrapped_tensor(pred) or torch._C._functorch.is_functorch_wrapped_tensor(target):
+            return 0
     if any(a is not None and not is_scalar(a) for a in aux):
         return 0
     return block
