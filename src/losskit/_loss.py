@@ -258,6 +258,12 @@ class Loss:
         return self._dispatch("grad_hess", arrays, weight, mask, reduction, normalizer, validate, options)
 
     def _dispatch(self, need, arrays, weight, mask, reduction, normalizer, validate, options):
+        if len(arrays) < self._n_positional and options:
+            # trailing inputs may be given by name: gaussian_nll(mean, target, var=v)
+            named = self.spec.positional[len(arrays):]
+            if all(k in options for k in named):
+                options = dict(options)
+                arrays = (*arrays, *(options.pop(k) for k in named))
         if len(arrays) != self._n_positional:
             names = ", ".join(self.spec.positional)
             raise TypeError(f"{self.spec.name}() takes {self._n_positional} positional arrays ({names}), got {len(arrays)}.")

@@ -38,3 +38,13 @@ def test_baseline_is_the_weighted_mean_and_variance(rng):
     assert float(v) == pytest.approx(np.sum(w * (y - mu) ** 2) / np.sum(w), rel=1e-13)
     gm, _, gv = lk.gaussian_nll.grad(np.full(100, float(m)), y, np.full(100, float(v)), weight=w, reduction="sum")
     assert abs(gm.sum()) < 1e-9 and abs(gv.sum()) < 1e-9
+
+
+@pytest.mark.parametrize("loss, name", [(lk.gaussian_nll, "var"), (lk.crps_gaussian, "std")])
+def test_the_third_input_may_be_named(loss, name, rng):
+    m, y, s = rng.standard_normal(5), rng.standard_normal(5), rng.uniform(0.5, 2.0, 5)
+    assert float(loss(m, y, **{name: s})) == float(loss(m, y, s))
+    for got, want in zip(loss.grad(m, y, **{name: s}), loss.grad(m, y, s)):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(TypeError, match="3 positional arrays"):
+        loss(m, y)

@@ -101,7 +101,7 @@ gaussian_nll = declare(
     use_when="Heteroscedastic regression: the model predicts a mean and a variance per sample.",
     details="""
         Called as PyTorch's ``gaussian_nll_loss(input, target, var)``: ``lk.gaussian_nll(mean,
-        target, var, full=False, eps=1e-6)``, all three arrays of one shape (no implicit
+        target, var, full=False, eps=1e-6)`` (``var=`` may also be passed by name), all three arrays of one shape (no implicit
         broadcasting of a homoscedastic ``var``: broadcast it yourself). All three are
         differentiable: ``.grad`` returns ``(d_mean, d_target, d_var)``. The variance is
         clamped at ``eps`` for stability; where the clamp is active the loss does not depend
