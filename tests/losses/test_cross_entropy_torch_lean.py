@@ -79,11 +79,13 @@ def small_chunks(monkeypatch):
 # --- an independent reference ------------------------------------------------------------------
 
 
-def reference(z, y, *, axis=-1, reduction="mean", ignore_index=None, class_weight=None, label_smoothing=0.0, weight=None, mask=None):
+def reference(z, y, *, axis=-1, reduction="mean", ignore_index=None, class_weight=None, label_smoothing=0.0, weight=None, mask=None,
+              z_loss=0.0):
     """losskit's documented cross_entropy from F.cross_entropy in float64: per-sample losses
-    from torch, then weights, masks and the "mean" rule (Σ over valid samples of w_i·d_i with
-    d_i = class_weight[y_i] for ids) written out. Returns (value, leaf) with ``leaf`` the
-    float64 copy of ``z`` that the value is differentiable in."""
+    from torch (plus z_loss·logsumexp(z)², PaLM's z-loss), then weights, masks and the "mean"
+    rule (Σ over valid samples of w_i·d_i with d_i = class_weight[y_i] for ids) written out.
+    Returns (value, leaf) with ``leaf`` the float64 copy of ``z`` that the value is
+    differentiable in."""
     leaf = z.detach().to(torch.float64).requires_grad_(True)
     zr = leaf.movedim(axis, 1) if leaf.ndim > 1 else leaf[None]
     ids = not torch.is_floating_point(y)
@@ -97,6 +99,8 @@ def reference(z, y, *, axis=-1, reduction="mean", ignore_index=None, class_weigh
     ii = -100 if ignore_index is None else ignore_index
     kw = {"ignore_index": ii} if ids else {}
     per = F.cross_entropy(zr, t, weight=cw, label_smoothing=label_smoothing, reduction="none", **kw)
+    if z_loss:
+        per = per + z_loss * torch.logsumexp(zr, 1) ** 2
     if leaf.ndim == 1:
         per = per[0]
     valid = torch.ones(per.shape, dtype=torch.bool)
@@ -141,6 +145,20 @@ def check_against_reference(z, y, kw, *, reduction, grad, rtol=1e-9, atol=1e-11,
 
 
 # --- layouts ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("size", ["small", "large"])
+@pytest.mark.parametrize("kw", [{}, {"ignore_index": 2, "class_weight": True}, {"probs": True}], ids=["ids", "ignore_cw", "probs"])
+def test_z_loss_on_both_sides_of_min_chunk(small_chunks, kw, size, reduction):
+    """z_loss (λ·LSE² per sample) on the one-chunk path and the chunked one: the fused
+    log_softmax chunks do not compute it, so z_loss takes the declaration's math per chunk."""
+    n = 4 if size == "small" else 60  # 4×16 = MIN_CHUNK elements; 60×16 = 960: chunks of 7 rows (120 elements)
+    z, y = _draw((n, 16), -1, "probs" if kw.get("probs") else "ids", seed=3)
+    opts = {"z_loss": 0.05}
+    if kw.get("class_weight"):
+        opts.update(ignore_index=2, class_weight=torch.rand(16, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + 0.5)
+    check_against_reference(z, y, opts, reduction=reduction, grad=True)
+
 
 # (logits shape, class axis). "last" layouts are plain (rows, C) views; the others reach the
 # kernel as moved, non-contiguous views.

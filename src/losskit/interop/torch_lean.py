@@ -18,8 +18,8 @@ chunk that is in cache) measured faster on CPU than exp(z − LSE) from a saved 
 ``torch.exp`` is slower than the exp inside the softmax kernels; the kernel API still allows
 a residual (``forward`` returns ``(value, residual or None)``).
 
-Class-id targets without label smoothing take this path. Probability targets and label
-smoothing run the shared declaration (``_loss.evaluate``) chunk by chunk into the same
+Class-id targets without label smoothing or z-loss take this path. Probability targets, label
+smoothing and z-loss run the shared declaration (``_loss.evaluate``) chunk by chunk into the same
 preallocated G, so their peak is also logits + G + chunk temporaries. Double backward
 (``create_graph=True``) is handled by the caller, which falls back to the differentiable
 closed form of the generic bridge.
@@ -119,7 +119,9 @@ def _ids(target, o):
 
 
 def _fast(o) -> bool:
-    return o["target_kind"] == "ids" and not o["label_smoothing"]
+    """Class ids without smoothing or z-loss: the fused log_softmax / softmax chunks below; the
+    rest runs the declaration's math chunk by chunk."""
+    return o["target_kind"] == "ids" and not o["label_smoothing"] and not o.get("z_loss")
 
 
 class CrossEntropyKernel:
@@ -254,3 +256,184 @@ class CrossEntropyKernel:
                 vc = None if v2 is None else v2[idx]
                 g[idx] = evaluate(call, p[idx], t[idx], cc, vc, aux, xp, "grad")
         return grad
+
+
+# --- the opaque custom operators (torch.compile) -------------------------------------------
+# Traced by Dynamo, the generic bridge's closed form becomes whole-logits graph code that
+# Inductor schedules freely (measured 2x the eager peak with class weights), and tracing the
+# array-API dispatch prints Dynamo's lru_cache warnings. So, under torch.compile,
+# ``lk.cross_entropy`` on torch tensors is one call of ``losskit::cross_entropy`` (forward) and
+# ``losskit::cross_entropy_backward``, registered with ``torch.library.custom_op``: Dynamo and
+# Inductor see an opaque operator with a fake (shape-only) implementation and a registered
+# autograd formula, and everything else (the checks, the plan, this module's chunked kernel)
+# runs inside it in eager mode: the compiled loss has the eager memory profile by
+# construction, and its data-dependent checks (class ids in range) still run.
+#
+# The forward runs the eager loss on a detached leaf and keeps that small graph (its
+# ``LeanLossFunction`` node saves the logits by reference and nothing N×C) in ``_STASH`` under
+# a ticket, a 1-element int64 tensor the operator returns and autograd saves; the backward
+# operator runs that node's lean backward. The entry lives as long as the ticket, so a graph
+# freed without backward frees it, and ``retain_graph=True`` backwards work. (The operator's
+# body runs below autograd: torch ops there record nothing, but the autograd.Function of the
+# bridge does; the class axis is therefore moved last before the leaf is made, never inside.)
+
+import weakref  # noqa: E402
+from typing import Optional  # noqa: E402
+
+_STASH: dict = {}
+_TICKETS = itertools.count()
+_EMPTY_INT = torch.empty(0, dtype=torch.int64)
+_OPTIONS = frozenset({"axis", "ignore_index", "class_weight", "label_smoothing", "z_loss", "smoothing_formula"})
+
+
+def _stash(entry) -> torch.Tensor:
+    key = next(_TICKETS)
+    ticket = torch.tensor([key], dtype=torch.int64)
+    _STASH[key] = entry
+    weakref.finalize(ticket, _STASH.pop, key, None)
+    return ticket
+
+
+def _sample_shape(shape, axis):
+    a = axis % len(shape)
+    return tuple(shape[:a]) + tuple(shape[a + 1 :])
+
+
+def _half(dtype) -> bool:
+    return dtype in (torch.float16, torch.bfloat16)
+
+
+@torch.library.custom_op("losskit::cross_entropy", mutates_args=())
+def _op_forward(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    mask: Optional[torch.Tensor],
+    class_weight: Optional[torch.Tensor],
+    normalizer: Optional[torch.Tensor],
+    normalizer_value: Optional[float],
+    reduction: str,
+    validate: bool,
+    axis: int,
+    ignore_index: Optional[int],
+    label_smoothing: float,
+    z_loss: float,
+    smoothing_formula: str,
+    need_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(value, ticket (1,) with ``need_grad`` else (0,)): ``lk.cross_entropy`` in eager mode."""
+    from ..losses.classification import cross_entropy
+
+    a = axis % logits.ndim
+    options = dict(ignore_index=ignore_index, class_weight=class_weight, label_smoothing=label_smoothing, z_loss=z_loss,
+                   smoothing_formula=smoothing_formula)
+    norm = normalizer if normalizer is not None else normalizer_value
+    with torch.autocast(logits.device.type, enabled=False):
+        if not need_grad:
+            with torch.no_grad():
+                value = cross_entropy(logits, target, weight=weight, mask=mask, reduction=reduction, normalizer=norm,
+                                      validate=validate, axis=a, **options)
+            return value, _EMPTY_INT.clone()
+        moved = a != logits.ndim - 1
+        leaf = logits.detach()
+        if moved:
+            leaf = leaf.movedim(a, -1)
+            if target.ndim == logits.ndim:  # probabilities carry the class axis too
+                target = target.movedim(a, -1)
+        leaf.requires_grad_(True)
+        with torch.enable_grad():
+            value = cross_entropy(leaf, target, weight=weight, mask=mask, reduction=reduction, normalizer=norm,
+                                  validate=validate, axis=-1, **options)
+        ticket = _stash((value, leaf, a if moved else None))
+        return value.detach().clone(), ticket
+
+
+@_op_forward.register_fake
+def _(logits, target, weight, mask, class_weight, normalizer, normalizer_value, reduction, validate, axis, ignore_index,
+      label_smoothing, z_loss, smoothing_formula, need_grad):
+    dtype = torch.float32 if _half(logits.dtype) else logits.dtype
+    shape = _sample_shape(logits.shape, axis) if reduction == "none" else ()
+    ticket = torch.empty((1,) if need_grad else (0,), dtype=torch.int64)
+    return logits.new_empty(shape, dtype=dtype), ticket
+
+
+@torch.library.custom_op("losskit::cross_entropy_backward", mutates_args=())
+def _op_backward(grad: torch.Tensor, ticket: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """d value / d logits for the incoming gradient ``grad``, from the forward's stashed graph."""
+    entry = _STASH.get(int(ticket[0]))
+    if entry is None:
+        raise RuntimeError("cross_entropy: the graph of this compiled loss was already freed; use retain_graph=True to backward twice.")
+    value, leaf, axis = entry
+    with torch.autocast(logits.device.type, enabled=False):
+        (g,) = torch.autograd.grad(value, leaf, grad, retain_graph=True)
+    if axis is not None:
+        g = g.movedim(-1, axis)
+    if g.stride() != logits.stride():
+        # the layout the fake promises (that of empty_like): the small-batch path's softmax
+        # is dense in the kernel layout, and non-dense logits get a dense gradient
+        g = torch.empty_like(logits).copy_(g)
+    return g
+
+
+@_op_backward.register_fake
+def _(grad, ticket, logits):
+    return torch.empty_like(logits)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(output[1], inputs[0])
+
+
+def _backward(ctx, grad_value, _grad_ticket):
+    ticket, logits = ctx.saved_tensors
+    return (_op_backward(grad_value, ticket, logits),) + (None,) * 14
+
+
+_op_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _number(v) -> bool:
+    return type(v) in (int, float)
+
+
+def _needs_grad(a) -> bool:
+    return isinstance(a, torch.Tensor) and a.requires_grad
+
+
+def compiled_call(arrays, weight, mask, reduction, normalizer, validate, options):
+    """``lk.cross_entropy(*arrays, ...)`` under ``torch.compile``: the custom operator above.
+    ``NotImplemented`` (the caller takes the generic, traced path) outside torch.compile,
+    inside torch.func transforms, and for what the operator's schema does not take: option
+    values that are tensors or of other types, unknown options, a gradient wanted for
+    anything but the logits (soft targets, weights), an axis out of range (the generic path
+    raises the documented error)."""
+    if not torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return NotImplemented
+    if len(arrays) != 2 or not options.keys() <= _OPTIONS:
+        return NotImplemented
+    logits, target = arrays
+    if not (isinstance(logits, torch.Tensor) and isinstance(target, torch.Tensor) and logits.ndim >= 1):
+        return NotImplemented
+    axis = options.get("axis", -1)
+    ignore_index = options.get("ignore_index")
+    class_weight = options.get("class_weight")
+    smoothing, z_loss = options.get("label_smoothing", 0.0), options.get("z_loss", 0.0)
+    formula = options.get("smoothing_formula", "pytorch")
+    if type(axis) is not int or not -logits.ndim <= axis < logits.ndim:
+        return NotImplemented
+    if not (ignore_index is None or type(ignore_index) is int) or not (_number(smoothing) and _number(z_loss)):
+        return NotImplemented
+    if not isinstance(formula, str) or not isinstance(reduction, str) or not isinstance(validate, bool):
+        return NotImplemented
+    if not all(a is None or isinstance(a, torch.Tensor) for a in (weight, mask, class_weight)):
+        return NotImplemented
+    if not (normalizer is None or isinstance(normalizer, torch.Tensor) or _number(normalizer)):
+        return NotImplemented
+    if any(_needs_grad(a) for a in (target, weight, class_weight, normalizer)):
+        return NotImplemented
+    nt = normalizer if isinstance(normalizer, torch.Tensor) else None
+    nv = None if normalizer is None or nt is not None else float(normalizer)
+    need_grad = torch.is_grad_enabled() and logits.requires_grad
+    value, _ = _op_forward(logits, target, weight, mask, class_weight, nt, nv, reduction, validate, axis, ignore_index,
+                           float(smoothing), float(z_loss), formula, need_grad)
+    return value
