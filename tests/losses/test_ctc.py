@@ -204,3 +204,60 @@ def test_lengths_from_another_library_are_rejected():
         lk.ctc(torch.zeros(1, 6, 4, dtype=torch.float64), torch.tensor([[1, 2]]), input_lengths=np.array([6]))
     # a list of ints is fine on every backend
     assert torch.isfinite(lk.ctc(torch.zeros(1, 6, 4, dtype=torch.float64), torch.tensor([[1, 2]]), input_lengths=[6], target_lengths=[2]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("blank, zero_infinity", [(0, False), (4, True)])
+def test_torch_in_place_loop_equals_the_array_api_scan(dtype, blank, zero_infinity, rng):
+    # the eager torch fast path (one preallocated in-place loop over the stacked α and reversed
+    # rows) against the array-API scan on the same torch tensors, every output of the kernel
+    import array_api_compat
+
+    from losskit.losses import ctc as ctc_module
+
+    z, targets, il, tl = _batch(rng, n=7, t_max=11, n_classes=6, s_max=5, blank=blank)
+    tl[2], il[2] = 5, 4  # an impossible alignment
+    z[3, 1, blank] = -np.inf  # no blank at one frame
+    zt = torch.tensor(z, dtype=dtype)
+    xp = array_api_compat.array_namespace(zt)
+    o = ctc_module._ctc_prepare(zt, torch.tensor(targets), dict(input_lengths=torch.tensor(il), target_lengths=torch.tensor(tl), blank=blank, zero_infinity=zero_infinity, normalize_by="target_length"), xp, False, "ctc")
+    u = torch.tensor(rng.standard_normal(7), dtype=dtype)
+    out = {}
+    for loop in ("scan", "in_place"):
+        v, vjp = ctc_module._ctc_kernel(zt, torch.tensor(targets), o, xp, loop=loop)
+        out[loop] = v.numpy(), vjp(u)[0].numpy()
+    tol = dict(rtol=1e-13, atol=1e-15) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(np.isinf(out["scan"][0]), np.isinf(out["in_place"][0]))
+    np.testing.assert_allclose(out["in_place"][0], out["scan"][0], **tol)
+    np.testing.assert_array_equal(np.isnan(out["scan"][1]), np.isnan(out["in_place"][1]))
+    np.testing.assert_allclose(out["in_place"][1], out["scan"][1], **tol)
+    assert np.isinf(out["scan"][0][2]) != zero_infinity
+
+
+def test_every_path_equals_enumerating_the_alignments(rng):
+    # an independent reference: the sum over every frame path that collapses to the target,
+    # on each backend's path (NumPy scan, eager torch in-place loop, JAX scan)
+    import itertools
+
+    n_classes, t_max = 3, 5
+    z = rng.standard_normal((4, t_max, n_classes))
+    targets = np.array([[1, 2, 0], [1, 1, 0], [2, 0, 0], [1, 2, 1]])
+    il, tl = np.array([5, 4, 3, 5]), np.array([2, 2, 0, 3])
+    lp = z - np.logaddexp.reduce(z, axis=-1, keepdims=True)
+
+    def collapse(path):
+        out = [c for i, c in enumerate(path) if c != 0 and (i == 0 or c != path[i - 1])]
+        return tuple(out)
+
+    expected = []
+    for i in range(4):
+        want = tuple(targets[i, : tl[i]])
+        terms = [sum(lp[i, t, c] for t, c in enumerate(p)) for p in itertools.product(range(n_classes), repeat=int(il[i])) if collapse(p) == want]
+        expected.append(-np.logaddexp.reduce(terms) if terms else np.inf)
+    kw = dict(input_lengths=il, target_lengths=tl, reduction="none")
+    np.testing.assert_allclose(lk.ctc(z, targets, **kw), expected, rtol=1e-12)
+    tkw = {k: torch.tensor(v) if k != "reduction" else v for k, v in kw.items()}
+    np.testing.assert_allclose(lk.ctc(torch.tensor(z), torch.tensor(targets), **tkw).numpy(), expected, rtol=1e-12)
+    jax = pytest.importorskip("jax")
+    jkw = {k: jax.numpy.asarray(v) if k != "reduction" else v for k, v in kw.items()}
+    np.testing.assert_allclose(jax.jit(lambda x: lk.ctc(x, jax.numpy.asarray(targets), **jkw))(jax.numpy.asarray(z)), expected, rtol=1e-12)

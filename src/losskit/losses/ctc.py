@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from .. import _validate
-from .._array import _device, backend, coerce_like, logsumexp
+from .._array import _device, backend, coerce_like, is_tracing, logsumexp
 from .._kinds import scan
 from .._loss import Checks, Option, Peer, declare
 from .._spec import peer_reduction
@@ -19,67 +19,93 @@ from .._spec import SEQUENCE
 _NINF = -math.inf
 
 
-def _lse3(a, b, c, xp, d=None):
-    """log(e^a + e^b + e^c [+ e^d]) entrywise; all −inf gives −inf, NaN propagates. Eager torch: two
+def _lse3(a, b, c, xp):
+    """log(e^a + e^b + e^c) entrywise; all −inf gives −inf, NaN propagates. Eager torch: two
     ``logaddexp`` (the recursion's step is bound by kernel launches), except when autograd
     records it (double backward: logaddexp's derivative at (−inf, −inf) is NaN). Elsewhere the
     same function spelt out with a guarded max shift (NumPy's logaddexp warns on NaN; XLA fuses
     the whole step anyway)."""
     if backend(xp) == "torch" and not a.requires_grad:
-        out = a.logaddexp(b).logaddexp(c)  # the tensor method: no array-api-compat promotion wrapper per call
-        return out if d is None else out.logaddexp(d)
+        return a.logaddexp(b).logaddexp(c)  # the tensor method: no array-api-compat promotion wrapper per call
     m = xp.maximum(xp.maximum(a, b), c)
-    if d is not None:
-        m = xp.maximum(m, d)
     shift = xp.where(m == _NINF, xp.zeros_like(m), m)
     total = xp.exp(a - shift) + xp.exp(b - shift) + xp.exp(c - shift)
-    if d is not None:
-        total = total + xp.exp(d - shift)
-    empty = total == 0.0
-    return xp.where(empty, xp.full_like(m, _NINF), shift + xp.log(xp.where(empty, xp.ones_like(total), total)))
-
-
-def _lse_where(x, keep, xp):
-    """log Σ_{keep} e^x along the last axis, −inf for an empty or all −inf selection."""
-    x = xp.where(keep, x, xp.full_like(x, _NINF))
-    m = xp.max(x, axis=-1)
-    shift = xp.where(m == _NINF, xp.zeros_like(m), m)
-    total = xp.sum(xp.exp(x - shift[..., None]), axis=-1)
     empty = total == 0.0
     return xp.where(empty, xp.full_like(m, _NINF), shift + xp.log(xp.where(empty, xp.ones_like(total), total)))
 
 
 @functools.lru_cache(maxsize=None)
-def _steps(xp):
-    """The α and β steps for namespace ``xp``, one function object each: ``lax.scan`` caches its
-    compiled step by function identity, so eager JAX calls do not recompile it every time.
-    Constants (the skip penalties, the −inf padding) travel in the carry."""
+def _forward_step(xp):
+    """One frame of α for every row, for namespace ``xp``; one function object per namespace:
+    ``lax.scan`` caches its compiled step by function identity, so eager JAX calls do not
+    recompile it every time. The carry ``a`` is α_{t-1} after two −inf columns (s − 1 and
+    s − 2 of s = 0, 1 are then plain slices), and so is each output; the skip penalties and
+    the −inf padding travel in the carry."""
 
-    def forward_step(carry, x):
-        # a: α_{t-1} after two −inf columns (s − 1 and s − 2 of s = 0, 1 are then plain slices)
+    def step(carry, x):
         a, skip_pen, pad = carry
-        new = x[0] + _lse3(a[:, 2:], a[:, 1:-1], a[:, :-2] + skip_pen, xp)
-        return (xp.concat([pad, new], axis=1), skip_pen, pad), new
+        (lp_t,) = x
+        new = xp.concat([pad, lp_t + _lse3(a[:, 2:], a[:, 1:-1], a[:, :-2] + skip_pen, xp)], axis=1)
+        return (new, skip_pen, pad), new
 
-    def backward_step(carry, x):
-        # b: lp_{t+1} + β_{t+1} followed by two −inf columns
-        b, skip_next, pad = carry
-        lpt, end = x
-        width = int(lpt.shape[1])
-        beta = _lse3(b[:, :width], b[:, 1 : width + 1], b[:, 2:] + skip_next, xp, end)
-        return (xp.concat([lpt + beta, pad], axis=1), skip_next, pad), beta
-
-    return forward_step, backward_step
+    return step
 
 
-def _ctc_kernel(z, targets, o, xp):
+def _alpha_scan(emit, skip_pen, start, xp):
+    """α_t for t = 0..T−1, each after two −inf columns: (T, rows, W + 2); the array-API
+    recursion (``lax.scan`` on JAX, a Python loop elsewhere)."""
+    rows = int(emit.shape[1])
+    pad = xp.full((rows, 2), _NINF, dtype=emit.dtype, device=_device(emit))
+    return scan(_forward_step(xp), (start, skip_pen, pad), (emit,), xp)[1]
+
+
+def _alpha_in_place(emit, skip_pen, start):
+    """``_alpha_scan`` on eager torch: the same operations in the same order, written into one
+    preallocated tensor, 4 kernel launches a frame and no allocation (the step is bound by
+    launch overhead, not arithmetic)."""
+    import torch
+
+    t_max, rows, width = (int(d) for d in emit.shape)
+    a = torch.empty((t_max + 1, rows, width + 2), dtype=emit.dtype, device=emit.device)
+    a[:, :, :2] = _NINF
+    a[0] = start
+    same, one_back, two_back = a[:, :, 2:].unbind(0), a[:, :, 1:-1].unbind(0), a[:, :, :-2].unbind(0)
+    frames = emit.unbind(0)
+    skipped = torch.empty((rows, width), dtype=emit.dtype, device=emit.device)
+    for t in range(t_max):
+        new = same[t + 1]
+        torch.add(two_back[t], skip_pen, out=skipped)
+        torch.logaddexp(same[t], one_back[t], out=new)
+        torch.logaddexp(new, skipped, out=new)
+        new.add_(frames[t])
+    return a[1:]
+
+
+def _gather(x, index, xp):
+    """``x[index]`` for a tuple of broadcasting integer index arrays, one per axis, in one gather
+    pass; the standard has only one-axis ``take``, so other namespaces use a flat index."""
+    if backend(xp) in ("torch", "numpy", "jax"):
+        return x[index]
+    flat = index[0]
+    for i, d in zip(index[1:], x.shape[1:]):
+        flat = flat * int(d) + i
+    return xp.reshape(xp.take(xp.reshape(x, (-1,)), xp.reshape(flat, (-1,))), flat.shape)
+
+
+def _ctc_kernel(z, targets, o, xp, loop=None):
     """Per-sequence values and the vjp. Extended labels l' = (blank, l_1, blank, ..., l_S,
     blank), s = 0..2S; α_t(s) = lp_t(l'_s) + log(e^{α_{t-1}(s)} + e^{α_{t-1}(s-1)} +
     [l'_s ≠ blank, l'_s ≠ l'_{s-2}] e^{α_{t-1}(s-2)}), with a virtual start state before s = 0,
-    read at each sequence's last frame T_n − 1; β the same backwards, without lp_t, from the
-    two final states of each sequence."""
+    read at each sequence's last frame T_n − 1. The backward variable is the same recursion
+    on each sequence reversed in time and label positions (frame T_n − 1 − t, position
+    2S_n − s): lp_t(l'_s) + β_t(s) = α^rev_{T_n−1−t}(2S_n − s), so both run as the 2N rows of
+    ONE loop. ``loop``: "scan" (the array-API recursion), "in_place" (eager torch) or None
+    (in_place on torch unless autograd records the kernel, as in double backward, or
+    torch.compile / torch.func trace it)."""
     il, tl, blank = o["input_lengths"], o["target_lengths"], o["blank"]
     n, t_max, n_classes = (int(d) for d in z.shape)
+    if not t_max:
+        raise ValueError("a sequence loss needs at least one time step")
     s_max = int(targets.shape[1])
     width = 2 * s_max + 1
     dev = _device(z)
@@ -88,38 +114,45 @@ def _ctc_kernel(z, targets, o, xp):
 
     pos = xp.arange(width, device=dev)
     idt = pos.dtype  # the default index dtype (int32 on JAX without x64)
+    zero = xp.zeros((), dtype=idt, device=dev)
     is_label = (pos % 2) == 1
+    blanks = xp.full((n, width), blank, dtype=idt, device=dev)
+    seq = xp.arange(n, device=dev)
+    last = 2 * tl[:, None]  # the final blank of each sequence
+    rev_pos = last - pos[None, :]  # position 2S_n − s of the reversed sequence; < 0 past its end
     if s_max:
         in_target = xp.arange(s_max, device=dev)[None, :] < tl[:, None]
-        ids = xp.astype(targets, idt)
-        ids = xp.where(in_target, ids, xp.full_like(ids, blank))
-        ext = xp.where(is_label[None, :], xp.take(ids, xp.minimum(pos // 2, xp.full_like(pos, s_max - 1)), axis=1), xp.full((n, width), blank, dtype=idt, device=dev))
-        before = xp.take(ext, xp.maximum(pos - 2, xp.zeros_like(pos)), axis=1)
-        skip = is_label[None, :] & (ext != before)  # s = 1: from the virtual start
+        ids = xp.where(in_target, xp.astype(targets, idt), xp.full((n, s_max), blank, dtype=idt, device=dev))
+        ext = xp.where(is_label[None, :], xp.take(ids, xp.minimum(pos // 2, xp.full_like(pos, s_max - 1)), axis=1), blanks)
+        ext_rev = xp.where(rev_pos >= 0, _gather(ext, (seq[:, None], xp.maximum(rev_pos, zero)), xp), blanks)
+        ext2 = xp.concat([ext, ext_rev], axis=0)  # (2N, W): the sequences, then the reversed ones
+        before = xp.take(ext2, xp.maximum(pos - 2, zero), axis=1)
+        skip = is_label[None, :] & (ext2 != before)  # s = 1: from the virtual start
     else:
-        ext = xp.full((n, width), blank, dtype=idt, device=dev)
-        skip = xp.zeros((n, width), dtype=xp.bool, device=dev)
-    zeros_nw = xp.zeros((n, width), dtype=dt, device=dev)
-    skip_pen = xp.where(skip, zeros_nw, xp.full_like(zeros_nw, _NINF))
+        ext = blanks
+        ext2 = xp.concat([blanks, blanks], axis=0)
+        skip = xp.zeros((2 * n, width), dtype=xp.bool, device=dev)
+    skip_pen = xp.where(skip, xp.zeros((2 * n, width), dtype=dt, device=dev), xp.full((2 * n, width), _NINF, dtype=dt, device=dev))
 
-    # lp at the extended labels, (T, N, 2S+1), time first for the scan; 0 past the input length
+    # the loop's input, time first (T, 2N, W): lp at the extended labels of row r at frame t
+    # (reversed rows: frame T_n − 1 − t), 0 past T_n (the extra frame T of lp_pad)
     frames = xp.arange(t_max, device=dev)
-    idx = (xp.arange(n, device=dev) * (t_max * n_classes))[:, None, None] + (frames * n_classes)[None, :, None] + ext[:, None, :]
-    lp_ext = xp.reshape(xp.take(xp.reshape(lp, (-1,)), xp.reshape(idx, (-1,))), (n, t_max, width))
     active = frames[None, :] < il[:, None]  # (N, T)
-    lp_ext = xp.where(active[:, :, None], lp_ext, xp.zeros_like(lp_ext))
-    lp_t = xp.permute_dims(lp_ext, (1, 0, 2))
-    pad = xp.full((n, 2), _NINF, dtype=dt, device=dev)
+    rev_frames = il[:, None] - 1 - frames[None, :]
+    frame2 = xp.where(xp.concat([active, active], axis=0), xp.concat([xp.broadcast_to(frames[None, :], (n, t_max)), rev_frames], axis=0), xp.full((2 * n, t_max), t_max, dtype=idt, device=dev))
+    lp_pad = xp.concat([lp, xp.zeros((n, 1, n_classes), dtype=dt, device=dev)], axis=1)
+    seq2 = xp.concat([seq, seq], axis=0)
+    emit = _gather(lp_pad, (seq2[None, :, None], xp.permute_dims(frame2, (1, 0))[:, :, None], ext2[None, :, :]), xp)
 
     # the virtual start state sits just before s = 0, with probability 1
-    start = xp.concat([xp.full((n, 1), _NINF, dtype=dt, device=dev), xp.zeros((n, 1), dtype=dt, device=dev), xp.full((n, width), _NINF, dtype=dt, device=dev)], axis=1)
-    forward_step, backward_step = _steps(xp)
-    _, alphas = scan(forward_step, (start, skip_pen, pad), (lp_t,), xp)  # (T, N, 2S+1), not frozen past T_n: read at T_n − 1
-    row = (xp.maximum(il - 1, xp.zeros_like(il)) * n + xp.arange(n, device=dev)) * width
-    flat = xp.reshape(alphas, (-1,))
-    end = xp.take(flat, row + 2 * tl)
-    before_end = xp.where(tl > 0, xp.take(flat, row + xp.maximum(2 * tl - 1, xp.zeros_like(tl))), xp.full_like(end, _NINF))
-    log_p = _lse3(end, before_end, xp.full_like(end, _NINF), xp)
+    start = xp.concat([xp.full((2 * n, 1), _NINF, dtype=dt, device=dev), xp.zeros((2 * n, 1), dtype=dt, device=dev), xp.full((2 * n, width), _NINF, dtype=dt, device=dev)], axis=1)
+    if loop is None:
+        eager = backend(xp) == "torch" and not is_tracing(emit) and not (emit.requires_grad and _grad_enabled())
+        loop = "in_place" if eager else "scan"
+    # (T, 2N, W + 2): α at column s + 2, −inf in columns 0 and 1; not frozen past T_n: read at T_n − 1
+    alphas = _alpha_in_place(emit, skip_pen, start) if loop == "in_place" else _alpha_scan(emit, skip_pen, start, xp)
+    final = _gather(alphas, (xp.maximum(il - 1, zero)[:, None], seq[:, None], xp.concat([last, last - 1], axis=1) + 2), xp)  # (N, 2)
+    log_p = _lse3(final[:, 0], final[:, 1], xp.full_like(final[:, 0], _NINF), xp)
     # no frame: probability 1 for the empty target, 0 otherwise
     log_p = xp.where(il == 0, xp.where(tl == 0, xp.zeros_like(log_p), xp.full_like(log_p, _NINF)), log_p)
     nll = -log_p
@@ -132,32 +165,37 @@ def _ctc_kernel(z, targets, o, xp):
         value = xp.where(zeroed, xp.zeros_like(value), value)
 
     def vjp(u):
-        final = (pos[None, :] == 2 * tl[:, None]) | (pos[None, :] == 2 * tl[:, None] - 1)
-        last_frame = frames[:, None, None] == (il[None, :, None] - 1)  # (T, N, 1)
-        # β_t = 0 at the final states at t = T_n − 1, else the recursion (−inf from t = T_n on,
-        # where nothing follows): one logaddexp with this term instead of two selections
-        ends = xp.where(last_frame & final[None, :, :], xp.zeros_like(lp_t), xp.full_like(lp_t, _NINF))
-        skip_next = xp.concat([skip_pen, pad], axis=1)[:, 2:]  # whether s -> s + 2 is allowed
-
-        init = xp.full((n, width + 2), _NINF, dtype=dt, device=dev)
-        _, betas = scan(backward_step, (init, skip_next, pad), (lp_t, ends), xp, reverse=True)
-        # occupation γ_t(s) = e^{α_t(s) + β_t(s) − log p}, summed over the positions of each class
+        # lp_t(l'_s) + β_t(s) (T, N, W), from the reversed rows at (T_n − 1 − t, 2S_n − s); the
+        # −inf column 0 past the sequence (t ≥ T_n or s > 2S_n)
+        inside = xp.permute_dims(active, (1, 0))[:, :, None] & (rev_pos >= 0)[None, :, :]
+        column = xp.where(inside, rev_pos[None, :, :] + 2, zero)
+        rev = _gather(alphas, (xp.permute_dims(xp.maximum(rev_frames, zero), (1, 0))[:, :, None], seq[None, :, None] + n, column), xp)
+        # occupation γ_t(s) = e^{α_t(s) + β_t(s) − log p}: lp = −inf (where α = lp + β = −inf
+        # too) is floored so that the sum stays −inf and not −inf + inf
         possible = log_p != _NINF
         shift = xp.where(possible, log_p, xp.zeros_like(log_p))
-        occ = xp.exp(xp.permute_dims(alphas + betas, (1, 0, 2)) - shift[:, None, None])
+        floor = xp.maximum(emit[:, :n, :], xp.full((), -xp.finfo(dt).max, dtype=dt, device=dev))
+        occ = xp.exp(alphas[:, :n, 2:] + rev - floor - shift[None, :, None])
+        occ = xp.permute_dims(occ, (1, 0, 2))  # (N, T, W)
+        # summed over the positions of each class; through the log-softmax: ∂/∂z = softmax(z) Σ_c γ − γ
         onehot = xp.astype(ext[:, :, None] == xp.arange(n_classes, device=dev)[None, None, :], dt)
-        gamma = xp.matmul(occ, onehot)
-        # through the log-softmax: ∂/∂z = softmax(z) Σ_c γ − γ (Σ_c γ = 1 on the frames in use)
-        g = xp.exp(lp) * xp.sum(occ, axis=-1)[:, :, None] - gamma
-        # no alignment (log p = −inf): the loss is +inf, its gradient undefined, NaN as in torch
-        g = xp.where(possible[:, None, None], g, xp.full_like(g, math.nan))
-        g = xp.where(active[:, :, None], g, xp.zeros_like(g))
-        if zeroed is not None:
-            g = xp.where(zeroed[:, None, None], xp.zeros_like(g), g)
+        g = xp.exp(lp) * xp.sum(occ, axis=-1)[:, :, None] - xp.matmul(occ, onehot)
+        # no alignment (log p = −inf): the loss is +inf, its gradient undefined, NaN as in
+        # torch (0 with zero_infinity); 0 on the frames past T_n
         w = u if scale is None else u * scale
-        return (g * w[:, None, None],)
+        w = xp.where(possible, w, xp.full_like(w, math.nan))
+        if zeroed is not None:
+            w = xp.where(zeroed, xp.zeros_like(w), w)
+        g = g * w[:, None, None]
+        return (xp.where(active[:, :, None], g, xp.zeros_like(g)),)
 
     return value, vjp
+
+
+def _grad_enabled():
+    import torch
+
+    return torch.is_grad_enabled()
 
 
 def _ctc_value(z, targets, o, xp):
