@@ -81,15 +81,14 @@ def _alpha_in_place(emit, skip_pen, start):
     return a[1:]
 
 
-def _gather(x, index, xp):
-    """``x[index]`` for a tuple of broadcasting integer index arrays, one per axis, in one gather
-    pass; the standard has only one-axis ``take``, so other namespaces use a flat index."""
-    if backend(xp) in ("torch", "numpy", "jax"):
-        return x[index]
-    flat = index[0]
-    for i, d in zip(index[1:], x.shape[1:]):
-        flat = flat * int(d) + i
-    return xp.reshape(xp.take(xp.reshape(x, (-1,)), xp.reshape(flat, (-1,))), flat.shape)
+def _take_along(x, index, axis, xp):
+    """``take_along_axis`` with ``index`` broadcast against ``x`` (non-negative indices); on
+    torch ``gather`` of the expanded index (no copy of it, no negative-index pass)."""
+    if backend(xp) == "torch":
+        shape = list(x.shape)
+        shape[axis] = int(index.shape[axis])
+        return x.gather(axis, index.expand(shape))
+    return xp.take_along_axis(x, index, axis=axis)
 
 
 def _ctc_kernel(z, targets, o, xp, loop=None):
@@ -124,7 +123,7 @@ def _ctc_kernel(z, targets, o, xp, loop=None):
         in_target = xp.arange(s_max, device=dev)[None, :] < tl[:, None]
         ids = xp.where(in_target, xp.astype(targets, idt), xp.full((n, s_max), blank, dtype=idt, device=dev))
         ext = xp.where(is_label[None, :], xp.take(ids, xp.minimum(pos // 2, xp.full_like(pos, s_max - 1)), axis=1), blanks)
-        ext_rev = xp.where(rev_pos >= 0, _gather(ext, (seq[:, None], xp.maximum(rev_pos, zero)), xp), blanks)
+        ext_rev = xp.where(rev_pos >= 0, _take_along(ext, xp.maximum(rev_pos, zero), 1, xp), blanks)
         ext2 = xp.concat([ext, ext_rev], axis=0)  # (2N, W): the sequences, then the reversed ones
         before = xp.take(ext2, xp.maximum(pos - 2, zero), axis=1)
         skip = is_label[None, :] & (ext2 != before)  # s = 1: from the virtual start
@@ -138,11 +137,14 @@ def _ctc_kernel(z, targets, o, xp, loop=None):
     # (reversed rows: frame T_n − 1 − t), 0 past T_n (the extra frame T of lp_pad)
     frames = xp.arange(t_max, device=dev)
     active = frames[None, :] < il[:, None]  # (N, T)
-    rev_frames = il[:, None] - 1 - frames[None, :]
+    rev_frames = xp.maximum(il[:, None] - 1 - frames[None, :], zero)  # clipped: read only where active
     frame2 = xp.where(xp.concat([active, active], axis=0), xp.concat([xp.broadcast_to(frames[None, :], (n, t_max)), rev_frames], axis=0), xp.full((2 * n, t_max), t_max, dtype=idt, device=dev))
-    lp_pad = xp.concat([lp, xp.zeros((n, 1, n_classes), dtype=dt, device=dev)], axis=1)
-    seq2 = xp.concat([seq, seq], axis=0)
-    emit = _gather(lp_pad, (seq2[None, :, None], xp.permute_dims(frame2, (1, 0))[:, :, None], ext2[None, :, :]), xp)
+    # lp with an extra −inf frame T read past T_n: α is −inf there (no occupation, and padding
+    # frames holding NaN never enter)
+    lp_pad = xp.reshape(xp.concat([lp, xp.full((n, 1, n_classes), _NINF, dtype=dt, device=dev)], axis=1), (n * (t_max + 1), n_classes))
+    row_of = xp.concat([seq, seq], axis=0)[:, None] * (t_max + 1) + frame2  # (2N, T) rows of lp_pad
+    lp_rows = xp.reshape(xp.take(lp_pad, xp.reshape(xp.permute_dims(row_of, (1, 0)), (-1,)), axis=0), (t_max, 2 * n, n_classes))
+    emit = _take_along(lp_rows, ext2[None, :, :], 2, xp)
 
     # the virtual start state sits just before s = 0, with probability 1
     start = xp.concat([xp.full((2 * n, 1), _NINF, dtype=dt, device=dev), xp.zeros((2 * n, 1), dtype=dt, device=dev), xp.full((2 * n, width), _NINF, dtype=dt, device=dev)], axis=1)
@@ -151,7 +153,8 @@ def _ctc_kernel(z, targets, o, xp, loop=None):
         loop = "in_place" if eager else "scan"
     # (T, 2N, W + 2): α at column s + 2, −inf in columns 0 and 1; not frozen past T_n: read at T_n − 1
     alphas = _alpha_in_place(emit, skip_pen, start) if loop == "in_place" else _alpha_scan(emit, skip_pen, start, xp)
-    final = _gather(alphas, (xp.maximum(il - 1, zero)[:, None], seq[:, None], xp.concat([last, last - 1], axis=1) + 2), xp)  # (N, 2)
+    final = _take_along(alphas[:, :n, :], xp.maximum(il - 1, zero)[None, :, None], 0, xp)  # (1, N, W + 2) at T_n − 1
+    final = _take_along(final, xp.concat([last, last - 1], axis=1)[None, :, :] + 2, 2, xp)[0, ...]  # (N, 2)
     log_p = _lse3(final[:, 0], final[:, 1], xp.full_like(final[:, 0], _NINF), xp)
     # no frame: probability 1 for the empty target, 0 otherwise
     log_p = xp.where(il == 0, xp.where(tl == 0, xp.zeros_like(log_p), xp.full_like(log_p, _NINF)), log_p)
@@ -166,10 +169,9 @@ def _ctc_kernel(z, targets, o, xp, loop=None):
 
     def vjp(u):
         # lp_t(l'_s) + β_t(s) (T, N, W), from the reversed rows at (T_n − 1 − t, 2S_n − s); the
-        # −inf column 0 past the sequence (t ≥ T_n or s > 2S_n)
-        inside = xp.permute_dims(active, (1, 0))[:, :, None] & (rev_pos >= 0)[None, :, :]
-        column = xp.where(inside, rev_pos[None, :, :] + 2, zero)
-        rev = _gather(alphas, (xp.permute_dims(xp.maximum(rev_frames, zero), (1, 0))[:, :, None], seq[None, :, None] + n, column), xp)
+        # −inf column 0 past the label sequence (s > 2S_n); past T_n α is −inf
+        rev = _take_along(alphas[:, n:, :], xp.permute_dims(rev_frames, (1, 0))[:, :, None], 0, xp)
+        rev = _take_along(rev, xp.where(rev_pos >= 0, rev_pos + 2, zero)[None, :, :], 2, xp)
         # occupation γ_t(s) = e^{α_t(s) + β_t(s) − log p}: lp = −inf (where α = lp + β = −inf
         # too) is floored so that the sum stays −inf and not −inf + inf
         possible = log_p != _NINF
