@@ -59,3 +59,70 @@ def test_lovasz_hinge_edges(dtype):
         v = lk.lovasz_hinge(x, torch.tensor(t), reduction="none", **o)
         v.sum().backward()
         assert torch.isfinite(v.double()).all() and torch.isfinite(x.grad.double()).all() and x.grad.dtype == dt
+
+
+# --- JAX: the backward reuses the forward's kernel run ---------------------------------------
+# jax.custom_vjp's forward keeps the kernel's gradient for a unit cotangent (the reduced value's
+# gradient is linear in its scalar cotangent), so jax.grad runs the kernel once, eagerly and
+# when traced under jit. Counted at a function each kernel calls exactly once per run.
+
+SET_LOSSES = {
+    "dice": (lambda z, t, **o: lk.dice(z, t, **o), "softmax"),
+    "jaccard": (lambda z, t, **o: lk.jaccard(z, t, **o), "softmax"),
+    "tversky": (lambda z, t, **o: lk.tversky(z, t, alpha=0.3, beta=0.7, gamma=1.5, **o), "softmax"),
+    "lovasz_softmax": (lambda z, t, **o: lk.lovasz_softmax(z, t, **o), "softmax"),
+    "lovasz_hinge": (lambda z, t, **o: lk.lovasz_hinge(z, t, **o), "sorted_dot"),
+}
+
+
+def _set_inputs(name, rng):
+    if name == "lovasz_hinge":
+        return rng.standard_normal((3, 1, 4, 5)) * 2, (rng.random((3, 1, 4, 5)) < 0.4).astype(np.float64)
+    return rng.standard_normal((3, 4, 4, 5)) * 2, rng.integers(0, 4, (3, 4, 5))
+
+
+def _count_kernel_runs(monkeypatch, where):
+    from losskit.losses import _overlap, lovasz
+
+    module, attr = (_overlap, "_softmax") if where == "softmax" else (lovasz, "_sorted_dot")
+    calls, original = [], getattr(module, attr)
+    monkeypatch.setattr(module, attr, lambda *a, **k: calls.append(1) or original(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("name", sorted(SET_LOSSES))
+@pytest.mark.parametrize("options", [{}, {"per_image": True, "reduction": "sum"}])
+def test_jax_grad_runs_the_kernel_once(name, options, rng, monkeypatch):
+    jax = pytest.importorskip("jax")
+    f, where = SET_LOSSES[name]
+    z, t = _set_inputs(name, rng)
+    # float targets (lovasz_hinge's 0/1 masks) get a cotangent from autodiff of the value: a
+    # second run, which XLA drops under jit when only the logits are differentiated
+    runs = 2 if name == "lovasz_hinge" else 1
+    calls = _count_kernel_runs(monkeypatch, where)
+    g = jax.grad(lambda a: f(a, t, **options))(jax.numpy.asarray(z))
+    assert len(calls) == runs
+    del calls[:]
+    g_jit = jax.jit(jax.grad(lambda a: f(a, t, **options)))(jax.numpy.asarray(z))
+    assert len(calls) == runs  # one trace
+    reference = lk.registry[name].grad(z, t, **({"alpha": 0.3, "beta": 0.7, "gamma": 1.5} if name == "tversky" else {}), **options)
+    np.testing.assert_allclose(np.asarray(g), reference, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(np.asarray(g_jit), reference, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", sorted(SET_LOSSES))
+def test_jax_grad_under_vmap_and_finite_differences(name, rng):
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    f, _ = SET_LOSSES[name]
+    z, t = _set_inputs(name, rng)
+    per_item = jax.jit(jax.vmap(jax.grad(lambda a, b: f(a[None], b[None])), in_axes=(0, 0)))(jnp.asarray(z), jnp.asarray(t))
+    for i in range(z.shape[0]):
+        np.testing.assert_allclose(np.asarray(per_item[i]), np.asarray(jax.grad(lambda a: f(a[None], t[i : i + 1]))(jnp.asarray(z[i]))), rtol=1e-12, atol=1e-15)
+    # central differences along a random direction (Lovász: piecewise smooth, the sort order is
+    # constant for a step this small at these random inputs)
+    direction = rng.standard_normal(z.shape)
+    h = 1e-6
+    fd = (float(f(jnp.asarray(z + h * direction), t)) - float(f(jnp.asarray(z - h * direction), t))) / (2 * h)
+    g = np.asarray(jax.grad(lambda a: f(a, t))(jnp.asarray(z)))
+    np.testing.assert_allclose(np.sum(g * direction), fd, rtol=1e-6, atol=1e-9)

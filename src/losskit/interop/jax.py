@@ -174,28 +174,35 @@ def value_multi(call, inputs, target, c, valid, aux):
 def _set_function(call: Call):
     """custom_vjp: the kernel gives a vector-Jacobian product, not a JVP (set-level losses
     declare no Hessian, so forward mode is not needed)."""
-    from .._kinds import evaluate_set, set_factor
+    from .._kinds import evaluate_set
 
     @jax.custom_vjp
     def loss(pred, target, w, valid, normalizer, aux):
         return evaluate_set(call, pred, target, w, valid, normalizer, aux, jnp, "value")
 
     def fwd(pred, target, w, valid, normalizer, aux):
-        return loss(pred, target, w, valid, normalizer, aux), (pred, target, w, valid, normalizer, aux)
+        unit = None
+        if call.reduction == "none":
+            value = loss(pred, target, w, valid, normalizer, aux)
+        else:  # a reduced value's gradient is linear in its scalar cotangent: keep it for 1
+            value, pull = evaluate_set(call, pred, target, w, valid, normalizer, aux, jnp, "value_and_vjp")
+            unit = pull(jnp.ones((), dtype=value.dtype))
+        return value, (unit, pred, target, w, valid, normalizer, aux)
 
     def bwd(res, g):
-        pred, target, w, valid, normalizer, aux = res
-        if call.reduction == "none":
-            upstream = g
+        unit, pred, target, w, valid, normalizer, aux = res
+        if unit is not None:  # the forward's kernel run, no second one
+            d_pred = (g * unit).astype(unit.dtype)
         else:
-            upstream = lambda values: g * set_factor(call, normalizer, values.size)  # noqa: E731
-        d_pred = evaluate_set(call, pred, target, w, valid, normalizer, aux, jnp, "grad", upstream=upstream)
+            d_pred = evaluate_set(call, pred, target, w, valid, normalizer, aux, jnp, "grad", upstream=g)
 
         def others(target_, w_, aux_):
             return evaluate_set(call, pred, target_, w_, valid, normalizer, aux_, jnp, "value")
 
         zero = lambda x: None if x is None else jnp.zeros_like(x)  # noqa: E731
         float_target = jnp.issubdtype(jnp.result_type(target), jnp.floating)
+        if w is None and not float_target and not jax.tree_util.tree_leaves(aux):  # nothing else to differentiate
+            return d_pred, None, None, None, None if normalizer is None else zero(jnp.asarray(normalizer)), aux
         if float_target:
             _, pull = jax.vjp(others, target, w, aux)
             d_target, d_w, d_aux = pull(g)
