@@ -66,8 +66,7 @@ def _alpha_in_place(emit, skip_pen, start):
     import torch
 
     t_max, rows, width = (int(d) for d in emit.shape)
-    a = torch.empty((t_max + 1, rows, width + 2), dtype=emit.dtype, device=emit.device)
-    a[:, :, :2] = _NINF
+    a = torch.full((t_max + 1, rows, width + 2), _NINF, dtype=emit.dtype, device=emit.device)  # the −inf columns 0, 1
     a[0] = start
     same, one_back, two_back = a[:, :, 2:].unbind(0), a[:, :, 1:-1].unbind(0), a[:, :, :-2].unbind(0)
     frames = emit.unbind(0)
@@ -176,8 +175,12 @@ def _ctc_kernel(z, targets, o, xp, loop=None):
         # too) is floored so that the sum stays −inf and not −inf + inf
         possible = log_p != _NINF
         shift = xp.where(possible, log_p, xp.zeros_like(log_p))
-        floor = xp.maximum(emit[:, :n, :], xp.full((), -xp.finfo(dt).max, dtype=dt, device=dev))
-        occ = xp.exp(alphas[:, :n, 2:] + rev - floor - shift[None, :, None])
+        lowest = -xp.finfo(dt).max
+        if loop == "in_place":  # the same operations in the same order, into the gathered temporary
+            occ = rev.add_(alphas[:, :n, 2:]).sub_(emit[:, :n, :].clamp_min(lowest)).sub_(shift[None, :, None]).exp_()
+        else:
+            floor = xp.maximum(emit[:, :n, :], xp.full((), lowest, dtype=dt, device=dev))
+            occ = xp.exp(alphas[:, :n, 2:] + rev - floor - shift[None, :, None])
         occ = xp.permute_dims(occ, (1, 0, 2))  # (N, T, W)
         # summed over the positions of each class; through the log-softmax: ∂/∂z = softmax(z) Σ_c γ − γ
         onehot = xp.astype(ext[:, :, None] == xp.arange(n_classes, device=dev)[None, None, :], dt)
