@@ -178,3 +178,34 @@ def test_outlier_claim_holds_for_other_seeds(seed):
     r = ex.regression(rng, ex.Settings.quick(), ex.NullProgress())
     err = {n: r["fits"][(n, "outliers")]["slope_error"] for n in ("mse", "mae", "huber")}
     assert max(err["mae"], err["huber"]) < err["mse"]
+
+
+def test_dice_finds_the_rare_class_that_cross_entropy_misses(quick_run):
+    """Section 8: the rare class (about 1 % of the pixels) is found with cross_entropy + dice
+    and mostly missed with cross_entropy alone; the common classes are not paid for it."""
+    from losskit.demo._segmentation import CLASSES, RARE
+
+    seg = quick_run.summary["segmentation"]
+    assert seg["class_fractions"][RARE] < 0.02
+    ce, both = seg["runs"]["cross_entropy"], seg["runs"]["cross_entropy + dice"]
+    rare = CLASSES[RARE]
+    _assert_rare_class_claim(ce[rare], both[rare])
+    for name in CLASSES[:RARE]:
+        assert both[name]["iou"] > ce[name]["iou"] - 0.02
+    html = quick_run.report.read_text(encoding="utf-8")
+    assert "8. Segmentation with a rare class" in html
+    assert any(f.startswith("Segmentation with a rare class") for f in quick_run.summary["findings"])
+    assert f"{both[rare]['recall']:.1%}" in html
+
+
+def _assert_rare_class_claim(ce, both):
+    assert ce["recall"] < 0.1 and both["recall"] > max(0.15, 5 * ce["recall"])
+    assert both["iou"] > ce["iou"] + 0.1
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_rare_class_claim_holds_for_other_seeds(seed):
+    from losskit.demo import _segmentation as seg
+
+    r = seg.run(np.random.default_rng(np.random.SeedSequence(seed).spawn(8)[7]), True, ex.NullProgress())
+    _assert_rare_class_claim(*(r["runs"][k][seg.CLASSES[seg.RARE]] for k in seg.LOSSES))

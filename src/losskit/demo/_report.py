@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _imbalance, _tails
+from . import _imbalance, _segmentation, _tails
 
 COLORS = {"mse": "#d62728", "mae": "#2ca02c", "huber": "#1f77b4"}
 
@@ -252,6 +252,7 @@ def write_report(path, raw, summary) -> Path:
         *_boosting_section(s["boosting"]),
         *_imbalance.report_section(s["imbalance"], _table),
         *_tails.report_section(s["tails"], _table),
+        *_segmentation.report_section(s["segmentation"], _table),
         f"<h2>Settings</h2><p class='meta'>{html.escape(settings)}</p>",
         "<p class='meta'>Numbers in machine-readable form: <code>results.json</code> next to this file.</p>",
         "</body></html>",

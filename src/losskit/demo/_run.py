@@ -13,7 +13,7 @@ import numpy as np
 
 import losskit as lk
 
-from . import _boosting, _imbalance, _tails
+from . import _boosting, _imbalance, _segmentation, _tails
 from . import _experiments as ex
 
 
@@ -59,7 +59,7 @@ def run_demo(out="losskit-demo", *, seed: int = 0, quick: bool = False, progress
     out = check_writable(out)
     progress = progress or ex.NullProgress()
     settings = ex.Settings.quick() if quick else ex.Settings()
-    seeds = np.random.SeedSequence(seed).spawn(7)
+    seeds = np.random.SeedSequence(seed).spawn(8)  # children are by index: adding one leaves the others
     rngs = [np.random.default_rng(s) for s in seeds]
     t0 = time.perf_counter()
     timings = {}
@@ -85,6 +85,9 @@ def run_demo(out="losskit-demo", *, seed: int = 0, quick: bool = False, progress
     t = time.perf_counter()
     raw["tails"] = _tails.run(rngs[6], quick, progress)
     timings["tails"] = time.perf_counter() - t
+    t = time.perf_counter()
+    raw["segmentation"] = _segmentation.run(rngs[7], quick, progress)
+    timings["segmentation"] = time.perf_counter() - t
     train_seconds = time.perf_counter() - t0
 
     summary = summarize(raw)
@@ -157,6 +160,8 @@ def summarize(raw) -> dict:
     rows.extend(imbalance_rows)
     tails_rows, tails_findings = _tails.summarize(raw["tails"])
     rows.extend(tails_rows)
+    segmentation_rows, segmentation_findings = _segmentation.summarize(raw["segmentation"])
+    rows.extend(segmentation_rows)
 
     fo = {name: fits[(name, "outliers")] for name, _ in ex.REGRESSION_LOSSES}
     r0, r1 = mc["runs"][0.0], mc["runs"][0.1]
@@ -178,6 +183,7 @@ def summarize(raw) -> dict:
         boost_finding,
         imbalance_finding,
         *tails_findings,
+        *segmentation_findings,
     ]
     return {
         "regression": {
@@ -195,6 +201,7 @@ def summarize(raw) -> dict:
         "boosting": raw["boosting"],
         "imbalance": raw["imbalance"],
         "tails": raw["tails"],
+        "segmentation": raw["segmentation"],
         "rows": rows,
         "findings": findings,
     }
