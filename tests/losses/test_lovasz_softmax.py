@@ -82,15 +82,15 @@ def test_hinge_ignore_index_equals_smp(per_image, rng):
 # rounding of the final sums, with the same tie order. Sizes on both sides of torch's radix
 # threshold (1-D rows of at least 32768 elements).
 
-from losskit.losses import lovasz as _lovasz  # noqa: E402
+from losskit.losses import _lovasz_torch  # noqa: E402
 
 
 def _both_paths(loss, z, t, monkeypatch, **kw):
     """(value, grad) of the torch fast path and of the generic path, and how often each ran."""
     calls = []
-    for name in ("_torch_softmax", "_torch_hinge"):
-        original = getattr(_lovasz, name)
-        monkeypatch.setattr(_lovasz, name, lambda *a, _f=original: calls.append(1) or _f(*a))
+    for name in ("softmax_errors", "hinge_errors"):
+        original = getattr(_lovasz_torch, name)
+        monkeypatch.setattr(_lovasz_torch, name, lambda *a, _f=original: calls.append(1) or _f(*a))
     zt, tt = torch.tensor(z), torch.tensor(t)
     kw = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
     with torch.no_grad():
