@@ -93,6 +93,73 @@ def ids_nll(z, ids, xp, want_grad: bool):
     return value, e / total - xp.astype(onehot, z.dtype)
 
 
+def lse_split_jax(z):
+    """The split LSE of ``logsumexp_split`` for dense targets under XLA's CPU compiler:
+    ``(anchor, exps, total, r)`` with LSE = anchor + r, r = log1p(Σ_{k≠argmax} e^{z_k − m})
+    (other maxima counting 1 each), ``exps`` = e^{z − m} (written once; softmax = exps /
+    total) and ``total`` = Σ exps; the class axis kept (size 1).
+
+    No argmax and no select before a reduction (XLA would write that N×C array out first):
+    the maxima are the entries with e = 1 exactly, so Σ_{e<1} e = Σ (e − ⌊e⌋), one more
+    read of ``exps``. Without a tie (Σe < 2) that is the sum without the maximum; with
+    ties (Σe ≥ 2, two entries exactly 1) r = log1p(Σe − 1), where the subtraction is
+    exact to a few ulps. A row whose maximum is not finite gets anchor = m (±inf or NaN
+    through every gap, as the split gives) and shift 0.
+
+    The shift is a stop-gradient: JAX's autodiff of expressions in these parts
+    (``jax.hessian`` runs it through the gradient) is the exact derivative."""
+    import jax
+    import jax.numpy as jnp
+
+    m = jnp.max(z, axis=-1, keepdims=True)
+    finite = jnp.isfinite(m)
+    shift = jax.lax.stop_gradient(jnp.where(finite, m, jnp.zeros_like(m)))
+    anchor = jnp.where(finite, shift, m)
+    exps = jnp.exp(z - shift)
+    total = jnp.sum(exps, axis=-1, keepdims=True)
+    below = jnp.sum(exps - jnp.floor(exps), axis=-1, keepdims=True)
+    rest = jnp.where(total < 2.0, below, total - 1.0)
+    return anchor, exps, total, jnp.log1p(rest)
+
+
+def ids_nll_jax(z, ids, want_grad: bool):
+    """``ids_nll`` written for XLA's CPU compiler, whose reductions fuse only arithmetic
+    producers: a ``where`` or ``==`` before a sum costs a written N×C array. So the one N×C
+    array written is the exponentials with the *label's* entry left out, e'_k = e^{z_k − m}
+    for k ≠ y, and the sum and the gradient both read it: max, exp, sum, gradient, the
+    passes of optax's softmax cross-entropy.
+
+    The precise split is kept without locating the argmax. With R = Σ_{k≠y} e^{z_k − m}
+    (every term non-negative) and e_y = e^{z_y − m}:
+
+    * y a maximum (e_y = 1): ℓ = log1p(R / e_y) = log1p(Σ_{k≠argmax} e^{z_k − m}), other
+      maxima counting 1 each: the split's value, tiny losses to full relative precision;
+    * otherwise ℓ = (m − z_y) + log(R + e_y), at least log 2, so nothing cancels;
+    * a row whose maximum is not finite gets (m − z_y) (±inf or NaN, as the split gives).
+
+    The shift m is a stop-gradient and both forms differentiate to the exact derivative, so
+    JAX's autodiff through the gradient (``jax.hessian`` runs it) is exact too."""
+    import jax
+    import jax.numpy as jnp
+
+    lax = jax.lax
+    m = jnp.max(z, axis=-1, keepdims=True)
+    finite = jnp.isfinite(m)
+    shift = lax.stop_gradient(jnp.where(finite, m, jnp.zeros_like(m)))
+    is_label = jnp.arange(z.shape[-1]) == ids[..., None]
+    others = jnp.where(is_label, jnp.zeros_like(z), jnp.exp(z - shift))
+    rest = jnp.sum(others, axis=-1, keepdims=True)
+    z_y = jnp.take_along_axis(z, ids[..., None], axis=-1)
+    e_y = jnp.exp(z_y - shift)
+    label_is_max = z_y == m
+    total = rest + e_y
+    confident = jnp.log1p(rest / jnp.where(label_is_max, e_y, jnp.ones_like(e_y)))
+    value = jnp.where(finite, jnp.where(label_is_max, confident, (shift - z_y) + jnp.log(total)), m - z_y)[..., 0]
+    if not want_grad:
+        return value, None
+    return value, jnp.where(is_label, e_y / total - 1.0, others / total)
+
+
 def ids_nll_numpy(z, ids, want_grad: bool):
     """NumPy: per-sample −log softmax(z)_y for integer ``ids`` and, with ``want_grad``, its
     gradient softmax(z) − onehot(y), in five passes over the logits with one N×C buffer (the

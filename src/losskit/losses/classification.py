@@ -129,8 +129,11 @@ def _plain_ids(o) -> bool:
 
 
 def _ids_nll(z, t, xp, want_grad):
-    if backend(xp) == "numpy":
+    name = backend(xp)
+    if name == "numpy":
         return _softmax.ids_nll_numpy(z, t, want_grad)  # in place, one N×C buffer
+    if name == "jax":
+        return _softmax.ids_nll_jax(z, t, want_grad)  # fewer N×C passes under XLA
     return _softmax.ids_nll(z, t, xp, want_grad)
 
 

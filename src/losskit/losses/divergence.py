@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .._array import xlogx
+from .._array import backend, xlogx
 from .._loss import CLASS_AXIS, Checks, Option, Peer, declare
 from .._spec import peer_reduction
 from . import _softmax
@@ -38,9 +38,28 @@ def _reverse_parts(z, t, o, xp):
     return q, c, value, q * (c - value[..., None])
 
 
+def _kl_jax(z, t, o, want_grad):
+    """Forward KL on JAX in the passes XLA's CPU compiler fuses (see
+    ``_softmax.lse_split_jax``): the same per-class terms t_k·log t_k + t_k·((m − z_k) + r)
+    (0 where t_k = 0) and gradient (Σt)·softmax(z) − t as the array-API path."""
+    import jax.numpy as jnp
+
+    anchor, exps, total, r = _softmax.lse_split_jax(z)
+    prob = jnp.exp(t) if o["log_target"] else t
+    log_prob = t if o["log_target"] else jnp.log(t)
+    # one select around both terms: one N×C array written for the sum, not two
+    terms = prob * log_prob + prob * ((anchor - z) + r)
+    value = jnp.sum(jnp.where(prob == 0, jnp.zeros_like(terms), terms), axis=-1)
+    if not want_grad:
+        return value, None
+    return value, jnp.sum(prob, axis=-1, keepdims=True) * (exps / total) - prob
+
+
 def _kl_value(z, t, o, xp):
     if o["reverse"]:
         return _reverse_parts(z, t, o, xp)[2]
+    if backend(xp) == "jax":
+        return _kl_jax(z, t, o, False)[0]
     prob, neg_entropy = _kl_parts(t, o, xp)
     return neg_entropy + _softmax.weighted_nll(z, prob, xp)
 
@@ -48,6 +67,8 @@ def _kl_value(z, t, o, xp):
 def _kl_grad(z, t, o, xp):
     if o["reverse"]:
         return _reverse_parts(z, t, o, xp)[3]
+    if backend(xp) == "jax":
+        return _kl_jax(z, t, o, True)[1]
     return _softmax.weighted_nll_grad(z, _kl_parts(t, o, xp)[0], xp)
 
 
@@ -61,6 +82,8 @@ def _kl_hess(z, t, o, xp):
 def _kl_value_and_grad(z, t, o, xp):
     if o["reverse"]:
         return _reverse_parts(z, t, o, xp)[2:]
+    if backend(xp) == "jax":
+        return _kl_jax(z, t, o, True)
     prob, neg_entropy = _kl_parts(t, o, xp)
     lse = _softmax.lse_parts(z, xp, keepdims=True)
     return neg_entropy + _softmax.weighted_nll(z, prob, xp, lse), _softmax.weighted_nll_grad(z, prob, xp, lse)
