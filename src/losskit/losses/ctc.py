@@ -90,16 +90,40 @@ def _take_along(x, index, axis, xp):
     return xp.take_along_axis(x, index, axis=axis)
 
 
+def _alphas(lp_pad, ext, frame, loop, xp):
+    """α of a set of rows, each a sequence with its extended labels ``ext`` (rows, W) read at
+    its frames ``frame`` (rows, T) of ``lp_pad`` (N, T + 1, C; frame T: −inf). Returns α
+    (T, rows, W + 2) at column s + 2 (−inf in columns 0 and 1; not frozen past the input
+    length, read at T_n − 1) and the loop's input lp_t(l'_s) (T, rows, W)."""
+    rows, width = (int(d) for d in ext.shape)
+    n, t_pad, n_classes = (int(d) for d in lp_pad.shape)
+    dev, dt = _device(lp_pad), lp_pad.dtype
+    pos = xp.arange(width, device=dev)
+    before = xp.take(ext, xp.maximum(pos - 2, xp.zeros_like(pos)), axis=1)
+    skip = ((pos % 2) == 1)[None, :] & (ext != before)  # s = 1: from the virtual start
+    skip_pen = xp.where(skip, xp.zeros((rows, width), dtype=dt, device=dev), xp.full((rows, width), _NINF, dtype=dt, device=dev))
+    # row r of the loop's input at step t is lp_pad[r mod N, frame[r, t]] at the labels ext[r]
+    row_of = (xp.arange(rows, device=dev) % n)[:, None] * t_pad + frame
+    lp_rows = xp.take(xp.reshape(lp_pad, (n * t_pad, n_classes)), xp.reshape(xp.permute_dims(row_of, (1, 0)), (-1,)), axis=0)
+    emit = _take_along(xp.reshape(lp_rows, (t_pad - 1, rows, n_classes)), ext[None, :, :], 2, xp)
+    # the virtual start state sits just before s = 0, with probability 1
+    start = xp.concat([xp.full((rows, 1), _NINF, dtype=dt, device=dev), xp.zeros((rows, 1), dtype=dt, device=dev), xp.full((rows, width), _NINF, dtype=dt, device=dev)], axis=1)
+    alphas = _alpha_in_place(emit, skip_pen, start) if loop == "in_place" else _alpha_scan(emit, skip_pen, start, xp)
+    return alphas, emit
+
+
 def _ctc_kernel(z, targets, o, xp, loop=None):
     """Per-sequence values and the vjp. Extended labels l' = (blank, l_1, blank, ..., l_S,
     blank), s = 0..2S; α_t(s) = lp_t(l'_s) + log(e^{α_{t-1}(s)} + e^{α_{t-1}(s-1)} +
     [l'_s ≠ blank, l'_s ≠ l'_{s-2}] e^{α_{t-1}(s-2)}), with a virtual start state before s = 0,
     read at each sequence's last frame T_n − 1. The backward variable is the same recursion
     on each sequence reversed in time and label positions (frame T_n − 1 − t, position
-    2S_n − s): lp_t(l'_s) + β_t(s) = α^rev_{T_n−1−t}(2S_n − s), so both run as the 2N rows of
-    ONE loop. ``loop``: "scan" (the array-API recursion), "in_place" (eager torch) or None
-    (in_place on torch unless autograd records the kernel, as in double backward, or
-    torch.compile / torch.func trace it)."""
+    2S_n − s): lp_t(l'_s) + β_t(s) = α^rev_{T_n−1−t}(2S_n − s). Where a step costs kernel
+    launches rather than arithmetic (eager torch, NumPy) both run as the 2N rows of one loop;
+    on JAX (one compiled step, arithmetic-bound) the reversed rows run in the vjp only.
+    ``loop``: "scan" (the array-API recursion), "in_place" (eager torch) or None (in_place on
+    torch unless autograd records the kernel, as in double backward, or torch.compile /
+    torch.func trace it)."""
     il, tl, blank = o["input_lengths"], o["target_lengths"], o["blank"]
     n, t_max, n_classes = (int(d) for d in z.shape)
     if not t_max:
@@ -109,49 +133,37 @@ def _ctc_kernel(z, targets, o, xp, loop=None):
     dev = _device(z)
     dt = z.dtype
     lp = z - logsumexp(z, axis=-1, xp=xp, keepdims=True)
+    # an extra −inf frame T, read past T_n: α is −inf there (no occupation, and padding frames
+    # holding NaN never enter)
+    lp_pad = xp.concat([lp, xp.full((n, 1, n_classes), _NINF, dtype=dt, device=dev)], axis=1)
 
     pos = xp.arange(width, device=dev)
     idt = pos.dtype  # the default index dtype (int32 on JAX without x64)
     zero = xp.zeros((), dtype=idt, device=dev)
-    is_label = (pos % 2) == 1
     blanks = xp.full((n, width), blank, dtype=idt, device=dev)
-    seq = xp.arange(n, device=dev)
     last = 2 * tl[:, None]  # the final blank of each sequence
     rev_pos = last - pos[None, :]  # position 2S_n − s of the reversed sequence; < 0 past its end
+    ext = blanks
     if s_max:
         in_target = xp.arange(s_max, device=dev)[None, :] < tl[:, None]
         ids = xp.where(in_target, xp.astype(targets, idt), xp.full((n, s_max), blank, dtype=idt, device=dev))
-        ext = xp.where(is_label[None, :], xp.take(ids, xp.minimum(pos // 2, xp.full_like(pos, s_max - 1)), axis=1), blanks)
-        ext_rev = xp.where(rev_pos >= 0, _take_along(ext, xp.maximum(rev_pos, zero), 1, xp), blanks)
-        ext2 = xp.concat([ext, ext_rev], axis=0)  # (2N, W): the sequences, then the reversed ones
-        before = xp.take(ext2, xp.maximum(pos - 2, zero), axis=1)
-        skip = is_label[None, :] & (ext2 != before)  # s = 1: from the virtual start
-    else:
-        ext = blanks
-        ext2 = xp.concat([blanks, blanks], axis=0)
-        skip = xp.zeros((2 * n, width), dtype=xp.bool, device=dev)
-    skip_pen = xp.where(skip, xp.zeros((2 * n, width), dtype=dt, device=dev), xp.full((2 * n, width), _NINF, dtype=dt, device=dev))
-
-    # the loop's input, time first (T, 2N, W): lp at the extended labels of row r at frame t
-    # (reversed rows: frame T_n − 1 − t), 0 past T_n (the extra frame T of lp_pad)
+        ext = xp.where(((pos % 2) == 1)[None, :], xp.take(ids, xp.minimum(pos // 2, xp.full_like(pos, s_max - 1)), axis=1), blanks)
+    ext_rev = xp.where(rev_pos >= 0, _take_along(ext, xp.maximum(rev_pos, zero), 1, xp), blanks)
     frames = xp.arange(t_max, device=dev)
     active = frames[None, :] < il[:, None]  # (N, T)
     rev_frames = xp.maximum(il[:, None] - 1 - frames[None, :], zero)  # clipped: read only where active
-    frame2 = xp.where(xp.concat([active, active], axis=0), xp.concat([xp.broadcast_to(frames[None, :], (n, t_max)), rev_frames], axis=0), xp.full((2 * n, t_max), t_max, dtype=idt, device=dev))
-    # lp with an extra −inf frame T read past T_n: α is −inf there (no occupation, and padding
-    # frames holding NaN never enter)
-    lp_pad = xp.reshape(xp.concat([lp, xp.full((n, 1, n_classes), _NINF, dtype=dt, device=dev)], axis=1), (n * (t_max + 1), n_classes))
-    row_of = xp.concat([seq, seq], axis=0)[:, None] * (t_max + 1) + frame2  # (2N, T) rows of lp_pad
-    lp_rows = xp.reshape(xp.take(lp_pad, xp.reshape(xp.permute_dims(row_of, (1, 0)), (-1,)), axis=0), (t_max, 2 * n, n_classes))
-    emit = _take_along(lp_rows, ext2[None, :, :], 2, xp)
+    past = xp.full((n, t_max), t_max, dtype=idt, device=dev)
+    frame = xp.where(active, xp.broadcast_to(frames[None, :], (n, t_max)), past)
+    frame_rev = xp.where(active, rev_frames, past)
 
-    # the virtual start state sits just before s = 0, with probability 1
-    start = xp.concat([xp.full((2 * n, 1), _NINF, dtype=dt, device=dev), xp.zeros((2 * n, 1), dtype=dt, device=dev), xp.full((2 * n, width), _NINF, dtype=dt, device=dev)], axis=1)
     if loop is None:
-        eager = backend(xp) == "torch" and not is_tracing(emit) and not (emit.requires_grad and _grad_enabled())
+        eager = backend(xp) == "torch" and not is_tracing(lp) and not (lp.requires_grad and _grad_enabled())
         loop = "in_place" if eager else "scan"
-    # (T, 2N, W + 2): α at column s + 2, −inf in columns 0 and 1; not frozen past T_n: read at T_n − 1
-    alphas = _alpha_in_place(emit, skip_pen, start) if loop == "in_place" else _alpha_scan(emit, skip_pen, start, xp)
+    stacked = backend(xp) != "jax"
+    if stacked:
+        alphas, emit = _alphas(lp_pad, xp.concat([ext, ext_rev], axis=0), xp.concat([frame, frame_rev], axis=0), loop, xp)
+    else:
+        alphas, emit = _alphas(lp_pad, ext, frame, loop, xp)
     final = _take_along(alphas[:, :n, :], xp.maximum(il - 1, zero)[None, :, None], 0, xp)  # (1, N, W + 2) at T_n − 1
     final = _take_along(final, xp.concat([last, last - 1], axis=1)[None, :, :] + 2, 2, xp)[0, ...]  # (N, 2)
     log_p = _lse3(final[:, 0], final[:, 1], xp.full_like(final[:, 0], _NINF), xp)
@@ -169,7 +181,8 @@ def _ctc_kernel(z, targets, o, xp, loop=None):
     def vjp(u):
         # lp_t(l'_s) + β_t(s) (T, N, W), from the reversed rows at (T_n − 1 − t, 2S_n − s); the
         # −inf column 0 past the label sequence (s > 2S_n); past T_n α is −inf
-        rev = _take_along(alphas[:, n:, :], xp.permute_dims(rev_frames, (1, 0))[:, :, None], 0, xp)
+        alphas_rev = alphas[:, n:, :] if stacked else _alphas(lp_pad, ext_rev, frame_rev, loop, xp)[0]
+        rev = _take_along(alphas_rev, xp.permute_dims(rev_frames, (1, 0))[:, :, None], 0, xp)
         rev = _take_along(rev, xp.where(rev_pos >= 0, rev_pos + 2, zero)[None, :, :], 2, xp)
         # occupation γ_t(s) = e^{α_t(s) + β_t(s) − log p}: lp = −inf (where α = lp + β = −inf
         # too) is floored so that the sum stays −inf and not −inf + inf
