@@ -71,13 +71,12 @@ def _fast(cfg: Config) -> bool:
     return cfg.target_kind == "ids" and not cfg.label_smoothing
 
 
-def _fast_chunk(z, t, cw, cfg: Config, s, lse_in, valid_c, extras, g_out=None):
+def _fast_chunk(z, t, cw, cfg: Config, s, lse_in, valid_c, extras):
     """In-place kernel on the slab ``z`` (rows, V), compute dtype, class ids ``t`` (rows,).
 
     Forward (``lse_in`` None): returns per-row value and LSE (and extras). With row scales
     ``s`` (rows,) it also overwrites ``z`` with G = s·∂ℓ/∂zraw and returns it. Backward
-    (``lse_in`` given): only G. ``g_out`` (half inputs, no softcap): G is written there, in the
-    input dtype, instead of into ``z`` (the same rounded numbers, one float32 pass less).
+    (``lse_in`` given): only G.
 
     The softmax is torch's fused in-place kernel (max, Σexp and the division in one pass per
     row: measured 2x faster on CPU than ``sub_``, ``exp_``, ``sum`` and a scaling pass, torch's
@@ -120,16 +119,6 @@ def _fast_chunk(z, t, cw, cfg: Config, s, lse_in, valid_c, extras, g_out=None):
     # G = s·[(cw_y + 2λ·LSE)·softmax − cw_y·onehot(y)]
     sq = s if cwy is None else s * cwy
     coef = sq + (2.0 * zl) * lse * s if zl else sq
-    if g_out is not None and deriv is None:
-        # scaling and rounding to the input dtype in one pass (torch.mul computes in float32
-        # and casts); the target column coef·p_y − s_y is formed in float32 and written over
-        # it, so every entry is the float32 G rounded once, as copying a float32 G would give
-        gy = z.gather(1, idx).mul_(coef[:, None]).sub_(sq[:, None])
-        torch.mul(z, coef[:, None], out=g_out)
-        g_out.scatter_(1, idx, gy.to(g_out.dtype))
-        if valid_c is not None:
-            g_out.masked_fill_(~valid_c[:, None], 0.0)
-        return value, lse, g_out, ext
     z.mul_(coef[:, None])
     z.scatter_add_(1, idx, -sq[:, None])
     if deriv is not None:
@@ -185,9 +174,6 @@ def _chunks(x2, w, b, t, s, valid, cw, cfg: Config, need, extras=False, lse_in=N
     slab_low = torch.empty((rows, v), dtype=x2.dtype, device=x2.device) if low else None
     # x rows for dW = Gᵀx with the rows that are not valid zeroed (see masked_rows)
     x_valid = torch.empty((rows, h), dtype=x2.dtype, device=x2.device) if gw is not None and valid is not None and s is not None else None
-    # half inputs: the fast kernel writes G straight into the input-dtype slab (not db, which
-    # sums the float32 G)
-    direct_low = low and s is not None and kernel is _fast_chunk and gb is None and cfg.softcap is None
     wt = w.t()
     gw_written = False
     for r0 in range(0, n, rows):
@@ -205,11 +191,7 @@ def _chunks(x2, w, b, t, s, valid, cw, cfg: Config, need, extras=False, lse_in=N
             z.copy_(out)
         sc = None if s is None else s[r0:r1]
         vc = None if valid is None else valid[r0:r1]
-        lse_c_in = None if lse_in is None else lse_in[r0:r1]
-        if direct_low:
-            value, lse_c, g, ext = kernel(z, t[r0:r1], cw, cfg, sc, lse_c_in, vc, extras, g_out=out)
-        else:
-            value, lse_c, g, ext = kernel(z, t[r0:r1], cw, cfg, sc, lse_c_in, vc, extras)
+        value, lse_c, g, ext = kernel(z, t[r0:r1], cw, cfg, sc, None if lse_in is None else lse_in[r0:r1], vc, extras)
         if not backward:
             values[r0:r1] = value
             lse[r0:r1] = lse_c
@@ -220,8 +202,7 @@ def _chunks(x2, w, b, t, s, valid, cw, cfg: Config, need, extras=False, lse_in=N
             continue
         if low:
             gl = slab_low[:r]
-            if g is not gl:
-                gl.copy_(g)
+            gl.copy_(g)
         else:
             gl = g
         if gx is not None:
@@ -507,15 +488,17 @@ def _op_backward(
                     "to recompute them in backward (then retain_graph=True works)."
                 )
             *gs, dtypes = grads
+            # loss.backward() passes 1: then the gradients are already scaled (one pass over dW
+            # and dx less); a CPU scalar is read without a device sync
+            unit = grad.device.type == "cpu" and grad.ndim == 0 and float(grad) == 1.0
             out = []
             for g, dt, bit in zip(gs, dtypes, bits):
                 if g is None or not bit:
                     out.append(empty())
                     continue
-                if g.dtype == dt:
-                    out.append(g.mul_(grad))
-                else:  # scaled and cast in one pass (float32 product, then rounded)
-                    out.append(torch.mul(g, grad, out=torch.empty_like(g, dtype=dt)))
+                if not unit:
+                    g.mul_(grad)
+                out.append(g if g.dtype == dt else g.to(dt))
             return tuple(out)
         from ..fused.linear_cross_entropy import prepare
 
