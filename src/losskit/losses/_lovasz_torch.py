@@ -34,17 +34,22 @@ def _sorted_grad(key, fg, n_valid, out):
         return out
     perm = torch.sort(key, stable=True)[1]
     fg_sorted = fg.index_select(0, perm)
+    # in place from here on: one row's worth of buffers at a time (the same float operations
+    # as the generic path: 1 − (Σfg − cf)/(k − cf + Σfg))
     if fg.dtype == torch.bool:  # integer counts, exact
         cf = torch.cumsum(fg_sorted, 0, dtype=torch.int32 if fg.numel() < 2**31 else torch.int64)
+        total = cf[-1:].clone()
     else:
-        cf = torch.cumsum(fg_sorted, 0)
-    total = cf[-1:] if fg.dtype == torch.bool else torch.sum(fg, dim=0, keepdim=True)
-    k = torch.arange(1, fg.numel() + 1, dtype=cf.dtype, device=cf.device)
-    inter, union = total - cf, k - cf + total  # union = Σfg + cumsum(1 − fg)
-    jac = 1.0 - inter.to(out.dtype) / union.to(out.dtype)  # the generic path's float formula
-    g = torch.empty_like(jac)
+        cf, total = torch.cumsum(fg_sorted, 0), torch.sum(fg, dim=0, keepdim=True)
+    del fg_sorted
+    union = torch.arange(1, fg.numel() + 1, dtype=cf.dtype, device=cf.device).sub_(cf).add_(total)
+    inter = cf.neg_().add_(total)
+    inter, union = inter.to(out.dtype), union.to(out.dtype)  # no copy for float counts
+    jac = inter.div_(union).neg_().add_(1.0)
+    g = union  # reused: g_k = jac_k − jac_{k−1}
     g[:1] = jac[:1]
     torch.sub(jac[1:], jac[:-1], out=g[1:])
+    del jac, inter
     if n_valid is not None:
         g[n_valid:] = 0
     return out.scatter_(0, perm, g)
@@ -121,7 +126,7 @@ def hinge_errors(zs, ts, ws, keep, n_sets):
     import torch
 
     signs = 2.0 * ts - 1.0
-    e = 1.0 - zs * signs
+    e = torch.mul(zs, signs).neg_().add_(1.0)  # 1 − z·s
     if ws is not None:
         e *= ws
     key = _descending_key(e, signed=True)
@@ -134,9 +139,8 @@ def hinge_errors(zs, ts, ws, keep, n_sets):
     for s in range(n_sets):
         _sorted_grad(key[s], fg[s], counts[s], d[s])
     d.masked_fill_(e <= 0, 0.0)  # relu
-    values = torch.sum(torch.relu(e) * d, dim=-1)
-    d *= signs
-    d.neg_()
+    values = torch.sum(e.clamp_(min=0.0).mul_(d), dim=-1)
+    d.mul_(signs).neg_()
     if ws is not None:
         d *= ws
     return values, d

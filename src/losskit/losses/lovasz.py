@@ -76,10 +76,11 @@ def _softmax_kernel(z, t, w, valid, o, xp):
         values, present, grad_p = _lovasz_torch.softmax_errors(p, t, w, valid, o, n_sets)
         share, out = _class_mean(values, present, o, n, z, xp)
 
-        def vjp_fast(upstream):
-            u = xp.reshape(upstream * xp.ones_like(out), (n_sets, 1)) * share  # (sets, C)
-            d_p = (grad_p.view(n, n_sets, -1) * u.T[:, :, None]).view(grad_p.shape).movedim(0, axis % z.ndim)
-            return _overlap.to_logits(d_p, p, None, {"axis": axis}, xp)
+        grad_p.view(n, n_sets, -1).mul_(share.T[:, :, None])  # each class's share of its set's loss
+
+        def vjp_fast(upstream):  # the sets are images (axis 0): scale each image's logits' gradient
+            u = xp.reshape(upstream * xp.ones_like(out), (n_sets,) + (1,) * (z.ndim - 1))
+            return _overlap.to_logits(grad_p.movedim(0, axis % z.ndim), p, None, {"axis": axis}, xp).mul_(u)
 
         return out, vjp_fast
 
