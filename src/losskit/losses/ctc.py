@@ -181,8 +181,10 @@ def _ctc_kernel(z, targets, o, xp, loop=None):
     def vjp(u):
         # lp_t(l'_s) + β_t(s) (T, N, W), from the reversed rows at (T_n − 1 − t, 2S_n − s); the
         # −inf column 0 past the label sequence (s > 2S_n); past T_n α is −inf
-        alphas_rev = alphas[:, n:, :] if stacked else _alphas(lp_pad, ext_rev, frame_rev, loop, xp)[0]
-        rev = _take_along(alphas_rev, xp.permute_dims(rev_frames, (1, 0))[:, :, None], 0, xp)
+        source, first = (alphas, n) if stacked else (_alphas(lp_pad, ext_rev, frame_rev, loop, xp)[0], 0)
+        rows = int(source.shape[1])
+        row = xp.permute_dims(rev_frames, (1, 0)) * rows + (first + xp.arange(n, device=dev))[None, :]  # whole rows: one copy each
+        rev = xp.reshape(xp.take(xp.reshape(source, (t_max * rows, width + 2)), xp.reshape(row, (-1,)), axis=0), (t_max, n, width + 2))
         rev = _take_along(rev, xp.where(rev_pos >= 0, rev_pos + 2, zero)[None, :, :], 2, xp)
         # occupation γ_t(s) = e^{α_t(s) + β_t(s) − log p}: lp = −inf (where α = lp + β = −inf
         # too) is floored so that the sum stays −inf and not −inf + inf
