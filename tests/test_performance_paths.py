@@ -286,6 +286,85 @@ def test_torch_double_backward_through_cached_multiplier():
     assert torch.autograd.gradgradcheck(lambda a: lk.binary_cross_entropy(a, t), (z,))
 
 
+# --- torch: the gradient in the forward below GRAD_IN_FORWARD_MAX elements ------------------------
+
+
+def _torch_peer_cases(n):
+    """(loss, peer, pred, target, options of both) on n = rows × 4 elements, float64."""
+    rows = n // 4
+    g = torch.Generator().manual_seed(n)
+    z = torch.randn(rows, 4, dtype=torch.float64, generator=g) * 2
+    y = torch.randn(rows, 4, dtype=torch.float64, generator=g)
+    p = torch.rand(rows, 4, dtype=torch.float64, generator=g)
+    q = torch.softmax(torch.randn(rows, 4, dtype=torch.float64, generator=g), -1)
+    kl = lambda a, t, reduction, weight=None: F.kl_div(  # noqa: E731
+        F.log_softmax(a, -1), t, reduction="batchmean" if reduction == "mean" else reduction
+    )
+    return [
+        (lk.mse, F.mse_loss, z, y),
+        (lk.huber, lambda a, t, reduction: F.huber_loss(a, t, reduction=reduction, delta=0.7), z, y, {"delta": 0.7}),
+        (lk.binary_cross_entropy, F.binary_cross_entropy_with_logits, z, p),
+        (lk.kl_divergence, kl, z, q),
+    ]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("side", ["at_threshold", "above_threshold"])
+def test_torch_grad_in_forward_both_sides_equal_torch(side, reduction, monkeypatch):
+    """Both sides of the switch: the value, the gradient (with a cotangent other than 1),
+    a second backward through a kept graph, double backward and the gradient of a soft
+    target that requires grad, against torch's own losses in float64."""
+    from losskit.interop import torch as bridge
+
+    n = 64
+    monkeypatch.setattr(bridge, "GRAD_IN_FORWARD_MAX", n if side == "at_threshold" else n - 1)
+    expect = "GradInForwardLossFunction" if side == "at_threshold" else "LossFunction"
+    for loss, peer, z0, t0, *opts in _torch_peer_cases(n):
+        opts = opts[0] if opts else {}
+        z = z0.clone().requires_grad_(True)
+        out = loss(z, t0, reduction=reduction, **opts)
+        assert type(out.grad_fn).__name__ == expect + "Backward", (loss, type(out.grad_fn))
+        want = peer(z, t0, reduction=reduction)
+        torch.testing.assert_close(out, want, rtol=1e-12, atol=0)
+        (got_g,) = torch.autograd.grad(3.0 * out, z, retain_graph=True)
+        (want_g,) = torch.autograd.grad(3.0 * want, z, retain_graph=True)
+        torch.testing.assert_close(got_g, want_g, rtol=1e-12, atol=1e-15)
+        (again,) = torch.autograd.grad(out, z)  # the kept graph gives the same gradient again
+        torch.testing.assert_close(3.0 * again, want_g, rtol=1e-12, atol=1e-15)
+        # double backward: the gradient's own gradient, as torch's
+        (g1,) = torch.autograd.grad(loss(z, t0, reduction=reduction, **opts), z, create_graph=True)
+        (w1,) = torch.autograd.grad(peer(z, t0, reduction=reduction), z, create_graph=True)
+        v = torch.linspace(-1.0, 1.0, z.numel(), dtype=z.dtype).reshape(z.shape)
+        (g2,) = torch.autograd.grad((g1 * v).sum(), z)
+        (w2,) = torch.autograd.grad((w1 * v).sum(), z)
+        torch.testing.assert_close(g2, w2, rtol=1e-10, atol=1e-13)
+        # a soft target that requires grad gets autograd's gradient, and pred its closed form
+        t = t0.clone().requires_grad_(True)
+        gz, gt = torch.autograd.grad(loss(z, t, reduction=reduction, **opts), (z, t))
+        wz, wt = torch.autograd.grad(peer(z, t, reduction=reduction), (z, t))
+        torch.testing.assert_close(gz, wz, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(gt, wt, rtol=1e-10, atol=1e-13)
+
+
+def test_torch_grad_in_forward_not_taken_for_none_half_and_transforms():
+    """``reduction='none'``, half precision and torch.func keep the generic bridge; weights and
+    masks take the new path and match torch."""
+    z = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(6, 4, dtype=torch.float64)
+    assert type(lk.mse(z, y, reduction="none").grad_fn).__name__ == "LossFunctionBackward"
+    zh = torch.randn(6, 4, dtype=torch.float16, requires_grad=True)
+    assert type(lk.mse(zh, y.half()).grad_fn).__name__ == "LossFunctionBackward"
+    w = torch.rand(6, 4, dtype=torch.float64)
+    m = torch.rand(6, 4) > 0.3
+    out = lk.mse(z, y, weight=w, mask=m)
+    assert type(out.grad_fn).__name__ == "GradInForwardLossFunctionBackward"
+    want = ((z - y) ** 2 * w)[m].sum() / w[m].sum()
+    torch.testing.assert_close(out, want)
+    torch.testing.assert_close(torch.autograd.grad(out, z)[0], torch.autograd.grad(want, z)[0])
+    grads = torch.func.grad(lambda a: lk.mse(a, y))(z.detach())
+    torch.testing.assert_close(grads, 2 * (z.detach() - y) / z.numel())
+
+
 # --- rewritten elementwise kernels ---------------------------------------------------------------
 
 

@@ -318,7 +318,7 @@ class Loss:
         o = self._bind(options, pred, xp, validate)
         class_axis = has_class_axis(spec, o)
         axis = _validate.normalize_axis(o.get("axis", -1), pred.ndim, name) if class_axis else None
-        plan = _Plan(xp, backend(xp), o, class_axis, axis)
+        plan = _Plan(xp, backend(xp), o, class_axis, axis, spec, pred.dtype)
         if key is not None:
             if len(_PLANS) >= _MAX_PLANS:
                 _PLANS.clear()
@@ -328,12 +328,13 @@ class Loss:
     def _run(self, need, pred, target, weight, mask, reduction, normalizer, validate, options):
         spec = self.spec
         name = spec.name
-        target, weight, mask = coerce_like(pred, target, weight, mask)
+        if type(pred).__module__.startswith("jax"):
+            target, weight, mask = coerce_like(pred, target, weight, mask)
         plan = self._plan(need, pred, target, weight, mask, reduction, normalizer, validate, options)
         xp = plan.xp
         if normalizer is not None:
             normalizer = check_option(_NORMALIZER, normalizer, "normalizer", name, pred, xp, validate)
-        o = dict(plan.options)  # prepare may replace array options by converted ones
+        o = dict(plan.options)  # prepare may replace options by converted ones
         class_axis = plan.class_axis
         if class_axis:
             axis = plan.axis
@@ -345,29 +346,37 @@ class Loss:
             _validate.check_sample_array(weight, sample_shape, "weight", name, xp, boolean=False, class_axis=class_axis)
         if mask is not None:
             _validate.check_sample_array(mask, sample_shape, "mask", name, xp, boolean=True, class_axis=class_axis)
-        prep = (spec.prepare or _prepare_elementwise)(pred, target, o, xp, validate, name, mask)
-        valid = combine_masks(mask, prep.valid, xp)
+        if spec.prepare is None:
+            if pred.shape != target.shape:
+                _validate.check_same_shape(pred, target, plan.pred_name, plan.target_name, name)
+            if target.dtype != plan.compute_dtype:
+                target = xp.astype(target, plan.compute_dtype)  # soft targets in the compute dtype
+            prep = None
+            kernel_pred, kernel_target, valid, denom = pred, target, mask, None
+        else:
+            prep = spec.prepare(pred, target, o, xp, validate, name, mask)
+            kernel_pred, kernel_target, denom = prep.pred, prep.target, prep.denom
+            valid = combine_masks(mask, prep.valid, xp)
         if validate and spec.check_values is not None:
-            spec.check_values(prep.pred, prep.target, o, xp, name, valid)
-        c = multiplier(sample_shape, weight, valid, prep.denom, reduction, normalizer, compute_dtype(pred.dtype, xp), xp, check=validate and name)
-        static = tuple([(k, o[k]) for k in self._static_names] + list(prep.static.items()))
-        call = plan.calls.get(static)
+            spec.check_values(kernel_pred, kernel_target, o, xp, name, valid)
+        c = multiplier(sample_shape, weight, valid, denom, reduction, normalizer, plan.compute_dtype, xp, check=validate and name)
+        # one Call object per signature and static options; without prepare (which may
+        # derive options from the arrays) the static options are the plan's own
+        call = plan.call
         if call is None:
-            call = plan.calls[static] = Call(spec, reduction, static, spec.array_options)
-        aux = tuple([o[k] for k in spec.array_options])
-        kind = plan.kind
+            static = tuple([(k, o[k]) for k in self._static_names] + (list(prep.static.items()) if prep is not None else []))
+            call = plan.calls.get(static)
+            if call is None:
+                call = plan.calls[static] = Call(spec, reduction, static, spec.array_options)
+            if prep is None:
+                plan.call = call
+        aux = tuple([o[k] for k in plan.aux_names]) if plan.aux_names else ()
         if need == "value":
-            if kind == "torch":
-                from .interop import torch as hook
-
-                return hook.value(call, prep.pred, prep.target, c, valid, aux)
-            if kind == "jax":
-                from .interop import jax as hook
-
-                return hook.value(call, prep.pred, prep.target, c, valid, aux)
-            return evaluate(call, prep.pred, prep.target, c, valid, aux, xp, need)
-        out = evaluate(call, prep.pred, prep.target, c, valid, aux, xp, need)
-        if prep.axis is None:
+            if plan.hook is not None:
+                return plan.hook(call, kernel_pred, kernel_target, c, valid, aux)
+            return evaluate(call, kernel_pred, kernel_target, c, valid, aux, xp, need)
+        out = evaluate(call, kernel_pred, kernel_target, c, valid, aux, xp, need)
+        if prep is None or prep.axis is None:
             return out
         move = lambda g: xp.moveaxis(g, -1, prep.axis)  # noqa: E731
         if need == "grad":
@@ -380,11 +389,24 @@ class Loss:
 class _Plan:
     """The metadata-only part of a call (see ``Loss._plan``)."""
 
-    __slots__ = ("xp", "kind", "options", "class_axis", "axis", "calls")
+    __slots__ = ("xp", "kind", "options", "class_axis", "axis", "calls", "call", "hook", "aux_names", "compute_dtype", "pred_name", "target_name")
 
-    def __init__(self, xp, kind, options, class_axis, axis):
+    def __init__(self, xp, kind, options, class_axis, axis, spec, dtype):
         self.xp, self.kind, self.options, self.class_axis, self.axis = xp, kind, options, class_axis, axis
         self.calls = {}  # static options (after prepare) -> Call, one object per signature
+        self.call = None  # the Call when prepare adds no static options (the common case)
+        self.aux_names = spec.array_options
+        self.compute_dtype = compute_dtype(dtype, xp)
+        self.pred_name, self.target_name = spec.inputs[0], spec.target
+        self.hook = None  # the framework's value (custom autograd rule), imported once
+        if kind == "torch":
+            from .interop import torch as hook
+
+            self.hook = hook.value
+        elif kind == "jax":
+            from .interop import jax as hook
+
+            self.hook = hook.value
 
 
 # Option values that key a plan: hashable, and compared with their type (True == 1 == 1.0 as

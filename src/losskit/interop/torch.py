@@ -45,7 +45,10 @@ class LossFunction(torch.autograd.Function):
 def _save(ctx, args, residual=None):
     """save_for_backward takes tensors only: remember where the Python values (c, floats) go.
     The common case (every argument a tensor or None) keeps no index lists."""
-    if all(a is None or isinstance(a, torch.Tensor) for a in args):
+    for a in args:
+        if a is not None and not isinstance(a, torch.Tensor):
+            break
+    else:
         ctx.is_tensor = None
         ctx.save_for_backward(*args, residual)
         return
@@ -189,12 +192,65 @@ def _scalar_tensor(c: float, pred):
     return t
 
 
+# --- small inputs: the gradient in the forward ------------------------------------------
+# At a (32, 10) batch a loss is bound by per-call overhead, and the generic backward (restore,
+# scale the cotangent, run the closed form again) costs more than the forward. Below this
+# many elements of ``pred``, a recorded call with a scalar reduction computes value and
+# gradient in one pass in the forward (the ``value_and_grad`` of the declaration, with the
+# reduction multiplier applied), and the backward is one multiply by the incoming scalar.
+# Above it, the generic bridge keeps no pred-sized buffer between forward and backward.
+GRAD_IN_FORWARD_MAX = 1 << 16
+
+
+class GradInForwardLossFunction(torch.autograd.Function):
+    """``LossFunction`` for small inputs in plain mode (see ``GRAD_IN_FORWARD_MAX``): the
+    forward saves c·∂ℓ/∂pred; backward returns it times the cotangent. A double backward
+    (``create_graph=True``) and the gradients of other inputs use ``LossFunction``'s
+    differentiable closed forms from the saved inputs. Old-style (``forward(ctx, ...)``), so
+    the gradient is saved without being an output; only run outside torch.func transforms and
+    torch.compile, which take ``LossFunction``."""
+
+    @staticmethod
+    def forward(ctx, call, pred, target, c, valid, *aux):
+        value, grad = evaluate(call, pred, target, c, valid, aux, _xp(), "value_and_grad")
+        ctx.call = call
+        # an intermediate, not an input or output: kept as an attribute, so the common
+        # backward unpacks no saved tensor; the inputs are saved for the closed form
+        ctx.grad = grad
+        _save(ctx, (pred, target, c, valid, *aux))
+        return value
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        needs = ctx.needs_input_grad
+        if not torch.is_grad_enabled() and not (needs[2] or needs[3] or any(needs[5:])):
+            return (None, ctx.grad * grad_out if needs[1] else None) + (None,) * (len(needs) - 2)
+        pred, target, c, valid, *aux, _ = _restore(ctx)
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the closed form
+            return _grads(ctx.call, needs, pred, target, c, valid, aux, grad_out)
+        grad = ctx.grad
+        return _grads(ctx.call, needs, pred, target, c, valid, aux, grad_out, lambda _c_up: grad * grad_out)
+
+
+def _grad_in_forward(call, pred, plain) -> bool:
+    # half precision keeps the generic path: its gradient is scaled in float32 before rounding
+    return plain and call.reduction != "none" and pred.numel() <= GRAD_IN_FORWARD_MAX and pred.dtype in _FULL_PRECISION
+
+
+_FULL_PRECISION = (torch.float32, torch.float64)
+
+
 def value(call, pred, target, c, valid, aux):
     """Loss value on torch tensors, with a closed-form backward when a graph is recorded."""
     plain = _plain_mode()
     if plain and type(c) is float:
         c = _scalar_tensor(c, pred)
     kernel = _lean_kernel(call, pred, target, c, valid, aux, plain)
+    if kernel is None and _grad_in_forward(call, pred, plain) and _records(pred, target, c, aux):
+        raw = _RAW_APPLY.get(GradInForwardLossFunction)  # plain mode: the raw apply (see _apply)
+        if raw is None:
+            return _apply(GradInForwardLossFunction, call, pred, target, c, valid, *aux, plain=plain)
+        return raw(call, pred, target, c, valid, *aux)
     if _records(pred, target, c, aux):
         if kernel is not None:
             return _apply(LeanLossFunction, call, kernel, pred, target, c, valid, *aux, plain=plain)[0]
