@@ -12,10 +12,13 @@ reference path's (the same call under ``_accel.disabled()``):
 * reduced values (summed in float64 by the kernel, in the dtype by the reference) within the
   reference's own summation error.
 
-One element below the threshold, with weights, masks, options the kernels do not cover,
-float16, non-contiguous inputs or a torch graph being recorded, the reference path runs. The
-float64 ``exp`` and ``log1p`` of the kernels are also checked against NumPy's on their own.
-Without Numba these tests skip, and every call takes the reference path.
+Per-sample weights and masks run in the kernels too: every kernel × output × reduction ×
+dtype × library × (weighted, masked, both) against the reference path, masked NaN included,
+on both sides of the threshold. One element below the threshold, with options the kernels do
+not cover, float16, non-contiguous inputs or a torch graph being recorded (a weight being
+differentiated included), the reference path runs. The float64 ``exp`` and ``log1p`` of the
+kernels are also checked against NumPy's on their own. Without Numba these tests skip, and
+every call takes the reference path.
 """
 
 from __future__ import annotations
@@ -234,20 +237,106 @@ def test_both_sides_of_the_threshold(lib, rng, launches):
     assert launches[0] == 3
 
 
-@pytest.mark.parametrize("lib", LIBS)
-def test_weights_masks_and_uncovered_options_fall_back(lib, rng, launches, small_blocks):
-    n = small_blocks
-    w, mask = rng.uniform(0.5, 2.0, n).astype(np.float32), rng.random(n) < 0.9
-    w, mask = _lib((w, mask), lib)
-    for name, options in COVERED[:2]:
-        z, y = _lib(_inputs(name, options, rng, n, np.float32, finite=True), lib)
-        for extra in ({"weight": w}, {"mask": mask}, {"weight": w, "mask": mask}):
-            for need in NEEDS:
-                got = _call(lk.registry[name], need, z, y, reduction="mean", **extra)
+def _weights_and_mask(rng, n, dtype, lib):
+    """Weights in [0, 2] with a few exact zeros, and a mask that drops every NaN of the edge
+    grid's second half (NaN kept in the first: a masked NaN must give 0, an unmasked one NaN)."""
+    w = rng.uniform(0.0, 2.0, n)
+    w[rng.random(n) < 0.01] = 0.0
+    mask = rng.random(n) < 0.8
+    return _lib((w.astype(dtype), mask), lib)
+
+
+# the kernels are the same for both libraries (torch tensors reach them as NumPy views): float64
+# on NumPy only keeps the compile and run time of this matrix down
+LIB_DTYPES = (("numpy", np.float32), ("numpy", np.float64), ("torch", np.float32))
+
+
+@pytest.mark.parametrize("lib, dtype", LIB_DTYPES, ids=[f"{lib}-{np.dtype(d).name}" for lib, d in LIB_DTYPES])
+@pytest.mark.parametrize("name, options", COVERED, ids=[f"{n}{o or ''}" for n, o in COVERED])
+def test_weighted_and_masked_kernels_equal_reference_path(name, options, lib, dtype, rng, launches, monkeypatch):
+    """The boosting call with per-sample weights (and masks): every output and reduction, on
+    the edge grid (NaN, ±inf, overflow) inside a random sample, each of weight, mask, both."""
+    monkeypatch.setattr(_loss, "_BLOCK", {"numpy": 1 << 12, "torch": 1 << 12})
+    n = 4 * (1 << 12) + 4321  # two chunks of the kernels (one per thread), the last one ragged
+    loss = lk.registry[name]
+    z, y = _lib(_inputs(name, options, rng, n, dtype, finite=False), lib)
+    w, mask = _weights_and_mask(rng, n, dtype, lib)
+    wn, mn = _np(w).astype(np.float64), _np(mask)
+    for extra in ({"weight": w}, {"mask": mask}, {"weight": w, "mask": mask}):
+        weights = wn if "weight" in extra else np.ones(n)
+        keep = mn if "mask" in extra else np.ones(n, bool)
+        for need in NEEDS:
+            for reduction in REDUCTIONS:
+                kw = dict(reduction=reduction, **options, **extra)
+                before = launches[0]
+                got = _call(loss, need, z, y, **kw)
+                assert launches[0] == before + 1, f"{need} {reduction} {list(extra)}: the kernel did not run"
                 with _accel.disabled():
-                    expected = _call(lk.registry[name], need, z, y, reduction="mean", **extra)
-                for a, b in zip(got, expected):
-                    np.testing.assert_array_equal(_np(a), _np(b))
+                    expected = _call(loss, need, z, y, **kw)
+                # the reduction's multiplier, per sample: w, over Σ_valid w for "mean"
+                c = weights / (weights[keep].sum() if reduction == "mean" else 1.0)
+                scales = _scales(need, _np(z), _np(y), expected, c)
+                if need in ("value", "value_and_grad"):  # the reference multiplies ℓ, y·z included, by c
+                    scales = (scales[0] * np.maximum(c, 1.0),) + scales[1:]
+                for i, (a, b) in enumerate(zip(got, expected)):
+                    what = f"{name} {options} {lib} {np.dtype(dtype).name} {list(extra)} {need}[{i}] {reduction}"
+                    assert type(a) is type(b) and a.dtype == b.dtype and tuple(a.shape) == tuple(b.shape), what
+                    if a.ndim:
+                        _assert_elementwise(a, b, scales[i], dtype, what)
+                        assert np.all(_np(a)[~keep] == 0), f"{what}: masked samples not 0"
+                        continue
+                    if np.isnan(float(b)) or not np.isfinite(float(b)):
+                        assert float(a) == float(b) or (np.isnan(float(a)) and np.isnan(float(b))), f"{what}: {float(a)!r} vs {float(b)!r}"
+                        continue
+                    with _accel.disabled():
+                        terms = np.abs(_np(loss(z, y, reduction="none", **options)).astype(np.float64))
+                    tol = SUM_RTOL[dtype] * np.sum(np.where(keep, terms * c, 0.0)) + TINY[dtype]
+                    assert abs(float(a) - float(b)) <= tol, f"{what}: {float(a)!r} vs {float(b)!r}"
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_weighted_kernels_on_both_sides_of_the_threshold(lib, rng, launches):
+    """threshold − 1 elements with weight and mask: the reference path; threshold elements:
+    the kernel, equal to it."""
+    name, options = ONE
+    loss = lk.registry[name]
+    for n, kernel in ((_threshold(lib) - 1, False), (_threshold(lib), True)):
+        z, y = _lib(_inputs(name, options, rng, n, np.float32, finite=True), lib)
+        w, mask = _weights_and_mask(rng, n, np.float32, lib)
+        before = launches[0]
+        got = loss.grad_hess(z, y, weight=w, mask=mask, reduction="none", **options)
+        assert launches[0] == before + kernel
+        expected = _reference(loss.grad_hess, z, y, weight=w, mask=mask, reduction="none", **options)
+        for i, (a, b) in enumerate(zip(got, expected)):
+            _assert_elementwise(a, b, _scales("grad_hess", _np(z), _np(y), expected, _np(w))[i], np.float32, f"{name} {lib} [{i}]")
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_a_weight_being_differentiated(reduction, rng):
+    """torch autograd through the weight (the kernel may serve the unrecorded forward):
+    d/dw Σ w·ℓ = ℓ, and the "mean" gradient equals the reference path's."""
+    torch = pytest.importorskip("torch")
+    name, options = ONE
+    n = _threshold("torch")
+    z, y = _lib(_inputs(name, options, rng, n, np.float32, finite=True), "torch")
+    grads = []
+    for accel in (True, False):
+        w = torch.from_numpy(rng.uniform(0.5, 2.0, n).astype(np.float32)) if not grads else grads[0][0].detach()
+        w = w.clone().requires_grad_(True)
+        if accel:
+            lk.registry[name](z, y, weight=w, reduction=reduction, **options).backward()
+        else:
+            _reference(lambda: lk.registry[name](z, y, weight=w, reduction=reduction, **options).backward())
+        grads.append((w, w.grad))
+    np.testing.assert_allclose(grads[0][1].numpy(), grads[1][1].numpy(), rtol=1e-6, atol=1e-12)
+    if reduction == "sum":
+        per_sample = _reference(lk.registry[name], z, y, reduction="none", **options)
+        np.testing.assert_allclose(grads[0][1].numpy(), per_sample.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("lib", LIBS)
+def test_uncovered_options_fall_back(lib, rng, launches, small_blocks):
+    n = small_blocks
     for name, options in NOT_COVERED:
         if any(isinstance(v, np.ndarray) for v in options.values()):
             continue  # one value per column of a 2-D input: the aux check is the same as a number's

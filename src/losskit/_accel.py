@@ -9,9 +9,11 @@ Numba (the optional ``accel`` extra: ``pip install losskit[accel]``) and cached 
 * The array-API path stays the reference. A kernel runs only where ``_loss.evaluate`` would take
   its block path (large, same-shape, NumPy or torch CPU, not recorded by autograd, not under
   ``torch.compile``), for float32/float64 C-contiguous inputs (plain tensors, not functorch
-  wrappers), with a scalar reduction multiplier (no per-sample ``weight``), no ``mask`` and the
-  option values its entry covers; everything else, and every call when Numba is not installed
-  or ``LOSSKIT_ACCEL=0`` is set, takes the reference path.
+  wrappers) and the option values its entry covers. Per-sample ``weight`` (the reduction's
+  multiplier as an array of pred's dtype) and ``mask`` run in the kernel too (gradient-boosting
+  users pass weights every round); a weight being differentiated by torch autograd, array
+  options, and every call when Numba is not installed or ``LOSSKIT_ACCEL=0`` is set take the
+  reference path.
 * Each kernel (``_accel_numba``) mirrors its loss's reference arithmetic step by step in the
   input dtype; only ``exp`` and ``log1p`` differ: vectorisable few-ulp routines of the kernels'
   own, where NumPy and torch use theirs. ``tests/test_accel.py`` checks every kernel against the
@@ -103,50 +105,37 @@ def run(call, pred, target, c, valid, aux, xp, need: str):
     entry = KERNELS.get(call.spec.name)
     if entry is None or not _enabled or need not in _NEEDS:
         return None
-    if valid is not None or any(a is not None for a in aux):
-        return None  # masks, array options: the reference path
-    c = _host_number(c)
-    if c is None:
-        return None  # per-sample weights (an array multiplier): the reference path
+    if any(a is not None for a in aux):
+        return None  # array options: the reference path
     from ._array import backend
 
     kind = backend(xp)
-    if kind == "numpy":
-        import numpy as np
-
-        if type(pred) is not np.ndarray or type(target) is not np.ndarray:
-            return None
-        p, t = pred, target
-        if not (p.flags.c_contiguous and t.flags.c_contiguous and p.flags.aligned and t.flags.aligned):
-            return None
-    elif kind == "torch":
-        import torch
-
-        if pred.layout != torch.strided or target.layout != torch.strided or pred.device.type != "cpu" or target.device.type != "cpu":
-            return None
-        if type(pred) not in _plain_tensor_types(torch) or type(target) not in _plain_tensor_types(torch):
-            return None  # subclasses may mean something else by their data
-        if _functorch_wrapped(torch, pred) or _functorch_wrapped(torch, target):
-            return None  # inside torch.func.vmap / grad: no storage of its own
-        if not (pred.is_contiguous() and target.is_contiguous()) or pred.is_neg() or target.is_neg():
-            return None
-        try:
-            p, t = pred.detach().numpy(), target.detach().numpy()
-        except RuntimeError:
-            return None
-    else:
+    scalar_c = _host_number(c)
+    arrays = (pred, target) if scalar_c is not None else (pred, target, c)
+    if valid is not None:
+        arrays += (valid,)
+    host = _host_arrays(kind, arrays)
+    if host is None:
         return None
+    p, t = host[0], host[1]
     import numpy as np
 
     dtype = p.dtype
     if dtype not in (np.float32, np.float64) or t.dtype != dtype:
         return None
+    w = np.empty(0, dtype) if scalar_c is not None else host[2]
+    mask = host[-1] if valid is not None else np.empty(0, np.bool_)
+    shape = tuple(pred.shape)
+    if w.shape != (0,) and (w.dtype != dtype or w.shape != shape):
+        return None  # a multiplier of another dtype or shape: the reference path
+    if mask.shape != (0,) and (mask.dtype != np.bool_ or mask.shape != shape):
+        return None
     k = entry.constants(dict(call.static), dtype.type)
     if k is None or _numba() is None:
         return None
     value_fn, value_grad_fn, grad_hess_fn = _drivers(call.spec.name)
-    out = _launch(value_fn, value_grad_fn, grad_hess_fn, p.reshape(-1), t.reshape(-1), dtype, c, call.reduction, k, need)
-    shape = tuple(pred.shape)
+    flat = (p.reshape(-1), t.reshape(-1), w.reshape(-1), mask.reshape(-1))
+    out = _launch(value_fn, value_grad_fn, grad_hess_fn, *flat, dtype, scalar_c, call.reduction, k, need)
     if kind == "torch":
         import torch
 
@@ -167,6 +156,35 @@ def run(call, pred, target, c, valid, aux, xp, need: str):
     if need == "grad":
         return wrap(grad)
     return value, wrap(grad)
+
+
+def _host_arrays(kind, arrays):
+    """The arrays as C-contiguous NumPy arrays sharing their memory (NumPy arrays, or torch
+    CPU tensors outside autograd), or None where one of them is anything else."""
+    if kind == "numpy":
+        import numpy as np
+
+        for a in arrays:
+            if type(a) is not np.ndarray or not (a.flags.c_contiguous and a.flags.aligned):
+                return None
+        return arrays
+    if kind != "torch":
+        return None
+    import torch
+
+    host = []
+    for a in arrays:
+        if a.layout != torch.strided or a.device.type != "cpu" or type(a) not in _plain_tensor_types(torch):
+            return None  # subclasses may mean something else by their data
+        if _functorch_wrapped(torch, a):
+            return None  # inside torch.func.vmap / grad: no storage of its own
+        if not a.is_contiguous() or a.is_neg() or a.is_conj() or (a.requires_grad and torch.is_grad_enabled() and a is not arrays[0]):
+            return None  # a weight being differentiated: the reference path records it
+        try:
+            host.append(a.detach().numpy())
+        except RuntimeError:
+            return None
+    return tuple(host)
 
 
 def _plain_tensor_types(torch):
@@ -196,9 +214,11 @@ def _host_number(c):
         return None
 
 
-def _launch(value_fn, value_grad_fn, grad_hess_fn, p, t, dtype, c, reduction, k, need):
-    """Run one driver on flat arrays, its chunks split over the threads. Returns (value, grad)
-    or (grad, hess); a reduced value is a Python float (the float64 sum times ``c``)."""
+def _launch(value_fn, value_grad_fn, grad_hess_fn, p, t, w, valid, dtype, c, reduction, k, need):
+    """Run one driver on flat arrays, its chunks split over the threads. ``w`` is the
+    per-sample multiplier (empty where the multiplier is the number ``c``), ``valid`` the mask
+    (empty: none). Returns (value, grad) or (grad, hess); a reduced value is a Python float
+    (the float64 sum, times ``c`` when that is a number)."""
     import numpy as np
 
     from ._accel_numba import CHUNK
@@ -206,20 +226,23 @@ def _launch(value_fn, value_grad_fn, grad_hess_fn, p, t, dtype, c, reduction, k,
     n = p.shape[0]
     chunks = (n + CHUNK - 1) // CHUNK
     per_sample = reduction == "none"
-    scale = dtype.type(c)
+    scale = dtype.type(1.0 if c is None else c)
     if need == "grad_hess":
         g, h = np.empty(n, dtype), np.empty(n, dtype)
-        _split(chunks, lambda c0, c1: grad_hess_fn(p, t, g, h, scale, c0, c1, k))
+        _split(chunks, lambda c0, c1: grad_hess_fn(p, t, w, valid, g, h, scale, c0, c1, k))
         return g, h
     values = np.empty(n if per_sample else 0, dtype)
     partial = np.zeros(0 if per_sample else chunks)
     if need == "value":
-        _split(chunks, lambda c0, c1: value_fn(p, t, values, partial, c0, c1, k))
+        _split(chunks, lambda c0, c1: value_fn(p, t, w, valid, values, partial, c0, c1, k))
         g = None
     else:
         g = np.empty(n, dtype)
-        _split(chunks, lambda c0, c1: value_grad_fn(p, t, values, g, partial, scale, c0, c1, k))
-    return (values if per_sample else float(partial.sum()) * c), g
+        _split(chunks, lambda c0, c1: value_grad_fn(p, t, w, valid, values, g, partial, scale, c0, c1, k))
+    if per_sample:
+        return values, g
+    total = float(partial.sum())
+    return (total if c is None else total * c), g
 
 
 def _threads() -> int:

@@ -312,166 +312,243 @@ def _poisson_grad_hess(z, y, k):
 
 
 # --- drivers: the same three loops per loss (Numba caches module-level functions only) -------
-# Each runs chunks [c0, c1) of CHUNK elements; _accel splits the chunks over threads.
+# Each runs chunks [c0, c1) of CHUNK elements; _accel splits the chunks over threads. ``w``
+# (the per-sample multiplier: weights, over their sum for "mean") and ``valid`` (the mask) are
+# empty arrays when absent: one compiled signature per dtype serves every call, and the tests
+# on them are loop-invariant (LLVM unswitches the loop). Their arithmetic is the reference's:
+# ℓ·w and g·w in the dtype, 0 where not valid (NaN included), as _reduce.reduce_terms and
+# scale_elementwise do.
 
 @njit(**_SERIAL)
-def bce_value(z, y, values, partial, c0, c1, k):
+def bce_value(z, y, w, valid, values, partial, c0, c1, k):
     n = z.shape[0]
+    weighted, masked = w.shape[0] != 0, valid.shape[0] != 0
     buf = np.empty(0 if values.shape[0] else CHUNK, values.dtype)
     for j in range(c0, c1):
         lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
-        zs, ys = z[lo:hi], y[lo:hi]  # slices: indices from 0 need no wraparound check
+        zs, ys, ws, vs = z[lo:hi], y[lo:hi], w[lo:hi], valid[lo:hi]  # slices: no wraparound checks
         out = values[lo:hi] if values.shape[0] else buf
         for i in range(hi - lo):
-            out[i] = _bce_value(zs[i], ys[i], k)
+            v = _bce_value(zs[i], ys[i], k)
+            if weighted:
+                v = v * ws[i]
+            if masked and not vs[i]:
+                v = cast_like(0.0, v)
+            out[i] = v
         if not values.shape[0]:
             partial[j] = _chunk_sum(buf, hi - lo)
 
 
 @njit(**_SERIAL)
-def bce_value_grad(z, y, values, grad, partial, scale, c0, c1, k):
+def bce_value_grad(z, y, w, valid, values, grad, partial, scale, c0, c1, k):
     n = z.shape[0]
+    weighted, masked = w.shape[0] != 0, valid.shape[0] != 0
     buf = np.empty(0 if values.shape[0] else CHUNK, values.dtype)
     for j in range(c0, c1):
         lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
-        zs, ys, gs = z[lo:hi], y[lo:hi], grad[lo:hi]
+        zs, ys, ws, vs, gs = z[lo:hi], y[lo:hi], w[lo:hi], valid[lo:hi], grad[lo:hi]
         out = values[lo:hi] if values.shape[0] else buf
         for i in range(hi - lo):
             v, g = _bce_value_grad(zs[i], ys[i], k)
+            if weighted:
+                v, g = v * ws[i], g * ws[i]
+            else:
+                g = g * scale
+            if masked and not vs[i]:
+                v, g = cast_like(0.0, v), cast_like(0.0, g)
             out[i] = v
-            gs[i] = g * scale
+            gs[i] = g
         if not values.shape[0]:
             partial[j] = _chunk_sum(buf, hi - lo)
 
 
 @njit(**_SERIAL)
-def bce_grad_hess(z, y, grad, hess, scale, c0, c1, k):
+def bce_grad_hess(z, y, w, valid, grad, hess, scale, c0, c1, k):
     lo, hi = c0 * CHUNK, min(z.shape[0], c1 * CHUNK)
-    zs, ys, gs, hs = z[lo:hi], y[lo:hi], grad[lo:hi], hess[lo:hi]
+    weighted, masked = w.shape[0] != 0, valid.shape[0] != 0
+    zs, ys, ws, vs, gs, hs = z[lo:hi], y[lo:hi], w[lo:hi], valid[lo:hi], grad[lo:hi], hess[lo:hi]
     for i in range(hi - lo):
         g, h = _bce_grad_hess(zs[i], ys[i], k)
-        gs[i] = g * scale
-        hs[i] = h * scale
+        c = ws[i] if weighted else scale
+        g, h = g * c, h * c
+        if masked and not vs[i]:
+            g, h = cast_like(0.0, g), cast_like(0.0, h)
+        gs[i] = g
+        hs[i] = h
 
 
 @njit(**_SERIAL)
-def mse_value(z, y, values, partial, c0, c1, k):
+def mse_value(z, y, w, valid, values, partial, c0, c1, k):
     n = z.shape[0]
+    weighted, masked = w.shape[0] != 0, valid.shape[0] != 0
     buf = np.empty(0 if values.shape[0] else CHUNK, values.dtype)
     for j in range(c0, c1):
         lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
-        zs, ys = z[lo:hi], y[lo:hi]  # slices: indices from 0 need no wraparound check
+        zs, ys, ws, vs = z[lo:hi], y[lo:hi], w[lo:hi], valid[lo:hi]  # slices: no wraparound checks
         out = values[lo:hi] if values.shape[0] else buf
         for i in range(hi - lo):
-            out[i] = _mse_value(zs[i], ys[i], k)
+            v = _mse_value(zs[i], ys[i], k)
+            if weighted:
+                v = v * ws[i]
+            if masked and not vs[i]:
+                v = cast_like(0.0, v)
+            out[i] = v
         if not values.shape[0]:
             partial[j] = _chunk_sum(buf, hi - lo)
 
 
 @njit(**_SERIAL)
-def mse_value_grad(z, y, values, grad, partial, scale, c0, c1, k):
+def mse_value_grad(z, y, w, valid, values, grad, partial, scale, c0, c1, k):
     n = z.shape[0]
+    weighted, masked = w.shape[0] != 0, valid.shape[0] != 0
     buf = np.empty(0 if values.shape[0] else CHUNK, values.dtype)
     for j in range(c0, c1):
         lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
-        zs, ys, gs = z[lo:hi], y[lo:hi], grad[lo:hi]
+        zs, ys, ws, vs, gs = z[lo:hi], y[lo:hi], w[lo:hi], valid[lo:hi], grad[lo:hi]
         out = values[lo:hi] if values.shape[0] else buf
         for i in range(hi - lo):
             v, g = _mse_value_grad(zs[i], ys[i], k)
+            if weighted:
+                v, g = v * ws[i], g * ws[i]
+            else:
+                g = g * scale
+            if masked and not vs[i]:
+                v, g = cast_like(0.0, v), cast_like(0.0, g)
             out[i] = v
-            gs[i] = g * scale
+            gs[i] = g
         if not values.shape[0]:
             partial[j] = _chunk_sum(buf, hi - lo)
 
 
 @njit(**_SERIAL)
-def mse_grad_hess(z, y, grad, hess, scale, c0, c1, k):
+def mse_grad_hess(z, y, w, valid, grad, hess, scale, c0, c1, k):
     lo, hi = c0 * CHUNK, min(z.shape[0], c1 * CHUNK)
-    zs, ys, gs, hs = z[lo:hi], y[lo:hi], grad[lo:hi], hess[lo:hi]
+    weighted, masked = w.shape[0] != 0, valid.shape[0] != 0
+    zs, ys, ws, vs, gs, hs = z[lo:hi], y[lo:hi], w[lo:hi], valid[lo:hi], grad[lo:hi], hess[lo:hi]
     for i in range(hi - lo):
         g, h = _mse_grad_hess(zs[i], ys[i], k)
-        gs[i] = g * scale
-        hs[i] = h * scale
+        c = ws[i] if weighted else scale
+        g, h = g * c, h * c
+        if masked and not vs[i]:
+            g, h = cast_like(0.0, g), cast_like(0.0, h)
+        gs[i] = g
+        hs[i] = h
 
 
 @njit(**_SERIAL)
-def huber_value(z, y, values, partial, c0, c1, k):
+def huber_value(z, y, w, valid, values, partial, c0, c1, k):
     n = z.shape[0]
+    weighted, masked = w.shape[0] != 0, valid.shape[0] != 0
     buf = np.empty(0 if values.shape[0] else CHUNK, values.dtype)
     for j in range(c0, c1):
         lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
-        zs, ys = z[lo:hi], y[lo:hi]  # slices: indices from 0 need no wraparound check
+        zs, ys, ws, vs = z[lo:hi], y[lo:hi], w[lo:hi], valid[lo:hi]  # slices: no wraparound checks
         out = values[lo:hi] if values.shape[0] else buf
         for i in range(hi - lo):
-            out[i] = _huber_value(zs[i], ys[i], k)
+            v = _huber_value(zs[i], ys[i], k)
+            if weighted:
+                v = v * ws[i]
+            if masked and not vs[i]:
+                v = cast_like(0.0, v)
+            out[i] = v
         if not values.shape[0]:
             partial[j] = _chunk_sum(buf, hi - lo)
 
 
 @njit(**_SERIAL)
-def huber_value_grad(z, y, values, grad, partial, scale, c0, c1, k):
+def huber_value_grad(z, y, w, valid, values, grad, partial, scale, c0, c1, k):
     n = z.shape[0]
+    weighted, masked = w.shape[0] != 0, valid.shape[0] != 0
     buf = np.empty(0 if values.shape[0] else CHUNK, values.dtype)
     for j in range(c0, c1):
         lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
-        zs, ys, gs = z[lo:hi], y[lo:hi], grad[lo:hi]
+        zs, ys, ws, vs, gs = z[lo:hi], y[lo:hi], w[lo:hi], valid[lo:hi], grad[lo:hi]
         out = values[lo:hi] if values.shape[0] else buf
         for i in range(hi - lo):
             v, g = _huber_value_grad(zs[i], ys[i], k)
+            if weighted:
+                v, g = v * ws[i], g * ws[i]
+            else:
+                g = g * scale
+            if masked and not vs[i]:
+                v, g = cast_like(0.0, v), cast_like(0.0, g)
             out[i] = v
-            gs[i] = g * scale
+            gs[i] = g
         if not values.shape[0]:
             partial[j] = _chunk_sum(buf, hi - lo)
 
 
 @njit(**_SERIAL)
-def huber_grad_hess(z, y, grad, hess, scale, c0, c1, k):
+def huber_grad_hess(z, y, w, valid, grad, hess, scale, c0, c1, k):
     lo, hi = c0 * CHUNK, min(z.shape[0], c1 * CHUNK)
-    zs, ys, gs, hs = z[lo:hi], y[lo:hi], grad[lo:hi], hess[lo:hi]
+    weighted, masked = w.shape[0] != 0, valid.shape[0] != 0
+    zs, ys, ws, vs, gs, hs = z[lo:hi], y[lo:hi], w[lo:hi], valid[lo:hi], grad[lo:hi], hess[lo:hi]
     for i in range(hi - lo):
         g, h = _huber_grad_hess(zs[i], ys[i], k)
-        gs[i] = g * scale
-        hs[i] = h * scale
+        c = ws[i] if weighted else scale
+        g, h = g * c, h * c
+        if masked and not vs[i]:
+            g, h = cast_like(0.0, g), cast_like(0.0, h)
+        gs[i] = g
+        hs[i] = h
 
 
 @njit(**_SERIAL)
-def poisson_value(z, y, values, partial, c0, c1, k):
+def poisson_value(z, y, w, valid, values, partial, c0, c1, k):
     n = z.shape[0]
+    weighted, masked = w.shape[0] != 0, valid.shape[0] != 0
     buf = np.empty(0 if values.shape[0] else CHUNK, values.dtype)
     for j in range(c0, c1):
         lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
-        zs, ys = z[lo:hi], y[lo:hi]  # slices: indices from 0 need no wraparound check
+        zs, ys, ws, vs = z[lo:hi], y[lo:hi], w[lo:hi], valid[lo:hi]  # slices: no wraparound checks
         out = values[lo:hi] if values.shape[0] else buf
         for i in range(hi - lo):
-            out[i] = _poisson_value(zs[i], ys[i], k)
+            v = _poisson_value(zs[i], ys[i], k)
+            if weighted:
+                v = v * ws[i]
+            if masked and not vs[i]:
+                v = cast_like(0.0, v)
+            out[i] = v
         if not values.shape[0]:
             partial[j] = _chunk_sum(buf, hi - lo)
 
 
 @njit(**_SERIAL)
-def poisson_value_grad(z, y, values, grad, partial, scale, c0, c1, k):
+def poisson_value_grad(z, y, w, valid, values, grad, partial, scale, c0, c1, k):
     n = z.shape[0]
+    weighted, masked = w.shape[0] != 0, valid.shape[0] != 0
     buf = np.empty(0 if values.shape[0] else CHUNK, values.dtype)
     for j in range(c0, c1):
         lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
-        zs, ys, gs = z[lo:hi], y[lo:hi], grad[lo:hi]
+        zs, ys, ws, vs, gs = z[lo:hi], y[lo:hi], w[lo:hi], valid[lo:hi], grad[lo:hi]
         out = values[lo:hi] if values.shape[0] else buf
         for i in range(hi - lo):
             v, g = _poisson_value_grad(zs[i], ys[i], k)
+            if weighted:
+                v, g = v * ws[i], g * ws[i]
+            else:
+                g = g * scale
+            if masked and not vs[i]:
+                v, g = cast_like(0.0, v), cast_like(0.0, g)
             out[i] = v
-            gs[i] = g * scale
+            gs[i] = g
         if not values.shape[0]:
             partial[j] = _chunk_sum(buf, hi - lo)
 
 
 @njit(**_SERIAL)
-def poisson_grad_hess(z, y, grad, hess, scale, c0, c1, k):
+def poisson_grad_hess(z, y, w, valid, grad, hess, scale, c0, c1, k):
     lo, hi = c0 * CHUNK, min(z.shape[0], c1 * CHUNK)
-    zs, ys, gs, hs = z[lo:hi], y[lo:hi], grad[lo:hi], hess[lo:hi]
+    weighted, masked = w.shape[0] != 0, valid.shape[0] != 0
+    zs, ys, ws, vs, gs, hs = z[lo:hi], y[lo:hi], w[lo:hi], valid[lo:hi], grad[lo:hi], hess[lo:hi]
     for i in range(hi - lo):
         g, h = _poisson_grad_hess(zs[i], ys[i], k)
-        gs[i] = g * scale
-        hs[i] = h * scale
+        c = ws[i] if weighted else scale
+        g, h = g * c, h * c
+        if masked and not vs[i]:
+            g, h = cast_like(0.0, g), cast_like(0.0, h)
+        gs[i] = g
+        hs[i] = h
 
 
 DRIVERS = {
