@@ -386,8 +386,11 @@ ctc = declare(
         be integer arrays of the library of ``logits`` or lists of ints.
 
         The α–β recursion runs in log space, vectorised over the batch and the label
-        positions, with one loop over time (``lax.scan`` on JAX); the gradient with respect
-        to the logits is its closed form softmax − γ (no autodiff through the loop).
+        positions, with one loop over time (``lax.scan`` on JAX); β is the same forward
+        recursion on each sequence reversed in time and labels, run as extra rows of the
+        same loop (on eager torch, written in place: four kernel launches a frame). The
+        gradient with respect to the logits is its closed form softmax − γ (no autodiff
+        through the loop).
         ``weight`` / ``mask`` are per sequence. ``reduction="mean"`` averages the sequences;
         ``normalize_by="target_length"`` first divides each sequence's value by its target
         length (at least 1), and with ``"mean"`` that is ``torch.nn.functional.ctc_loss``'s
