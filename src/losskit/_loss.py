@@ -234,7 +234,16 @@ class Loss:
         return f"<losskit loss {self.spec.name!r} ({self.spec.family})>"
 
     # -- public API ---------------------------------------------------------------------
+    # A loss module may set this on its loss: ``(arrays, weight, mask, reduction, normalizer,
+    # validate, options) -> value or NotImplemented``, tried first by ``__call__`` (cross-entropy:
+    # one opaque torch operator under torch.compile, see ``interop/torch_lean.py``)
+    _value_override = None
+
     def __call__(self, *arrays, weight=None, mask=None, reduction="mean", normalizer=None, validate=True, **options):
+        if self._value_override is not None:
+            out = self._value_override(arrays, weight, mask, reduction, normalizer, validate, options)
+            if out is not NotImplemented:
+                return out
         return self._dispatch("value", arrays, weight, mask, reduction, normalizer, validate, options)
 
     def grad(self, *arrays, weight=None, mask=None, reduction="mean", normalizer=None, validate=True, **options):

@@ -1,7 +1,8 @@
 """The lean torch backward of ``cross_entropy`` (``interop.torch.LEAN_KERNELS``): what it saves,
 its peak memory, equality with ``F.cross_entropy``, double backward through the closed form,
-and the cases that keep the generic bridge (torch.compile, torch.func). Layouts, empty
-batches, integer dtypes and padding rows: ``test_cross_entropy_torch_lean.py``."""
+and the cases that keep the generic bridge (torch.func). Layouts, empty batches, integer
+dtypes and padding rows: ``test_cross_entropy_torch_lean.py``; under torch.compile (the
+opaque operator that runs this kernel): ``test_cross_entropy_torch_compile.py``."""
 
 from __future__ import annotations
 

@@ -396,6 +396,11 @@ def _number(v) -> bool:
     return type(v) in (int, float)
 
 
+# bound once: every eager call of lk.cross_entropy on torch tensors asks (about 0.1 µs)
+_is_compiling = torch.compiler.is_compiling
+_functorch_active = torch._C._are_functorch_transforms_active
+
+
 def _needs_grad(a) -> bool:
     return isinstance(a, torch.Tensor) and a.requires_grad
 
@@ -407,7 +412,7 @@ def compiled_call(arrays, weight, mask, reduction, normalizer, validate, options
     values that are tensors or of other types, unknown options, a gradient wanted for
     anything but the logits (soft targets, weights), an axis out of range (the generic path
     raises the documented error)."""
-    if not torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+    if not _is_compiling() or _functorch_active():
         return NotImplemented
     if len(arrays) != 2 or not options.keys() <= _OPTIONS:
         return NotImplemented

@@ -360,6 +360,25 @@ cross_entropy = declare(
 )
 
 
+_TORCH_COMPILED_CALL: list = []  # interop.torch_lean.compiled_call, imported by the first torch call
+
+
+def _torch_compiled_value(arrays, weight, mask, reduction, normalizer, validate, options):
+    """Under torch.compile, ``cross_entropy`` on torch tensors is one opaque custom operator that
+    runs the eager lean kernel (``interop.torch_lean.compiled_call``); ``NotImplemented``
+    otherwise (other arrays, eager mode, what the operator does not take)."""
+    if not arrays or not type(arrays[0]).__module__.startswith("torch"):
+        return NotImplemented
+    if not _TORCH_COMPILED_CALL:
+        from ..interop import torch_lean
+
+        _TORCH_COMPILED_CALL.append(torch_lean.compiled_call)
+    return _TORCH_COMPILED_CALL[0](arrays, weight, mask, reduction, normalizer, validate, options)
+
+
+cross_entropy._value_override = _torch_compiled_value
+
+
 def _ce_check(o, loss):
     """Cross-entropy's option rules for callers outside the declaration (the fused loss)."""
     for k in ("label_smoothing", "ignore_index"):
