@@ -20,7 +20,10 @@ Contenders, interleaved: losskit with its fused kernels (``accel``,
 the optional Numba extra), losskit's reference array-API path (``LOSSKIT_ACCEL=0``), and torch's
 own function where one exists (forward with ``reduction="none"`` + autograd backward).
 
-Usage: python benchmarks/elementwise.py [--n 10000000] [--repeats 15] [--floor]
+``--weighted`` adds per-sample weights (what gradient-boosting libraries pass every round); the
+floor then copies the weights too. ``--losses`` / ``--needs`` pick rows of the table.
+
+Usage: python benchmarks/elementwise.py [--n 10000000] [--repeats 15] [--floor [--weighted]]
 """
 
 from __future__ import annotations
@@ -184,59 +187,68 @@ def _torch_own(name: str):
     return value_and_grad
 
 
-def floor_contenders(name: str, need: str, kind: str, z, y):
-    """name -> zero-argument callable, all moving the same bytes (two arrays in, two out)."""
+def floor_contenders(name: str, need: str, kind: str, z, y, w=None):
+    """name -> zero-argument callable, all moving the same bytes (two arrays in, two out; with
+    per-sample weights ``w``, three in: the floor copies them too)."""
     import losskit as lk
     from losskit import _accel
 
     loss = getattr(lk, name)
     call = getattr(loss, need)
+    wa = w
     if kind == "torch":
         import torch
 
         z, y = torch.from_numpy(z), torch.from_numpy(y)
+        w = None if w is None else torch.from_numpy(w)
     out = {}
     # the floor: the fastest copy of the same bytes into preallocated arrays, either library
     za, ya = (z.numpy(), y.numpy()) if kind == "torch" else (z, y)
     a, b = np.empty_like(za), np.empty_like(ya)
+    wb = None if wa is None else np.empty_like(wa)
 
     def numpy_copy():
         np.copyto(a, za)
         np.copyto(b, ya)
+        if wa is not None:
+            np.copyto(wb, wa)
 
     out["floor: np.copyto"] = numpy_copy
     # a function that returns new arrays also pays for fresh pages (the kernel zeroes them on
     # first touch): the copy into new arrays, shown beside the floor
     out["fresh: np.copy"] = lambda: (np.copy(za), np.copy(ya))
+    kw = {"reduction": "none"} if w is None else {"reduction": "none", "weight": w}
     if _accel.available() and _accel.enabled():
-        out["losskit accel"] = lambda: call(z, y, reduction="none")
+        out["losskit accel"] = lambda: call(z, y, **kw)
 
     def reference():
         with _accel.disabled():
-            return call(z, y, reduction="none")
+            return call(z, y, **kw)
 
     out["losskit reference"] = reference
-    if kind == "torch" and need == "value_and_grad":
+    if kind == "torch" and need == "value_and_grad" and w is None:
         own = _torch_own(name)
         out["torch's own"] = lambda: own(z, y)
     return out
 
 
-def floor_table(n: int, repeats: int, kinds) -> None:
+def floor_table(n: int, repeats: int, kinds, losses=FLOOR_LOSSES, needs=FLOOR_NEEDS, weighted=False) -> None:
     import losskit as lk
     from losskit import _accel
 
-    print(f"reduction='none', n = {n:,} float32; median of {repeats} interleaved runs; "
-          f"% of floor = floor time / contender time (bytes moved: 2 arrays read + 2 written)")
+    moved = "3 arrays read (with the weights) + 2 written" if weighted else "2 arrays read + 2 written"
+    print(f"reduction='none'{', per-sample weights' if weighted else ''}, n = {n:,} float32; median of {repeats} interleaved runs; "
+          f"% of floor = floor time / contender time (bytes moved: {moved})")
     print(f"accelerator: {'Numba ' + __import__('numba').__version__ if _accel.available() else 'not installed'}"
           f"{'' if _accel.enabled() else ' (disabled by LOSSKIT_ACCEL)'}; threads: {os.cpu_count()}; load: {os.getloadavg()[0]:.2f}")
     for kind in kinds:
-        for name in FLOOR_LOSSES:
+        for name in losses:
             if name not in lk.registry:
                 continue
             z, y = floor_inputs(name, n)
-            for need in FLOOR_NEEDS:
-                fns = floor_contenders(name, need, kind, z, y)
+            w = np.random.default_rng(1).uniform(0.5, 2.0, n).astype(np.float32) if weighted else None
+            for need in needs:
+                fns = floor_contenders(name, need, kind, z, y, w)
                 t0 = time.perf_counter()
                 for fn in fns.values():  # warm-up (and the first call's JIT compile, or cache load)
                     fn()
@@ -259,6 +271,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--floor", action="store_true", help="the boosting call's %% of the copy-bandwidth floor")
     ap.add_argument("--backends", default="numpy,torch", help="with --floor: numpy, torch or both")
+    ap.add_argument("--losses", default=",".join(FLOOR_LOSSES), help="with --floor: which losses")
+    ap.add_argument("--needs", default=",".join(FLOOR_NEEDS), help="with --floor: value_and_grad, grad_hess or both")
+    ap.add_argument("--weighted", action="store_true", help="with --floor: per-sample weights (the boosting call)")
     ap.add_argument("--peak-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.peak_child:
@@ -270,7 +285,7 @@ def main() -> None:
             import torch  # noqa: F401
         except ImportError:
             kinds = [k for k in kinds if k != "torch"]
-        floor_table(args.n, args.repeats, kinds)
+        floor_table(args.n, args.repeats, kinds, [s for s in args.losses.split(",") if s], [s for s in args.needs.split(",") if s], args.weighted)
         return
 
     z, y = make_inputs(args.n)

@@ -15,8 +15,8 @@ Numba (the optional ``accel`` extra: ``pip install losskit[accel]``) and cached 
   options, and every call when Numba is not installed or ``LOSSKIT_ACCEL=0`` is set take the
   reference path.
 * Each kernel (``_accel_numba``) mirrors its loss's reference arithmetic step by step in the
-  input dtype; only ``exp`` and ``log1p`` differ: vectorisable few-ulp routines of the kernels'
-  own, where NumPy and torch use theirs. ``tests/test_accel.py`` checks every kernel against the
+  input dtype (multiply-adds may be fused); only ``exp`` and ``log1p`` differ: vectorisable
+  few-ulp routines of the kernels' own, where NumPy and torch use theirs. ``tests/test_accel.py`` checks every kernel against the
   reference path, per element, output, reduction and dtype, on both sides of the threshold.
 * Reduced values are summed in float64 over fixed chunks: they do not depend on the number of
   threads, and where the reference's float32 sum overflows to inf (terms near the dtype's

@@ -5,7 +5,10 @@ Each loss has scalar element functions that mirror its reference arithmetic (in
 three drivers: value, value and gradient, gradient and Hessian. ``exp`` and ``log1p`` are
 :func:`exp32` / :func:`log1p_unit32` for float32 and :func:`exp64` / :func:`log1p_unit` for
 float64, written with arithmetic and a bit cast only so that the loops vectorise (libm calls
-would not), a few ulp like NumPy's and torch's own.
+would not), a few ulp like NumPy's and torch's own. The one fast-math flag is ``contract``: a
+multiply and an add may become one fused multiply-add (rounded once where the reference rounds
+twice; no change to NaN, infinities or signed zeros), which made the BCE value+gradient loop
+a fifth faster.
 
 Every driver runs the chunks ``[c0, c1)`` of ``CHUNK`` elements (``_accel`` hands the chunks
 to one thread per core; the functions release the GIL). A driver given an empty ``values``
@@ -31,8 +34,9 @@ _LN2_LO = 1.90821492927058770002e-10
 _LOG2E = 1.4426950408889634
 _SQRT2_M1 = 0.41421356237309503
 
-_SERIAL = dict(fastmath=False, cache=True, nogil=True, boundscheck=False, error_model="numpy")  # no ZeroDivisionError branch: loops vectorise
-_inline = njit(fastmath=False, cache=True, error_model="numpy")
+# error_model numpy: no ZeroDivisionError branch, so loops vectorise; contract: fused multiply-adds
+_SERIAL = dict(fastmath={"contract"}, cache=True, nogil=True, boundscheck=False, error_model="numpy")
+_inline = njit(fastmath={"contract"}, cache=True, error_model="numpy")
 
 
 @intrinsic
