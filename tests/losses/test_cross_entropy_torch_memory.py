@@ -18,6 +18,8 @@ import losskit as lk
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
+from test_cross_entropy_torch_lean import LEAN_NODES  # noqa: E402
+
 
 def _saved_bytes(fn, *args):
     """Bytes of the tensors autograd saves for backward while building ``fn(*args)``."""
@@ -34,13 +36,13 @@ def _saved_bytes(fn, *args):
 
 @pytest.mark.parametrize("kw", [{}, {"ignore_index": -100}, {"class_weight": "cw"}, {"label_smoothing": 0.1}])
 def test_saves_logits_but_no_softmax(kw):
-    n, c = 64, 300
+    n, c = 256, 300  # above interop.torch.GRAD_IN_FORWARD_MAX (small inputs keep their gradient)
     z = torch.randn(n, c, requires_grad=True)
     y = torch.randint(0, c, (n,))
     if "class_weight" in kw:
         kw = {"class_weight": torch.rand(c)}
     out, saved = _saved_bytes(lambda p: lk.cross_entropy(p, y, **kw), z)
-    assert type(out.grad_fn).__name__ == "LeanLossFunctionBackward"
+    assert type(out.grad_fn).__name__ == "LeanLossFunctionBackward", type(out.grad_fn).__name__
     logits = z.numel() * z.element_size()
     # logits (saved by reference, not copied) + per-row and per-class vectors; never a second N×C
     assert saved < logits + 16 * (n + c) + 1024, saved
@@ -74,7 +76,7 @@ def test_probability_targets_and_leading_axes():
     z = torch.randn(4, 5, 11, dtype=torch.float64, requires_grad=True)
     t = torch.softmax(torch.randn(4, 5, 11, dtype=torch.float64), -1)
     out = lk.cross_entropy(z, t, reduction="none")
-    assert type(out.grad_fn).__name__ == "LeanLossFunctionBackward"
+    assert type(out.grad_fn).__name__ in LEAN_NODES
     ref = -(t * torch.log_softmax(z, -1)).sum(-1)
     torch.testing.assert_close(out, ref)
     g_out = torch.rand(4, 5, dtype=torch.float64)
@@ -91,7 +93,7 @@ def test_gradcheck_and_gradgradcheck(kw, reduction):
     else:
         y = torch.tensor([0, 1, 2, 3, 4, 1])
     fn = lambda p: lk.cross_entropy(p, y, reduction=reduction, **kw)  # noqa: E731
-    assert type(fn(z).grad_fn).__name__ == "LeanLossFunctionBackward"
+    assert type(fn(z).grad_fn).__name__ in LEAN_NODES
     assert torch.autograd.gradcheck(fn, (z,))
     assert torch.autograd.gradgradcheck(fn, (z,))
 
@@ -111,7 +113,7 @@ def test_moved_class_axis_takes_the_lean_kernel():
     z = torch.randn(40, 7, 300, requires_grad=True)
     y = torch.randint(0, 7, (40, 300))
     out = lk.cross_entropy(z, y, axis=1)
-    assert type(out.grad_fn).__name__ == "LeanLossFunctionBackward"
+    assert type(out.grad_fn).__name__ in LEAN_NODES
     out.backward()
     ref = z.detach().requires_grad_(True)
     F.cross_entropy(ref, y).backward()
@@ -120,7 +122,7 @@ def test_moved_class_axis_takes_the_lean_kernel():
     small = torch.randn(4, 7, 3, requires_grad=True)
     y_small = torch.randint(0, 7, (4, 3))
     out = lk.cross_entropy(small, y_small, axis=1)
-    assert type(out.grad_fn).__name__ == "LeanLossFunctionBackward"
+    assert type(out.grad_fn).__name__ in LEAN_NODES
     out.backward()
     ref = small.detach().requires_grad_(True)
     F.cross_entropy(ref, y_small).backward()
