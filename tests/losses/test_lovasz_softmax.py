@@ -223,3 +223,14 @@ def test_torch_nan_and_autograd_take_the_generic_path(rng):
     x = torch.tensor(rng.standard_normal((2, 3, 4, 4)), requires_grad=True)
     assert torch.autograd.gradcheck(lambda a: lk.lovasz_softmax(a, t), (x,))
     assert torch.autograd.gradgradcheck(lambda a: lk.lovasz_softmax(a, t), (x,))
+
+
+@pytest.mark.parametrize("shape, axis, options", [((4,), 0, {}), ((5, 3), -1, {"per_image": True}), ((2, 3, 2, 3, 4), 1, {"per_image": True}), ((2, 3, 2, 3, 4), 1, {"classes": "all", "ignore_index": -1})])
+def test_softmax_fast_path_other_layouts(shape, axis, options, rng, monkeypatch):
+    """One pixel of logits (C,), a table (N, C) with the class axis last, a 3-D volume."""
+    z = rng.standard_normal(shape)
+    pixel = tuple(s for i, s in enumerate(shape) if i != axis % len(shape))
+    t = rng.integers(0, shape[axis], pixel)
+    if "ignore_index" in options:
+        t = np.where(rng.random(pixel) < 0.3, -1, t)
+    _assert_paths_agree(*_both_paths(lk.lovasz_softmax, z, t, monkeypatch, axis=axis, **options), np.float64)
