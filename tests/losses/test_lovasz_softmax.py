@@ -220,7 +220,8 @@ def test_torch_nan_and_autograd_take_the_generic_path(rng):
     vn, gn = lk.lovasz_softmax.value_and_grad(z.numpy(), t.numpy())
     assert torch.isnan(v) and np.isnan(vn)
     np.testing.assert_array_equal(torch.isnan(g).numpy(), np.isnan(gn))
-    x = torch.tensor(rng.standard_normal((2, 3, 4, 4)), requires_grad=True)
+    x = torch.tensor(rng.standard_normal((1, 3, 2, 3)), requires_grad=True)  # small: the suites gradcheck the rest
+    t = t[:1, :2, :3]
     assert torch.autograd.gradcheck(lambda a: lk.lovasz_softmax(a, t), (x,))
     assert torch.autograd.gradgradcheck(lambda a: lk.lovasz_softmax(a, t), (x,))
 
