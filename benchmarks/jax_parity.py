@@ -16,7 +16,7 @@ losskit runs with its defaults (``validate=True``, ``reduction="mean"``).
 
     python benchmarks/jax_parity.py                  # (256, 10), (4096, 1000), (16384, 8192)
     python benchmarks/jax_parity.py --quick          # tiny shapes (CI: proves the script runs)
-    python benchmarks/jax_parity.py --losses cross_entropy,kl_divergence --repeats 9
+    python benchmarks/jax_parity.py --losses cross_entropy,kl_divergence --shapes 4096x1000
     python benchmarks/jax_parity.py --hlo            # also count the fusions in each compiled step
 """
 
@@ -128,8 +128,8 @@ def compare(ours, theirs, args, repeats: int, min_time: float):
 def main(argv=None) -> list:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny shapes, one repetition (seconds)")
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--min-time", type=float, default=0.2, help="seconds per timed loop")
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--min-time", type=float, default=0.05, help="seconds per timed loop (short loops, many repetitions: load bursts hit both sides alike)")
     ap.add_argument("--losses", default=",".join(LOSSES))
     ap.add_argument("--shapes", default=None, help="e.g. 256x10,4096x1000")
     ap.add_argument("--hlo", action="store_true", help="print the fusion count of each compiled step")
