@@ -1,4 +1,4 @@
-"""Run the four experiments, write ``results.json`` and ``report.html``."""
+"""Run the demo's experiments, write ``results.json`` and ``report.html``."""
 
 from __future__ import annotations
 
