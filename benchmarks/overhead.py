@@ -19,7 +19,8 @@ for a core on a loaded machine is not counted.
 losskit and torch (backward through a kept graph), and losskit's parts: the cached plan
 lookup, ``prepare`` (shape checks, layout), the value checks (``validate=True``), the
 reduction multiplier, the loss's kernel (``value_and_grad`` of its declaration), the
-reduction, and what the autograd bridge adds around its kernel call.
+reduction, and what the autograd bridge adds around its kernel call. (A (32, 10) call runs
+the bridge's small-input path: value and gradient in the forward, one multiply in backward.)
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def profile(cases, z, targets, args, timer) -> None:
     import torch
 
     import losskit as lk
-    from losskit import _loss, _reduce
+    from losskit import _loss, _reduce, _validate
     from losskit.interop import torch as bridge
 
     def us(fn) -> float:
@@ -130,7 +131,7 @@ def profile(cases, z, targets, args, timer) -> None:
         row["plan"] = us(lambda: loss._plan(*plan_args))
         if spec.prepare is None:
             prep = _loss.Prepared(zd, target, tuple(zd.shape))
-            row["prepare"] = us(lambda: _loss._prepare_elementwise(zd, target, dict(plan.options), xp, True, name))
+            row["prepare"] = us(lambda: _validate.check_same_shape(zd, target, "pred", "target", name))  # what _run does inline
         else:
             prep = spec.prepare(zd, target, dict(plan.options), xp, True, name)
             row["prepare"] = us(lambda: spec.prepare(zd, target, dict(plan.options), xp, True, name))
@@ -141,7 +142,15 @@ def profile(cases, z, targets, args, timer) -> None:
         static = tuple([(k, o[k]) for k in loss._static_names] + list(prep.static.items()))
         call = _loss.Call(spec, "mean", static, spec.array_options)
         aux = tuple(o[k] for k in spec.array_options)
-        row["kernel"] = us(lambda: _loss.evaluate(call, prep.pred, prep.target, c, prep.valid, aux, xp, "value_and_grad"))
+        lean = bridge._lean_kernel(call, prep.pred, prep.target, c, prep.valid, aux, True)
+        if lean is None:
+            row["kernel"] = us(lambda: _loss.evaluate(call, prep.pred, prep.target, c, prep.valid, aux, xp, "value_and_grad"))
+        else:  # what the bridge's small-input path runs: the lean kernel's forward and backward
+            def lean_value_and_grad():
+                value, residual = lean.forward(call, prep.pred, prep.target, c, prep.valid, aux, xp)
+                return value, lean.backward(call, prep.pred, prep.target, c, prep.valid, aux, residual, xp)
+
+            row["kernel"] = us(lean_value_and_grad)
         per_sample = spec.value(prep.pred, prep.target, o, xp)
         row["reduce"] = us(lambda: _reduce.reduce_terms(per_sample, c, prep.valid, "mean", xp))
         zr = prep.pred.detach().requires_grad_(True)

@@ -3,7 +3,9 @@
 Forward computes the value without recording a graph. Backward returns the loss's
 closed-form gradient for ``pred``, computed with differentiable torch ops from the saved
 inputs, so double backward (``create_graph=True``, ``gradgradcheck``) differentiates the
-closed form. Gradients for any other input that requires them (soft targets, weights, array
+closed form. Small inputs (``GRAD_IN_FORWARD_MAX``) with a scalar reduction compute that
+gradient in the forward instead, where per-call overhead dominates; their double backward
+still differentiates the closed form from the saved inputs. Gradients for any other input that requires them (soft targets, weights, array
 options) come from autograd on the same declaration's value.
 """
 
@@ -204,7 +206,8 @@ GRAD_IN_FORWARD_MAX = 1 << 16
 
 class GradInForwardLossFunction(torch.autograd.Function):
     """``LossFunction`` for small inputs in plain mode (see ``GRAD_IN_FORWARD_MAX``): the
-    forward saves c·∂ℓ/∂pred; backward returns it times the cotangent. A double backward
+    forward saves c·∂ℓ/∂pred (from the declaration's ``value_and_grad``, or a registered lean
+    kernel's forward and backward); backward returns it times the cotangent. A double backward
     (``create_graph=True``) and the gradients of other inputs use ``LossFunction``'s
     differentiable closed forms from the saved inputs. Old-style (``forward(ctx, ...)``), so
     the gradient is saved without being an output; only run outside torch.func transforms and
@@ -212,7 +215,12 @@ class GradInForwardLossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, call, pred, target, c, valid, *aux):
-        value, grad = evaluate(call, pred, target, c, valid, aux, _xp(), "value_and_grad")
+        kernel = _lean_kernel(call, pred, target, c, valid, aux, True)
+        if kernel is None:
+            value, grad = evaluate(call, pred, target, c, valid, aux, _xp(), "value_and_grad")
+        else:  # a registered lean kernel: its forward, then its backward with c_up = c
+            value, residual = kernel.forward(call, pred, target, c, valid, aux, _xp())
+            grad = kernel.backward(call, pred, target, c, valid, aux, residual, _xp())
         ctx.call = call
         # an intermediate, not an input or output: kept as an attribute, so the common
         # backward unpacks no saved tensor; the inputs are saved for the closed form
@@ -245,12 +253,12 @@ def value(call, pred, target, c, valid, aux):
     plain = _plain_mode()
     if plain and type(c) is float:
         c = _scalar_tensor(c, pred)
-    kernel = _lean_kernel(call, pred, target, c, valid, aux, plain)
-    if kernel is None and _grad_in_forward(call, pred, plain) and _records(pred, target, c, aux):
+    if _grad_in_forward(call, pred, plain) and _records(pred, target, c, aux):
         raw = _RAW_APPLY.get(GradInForwardLossFunction)  # plain mode: the raw apply (see _apply)
         if raw is None:
             return _apply(GradInForwardLossFunction, call, pred, target, c, valid, *aux, plain=plain)
         return raw(call, pred, target, c, valid, *aux)
+    kernel = _lean_kernel(call, pred, target, c, valid, aux, plain)
     if _records(pred, target, c, aux):
         if kernel is not None:
             return _apply(LeanLossFunction, call, kernel, pred, target, c, valid, *aux, plain=plain)[0]
