@@ -30,9 +30,7 @@ or inf padding row leaves dx of its row at 0 and dW, db finite. Class ids arrive
 
 from __future__ import annotations
 
-import itertools
 import math
-import weakref
 from typing import Optional
 
 import torch
@@ -40,6 +38,7 @@ from torch.autograd.function import once_differentiable
 
 from .._array import compute_dtype
 from .._reduce import reduce_terms, scale_elementwise
+from .torch_lean import stash
 from ..fused.linear_cross_entropy import (
     NAME,
     Config,
@@ -359,8 +358,6 @@ def run(inp: Inputs, need: str, extras: bool):
 # as long as the ticket: a graph freed without a backward frees the gradients with it.
 
 _STASH: dict = {}
-_TICKETS = itertools.count()
-
 _NEED_X, _NEED_W, _NEED_B = 1, 2, 4
 _EMPTY_INT = torch.empty(0, dtype=torch.int64)
 
@@ -368,14 +365,6 @@ _EMPTY_INT = torch.empty(0, dtype=torch.int64)
 def _pre(reduction: str, grad_in_forward, need: int) -> bool:
     """Whether the forward computes the gradients (the rule of ``LinearCrossEntropyFunction``)."""
     return bool(need) and reduction != "none" and grad_in_forward is not False
-
-
-def _stash(grads) -> torch.Tensor:
-    key = next(_TICKETS)
-    ticket = torch.tensor([key], dtype=torch.int64)
-    _STASH[key] = grads
-    weakref.finalize(ticket, _STASH.pop, key, None)
-    return ticket
 
 
 def _normalizer(normalizer, normalizer_value):
@@ -430,7 +419,7 @@ def _op_forward(
             acc = lse.new_zeros(())
         ticket = _EMPTY_INT.clone()
         if pre:
-            ticket = _stash((None if gx is None else gx.reshape(inp.x_shape), gw, gb, (x.dtype, weight.dtype, None if bias is None else bias.dtype)))
+            ticket = stash(_STASH, (None if gx is None else gx.reshape(inp.x_shape), gw, gb, (x.dtype, weight.dtype, None if bias is None else bias.dtype)))
         return loss, lse, tlp, acc, ticket
 
 

@@ -286,12 +286,18 @@ _EMPTY_INT = torch.empty(0, dtype=torch.int64)
 _OPTIONS = frozenset({"axis", "ignore_index", "class_weight", "label_smoothing", "z_loss", "smoothing_formula"})
 
 
-def _stash(entry) -> torch.Tensor:
+def stash(store: dict, entry) -> torch.Tensor:
+    """Keep ``entry`` in ``store`` under a new ticket (a 1-element int64 tensor) for as long as
+    the ticket lives; the custom operators' forward returns the ticket, their backward reads it."""
     key = next(_TICKETS)
     ticket = torch.tensor([key], dtype=torch.int64)
-    _STASH[key] = entry
-    weakref.finalize(ticket, _STASH.pop, key, None)
+    store[key] = entry
+    weakref.finalize(ticket, store.pop, key, None)
     return ticket
+
+
+def _stash(entry) -> torch.Tensor:
+    return stash(_STASH, entry)
 
 
 def _sample_shape(shape, axis):
