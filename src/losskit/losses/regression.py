@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .._array import nan_where, sign
+from .._array import clip, nan_where, sign
 from .._loss import ELEMENTWISE, Checks, Option, Peer, declare
 from .._spec import peer_reduction
 
@@ -177,7 +177,7 @@ def _huber_terms(r, d, xp):
     # with m = min(|r|, δ): m(|r| − m/2) is ½r² inside (exactly: |r| − |r|/2 is exact) and
     # δ(|r| − δ/2) outside, in four ops instead of a select between two branches
     a = xp.abs(r)
-    m = xp.clip(a, None, d)
+    m = clip(a, None, d, xp=xp)
     return m * (a - 0.5 * m)
 
 
@@ -187,7 +187,7 @@ def _huber_value(p, y, o, xp):
 
 def _huber_grad(p, y, o, xp):
     d = o["delta"]
-    return xp.clip(p - y, -d, d)
+    return clip(p - y, -d, d, xp=xp)
 
 
 def _huber_hess(p, y, o, xp):
@@ -196,9 +196,13 @@ def _huber_hess(p, y, o, xp):
 
 
 def _huber_value_and_grad(p, y, o, xp):
+    # with the gradient g = clip(r, −δ, δ): g(r − g/2) is ½r² inside and δ(|r| − δ/2)
+    # outside, rounded exactly as ``_huber_terms`` (g/2 is exact, r − r/2 too, and for
+    # r < −δ it is the same product with both signs flipped), reusing g: five ops, not seven
     d = o["delta"]
     r = p - y
-    return _huber_terms(r, d, xp), xp.clip(r, -d, d)
+    g = clip(r, -d, d, xp=xp)
+    return g * (r - 0.5 * g), g
 
 
 huber = declare(
