@@ -207,6 +207,8 @@ def logsumexp_split(x, *, xp, keepdims=False):
     r = log1p(Σ_{k ≠ argmax} exp(x_k − m)) ≥ 0. Keeping the two apart lets a loss write
     LSE − x_y = (m − x_y) + r, two non-negative terms, so the tiny loss of a confident right
     prediction keeps its relative precision (m + log(1 + t) − x_y rounds t away)."""
+    if _backend_of(xp) == "torch":
+        return _logsumexp_split_torch(x, keepdims)
     m = xp.max(x, axis=-1, keepdims=True)
     shift = xp.where(xp.isfinite(m), m, 0.0)
     below = x < m
@@ -216,6 +218,20 @@ def logsumexp_split(x, *, xp, keepdims=False):
     ties = xp.sum(xp.astype(~below, x.dtype), axis=-1, keepdims=True) - 1.0
     r = xp.log1p(t + ties)
     # keepdims: (m, r) broadcast against x without an indexing op each (torch: ~1.5 µs apiece)
+    return (m, r) if keepdims else (m[..., 0], r[..., 0])
+
+
+def _logsumexp_split_torch(x, keepdims):
+    """``logsumexp_split`` in torch's own calls, the same ops and roundings: the array-API
+    wrappers of ``where`` and ``sum`` and scalar operands cost ~2 µs each on a small batch."""
+    import torch
+
+    m = torch.amax(x, -1, keepdim=True)
+    shift = torch.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0)  # where(isfinite(m), m, 0)
+    below = x < m
+    t = torch.where(below, torch.exp(x - shift), 0.0).sum(-1, keepdim=True)
+    ties = (~below).sum(-1, keepdim=True, dtype=x.dtype) - 1.0
+    r = torch.log1p(t + ties)
     return (m, r) if keepdims else (m[..., 0], r[..., 0])
 
 
