@@ -157,21 +157,34 @@ def softplus_nonpositive(x, *, xp):
 
 def clip(x, low, high, *, xp):
     """``xp.clip(x, low, high)`` (``None`` for no bound; NaN stays NaN). On torch it is
-    ``torch.clamp`` itself: array-api-compat's wrapper adds ~1 µs a call, which a small loss
-    feels."""
-    if _backend_of(xp) == "torch":
+    ``torch.clamp`` itself, on NumPy arrays ``maximum`` then ``minimum``: array-api-compat's
+    wrapper adds ~1 µs a call on torch and ~8 µs on NumPy, which a small loss feels."""
+    name = _backend_of(xp)
+    if name == "torch":
         import torch
 
         return torch.clamp(x, low, high)
+    if name == "numpy" and x.ndim:  # 0-d: NumPy's ufuncs would return a scalar, not an array
+        import numpy as np
+
+        out = x if low is None else np.maximum(x, low)
+        if high is not None:
+            out = np.minimum(out, high, out=None if out is x else out)
+        return out
     return xp.clip(x, low, high)
 
 
 def positive_part(x, *, xp):
     """max(x, 0), exact; NaN stays NaN. ``torch.relu`` on torch (one op, no scalar operand)."""
-    if _backend_of(xp) == "torch":
+    name = _backend_of(xp)
+    if name == "torch":
         import torch
 
         return torch.relu(x)
+    if name == "numpy" and x.ndim:
+        import numpy as np
+
+        return np.maximum(x, 0.0)
     return xp.clip(x, 0.0, None)
 
 
