@@ -68,3 +68,13 @@ def test_torch_logsumexp_split_matches_numpy_bit_for_bit():
             np.testing.assert_array_equal(m_t.numpy(), m_np)
             # exp and log1p are each correctly rounded to within an ulp on both backends
             np.testing.assert_allclose(r_t.numpy(), r_np, rtol=4 * np.finfo(dtype).eps, atol=0)
+
+
+@pytest.mark.parametrize("name,make,back", _backends(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_zero_where_matches_the_plain_select(name, make, back, dtype):
+    x = np.array(SPECIAL, dtype=dtype)
+    cond = np.arange(x.size) % 3 == 0
+    got = back(A.zero_where(make(cond), make(x), xp=A.namespace(make(x))))
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, np.where(cond, dtype(0), x))

@@ -25,6 +25,7 @@ __all__ = [
     "softplus_nonpositive",
     "clip",
     "positive_part",
+    "zero_where",
     "sigmoid",
     "logsumexp",
     "logsumexp_split",
@@ -172,6 +173,16 @@ def clip(x, low, high, *, xp):
             out = np.minimum(out, high, out=None if out is x else out)
         return out
     return xp.clip(x, low, high)
+
+
+def zero_where(cond, x, *, xp):
+    """0 where ``cond``, ``x`` elsewhere (e.g. 0·∞ = 0 terms), in ``x``'s dtype: ``torch.where``
+    itself on torch, whose array-API wrapper costs ~3 µs more with a scalar operand."""
+    if _backend_of(xp) == "torch":
+        import torch
+
+        return torch.where(cond, 0.0, x)
+    return xp.where(cond, 0.0, x)
 
 
 def positive_part(x, *, xp):

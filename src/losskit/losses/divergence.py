@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .._array import backend, xlogx
+from .._array import backend, xlogx, zero_where
 from .._loss import CLASS_AXIS, Checks, Option, Peer, declare
 from .._spec import peer_reduction
 from . import _softmax
@@ -88,7 +88,7 @@ def _kl_value_and_grad(z, t, o, xp):
     # the gap LSE(z) − z once, for the value and for softmax(z) = exp(−gap) (NumPy's
     # ``probabilities`` from an LSE; on torch two ops where its fused softmax costs ~3)
     gap = _softmax._gap(z, _softmax.lse_parts(z, xp, keepdims=True))
-    value = neg_entropy + xp.sum(prob * xp.where(prob == 0, 0.0, gap), axis=-1)
+    value = neg_entropy + xp.sum(prob * zero_where(prob == 0, gap, xp=xp), axis=-1)
     return value, xp.sum(prob, axis=-1, keepdims=True) * xp.exp(-gap) - prob
 
 
