@@ -26,6 +26,7 @@ __all__ = [
     "clip",
     "positive_part",
     "zero_where",
+    "add_scaled",
     "sigmoid",
     "logsumexp",
     "logsumexp_split",
@@ -187,16 +188,22 @@ def zero_where(cond, x, *, xp):
 
 def positive_part(x, *, xp):
     """max(x, 0), exact; NaN stays NaN. ``torch.relu`` on torch (one op, no scalar operand)."""
-    name = _backend_of(xp)
-    if name == "torch":
+    if _backend_of(xp) == "torch":
         import torch
 
         return torch.relu(x)
-    if name == "numpy" and x.ndim:
-        import numpy as np
+    return clip(x, 0.0, None, xp=xp)
 
-        return np.maximum(x, 0.0)
-    return xp.clip(x, 0.0, None)
+
+def add_scaled(x, y, alpha: float, *, xp):
+    """x + alpha·y; on torch one ``torch.add(x, y, alpha=...)`` (a Python-scalar product is a
+    separate op with a wrapped scalar, ~3 µs on a small batch). Rounds as x + fl(alpha·y), so
+    alpha a power of two gives the same numbers on every backend."""
+    if _backend_of(xp) == "torch":
+        import torch
+
+        return torch.add(x, y, alpha=alpha)
+    return x + alpha * y
 
 
 def sigmoid(x, *, xp):

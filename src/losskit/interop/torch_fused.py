@@ -38,7 +38,7 @@ from torch.autograd.function import once_differentiable
 
 from .._array import compute_dtype
 from .._reduce import reduce_terms, scale_elementwise
-from .torch_lean import stash
+from .torch_lean import _EMPTY_INT, stash
 from ..fused.linear_cross_entropy import (
     NAME,
     Config,
@@ -359,7 +359,6 @@ def run(inp: Inputs, need: str, extras: bool):
 
 _STASH: dict = {}
 _NEED_X, _NEED_W, _NEED_B = 1, 2, 4
-_EMPTY_INT = torch.empty(0, dtype=torch.int64)
 
 
 def _pre(reduction: str, grad_in_forward, need: int) -> bool:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .._array import backend, clip, nan_where, sign
+from .._array import add_scaled, clip, nan_where, sign
 from .._loss import ELEMENTWISE, Checks, Option, Peer, declare
 from .._spec import peer_reduction
 
@@ -202,12 +202,7 @@ def _huber_value_and_grad(p, y, o, xp):
     d = o["delta"]
     r = p - y
     g = clip(r, -d, d, xp=xp)
-    if backend(xp) == "torch":
-        import torch
-
-        # r − g/2 in one op: alpha is no tensor operand (a Python-scalar product costs ~3 µs)
-        return g * torch.add(r, g, alpha=-0.5), g
-    return g * (r - 0.5 * g), g
+    return g * add_scaled(r, g, -0.5, xp=xp), g
 
 
 huber = declare(
