@@ -13,6 +13,8 @@ impossible classes stay finite. The class axis is the last one here; ``prepare``
 
 from __future__ import annotations
 
+import functools
+
 from .. import _validate
 from .._array import _device, backend, logsumexp_split, softmax
 from .._loss import Prepared, upcast_target
@@ -193,6 +195,11 @@ def ids_nll_numpy(z, ids, want_grad: bool):
     return value, e.reshape(shape)
 
 
+@functools.lru_cache(maxsize=None)
+def _sqrt_eps(dtype, xp) -> float:
+    return float(xp.finfo(dtype).eps) ** 0.5
+
+
 def prepare_dense_target(pred, target, o, xp, validate, loss, mask=None, target_name="target"):
     """Logits and a target distribution of the same shape, class axis moved last; with
     ``validate``, each valid row of the target must be a distribution (``log_target``: a
@@ -201,7 +208,7 @@ def prepare_dense_target(pred, target, o, xp, validate, loss, mask=None, target_
     _validate.check_classes(pred, axis, "logits", loss)
     _validate.check_same_shape(pred, target, "logits", target_name, loss)
     _validate.check_floating(target, target_name, loss, xp)
-    tol = float(xp.finfo(target.dtype).eps) ** 0.5
+    tol = _sqrt_eps(target.dtype, xp)
     target = upcast_target(target, pred, xp)
     moved = axis != pred.ndim - 1
     if moved:

@@ -55,11 +55,49 @@ def _kl_jax(z, t, o, want_grad):
     return value, jnp.sum(prob, axis=-1, keepdims=True) * (exps / total) - prob
 
 
+def _kl_torch(z, t, want_value, want_grad):
+    """Forward KL on torch (probability targets) in fewer ops than the array-API form (each
+    op costs ~1.5-3 µs on a small batch): the same per-class terms t_k·log t_k + t_k·gap_k
+    with the split gap_k = (m − z_k) + r, r = log1p(Σ_{k≠argmax} e^{z_k − m}) (other maxima
+    counting 1 each, as in ``logsumexp_split``), 0 where t_k = 0, and the gradient
+    (Σt)·e/Σe − t from the same exponentials e = e^{z − m}. The argmax comes with the max
+    (``torch.max``); the rest is the sum of e with that one entry zeroed. In-place updates
+    only where autograd records nothing (a double backward and ``torch.func`` transforms
+    differentiate through this code)."""
+    import torch
+
+    inplace = not torch.is_grad_enabled() or not (z.requires_grad or t.requires_grad or _functorch(z))
+    m, top = torch.max(z, -1, keepdim=True)
+    shift = torch.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0)  # where(isfinite(m), m, 0)
+    e = torch.exp(z - shift)
+    value = grad = None
+    if want_value:
+        r = torch.log1p(e.scatter(-1, top, 0.0).sum(-1, keepdim=True))
+        gap = torch.sub(m, z).add_(r)
+        terms = torch.addcmul(torch.special.xlogy(t, t), t, gap)
+        # 0·log 0 = 0 and 0·gap = 0 where t = 0, also where the logit is −inf (gap = inf);
+        # logical_not is t == 0 without a scalar operand (NaN stays NaN)
+        value = terms.masked_fill_(torch.logical_not(t), 0.0).sum(-1)
+    if want_grad:
+        scale = t.sum(-1, keepdim=True) / e.sum(-1, keepdim=True)
+        grad = e.mul_(scale).sub_(t) if inplace else e * scale - t
+    return value, grad
+
+
+def _functorch(x) -> bool:
+    import torch
+
+    return torch._C._functorch.is_functorch_wrapped_tensor(x)
+
+
 def _kl_value(z, t, o, xp):
     if o["reverse"]:
         return _reverse_parts(z, t, o, xp)[2]
-    if backend(xp) == "jax":
+    name = backend(xp)
+    if name == "jax":
         return _kl_jax(z, t, o, False)[0]
+    if name == "torch" and not o["log_target"]:
+        return _kl_torch(z, t, True, False)[0]
     prob, neg_entropy = _kl_parts(t, o, xp)
     return neg_entropy + _softmax.weighted_nll(z, prob, xp)
 
@@ -67,8 +105,11 @@ def _kl_value(z, t, o, xp):
 def _kl_grad(z, t, o, xp):
     if o["reverse"]:
         return _reverse_parts(z, t, o, xp)[3]
-    if backend(xp) == "jax":
+    name = backend(xp)
+    if name == "jax":
         return _kl_jax(z, t, o, True)[1]
+    if name == "torch" and not o["log_target"]:
+        return _kl_torch(z, t, False, True)[1]
     return _softmax.weighted_nll_grad(z, _kl_parts(t, o, xp)[0], xp)
 
 
@@ -82,8 +123,11 @@ def _kl_hess(z, t, o, xp):
 def _kl_value_and_grad(z, t, o, xp):
     if o["reverse"]:
         return _reverse_parts(z, t, o, xp)[2:]
-    if backend(xp) == "jax":
+    name = backend(xp)
+    if name == "jax":
         return _kl_jax(z, t, o, True)
+    if name == "torch" and not o["log_target"]:
+        return _kl_torch(z, t, True, True)
     prob, neg_entropy = _kl_parts(t, o, xp)
     # the gap LSE(z) − z once, for the value and for softmax(z) = exp(−gap) (NumPy's
     # ``probabilities`` from an LSE; on torch two ops where its fused softmax costs ~3)
