@@ -35,7 +35,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-__all__ = ["KERNELS", "ENV_VAR", "available", "enabled", "disabled", "run"]
+__all__ = ["KERNELS", "ENV_VAR", "available", "enabled", "disabled", "run", "nonnegative_range"]
 
 ENV_VAR = "LOSSKIT_ACCEL"
 _enabled = os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
@@ -283,6 +283,54 @@ def _split(chunks: int, work) -> None:
     finally:
         for f in futures:
             f.result()
+
+
+# --- the validation pass of large targets -------------------------------------------------
+
+RANGE_MIN = 1 << 17  # elements; below, the backend's own min/max costs less than a launch
+_FLOAT_BITS = {"float32": ("int32", 0x7F800000), "float64": ("int64", 0x7FF0000000000000)}
+
+
+def nonnegative_range(x, valid=None):
+    """``(min, max)`` as Python floats of the elements of ``x`` where ``valid`` (None: all), in
+    one parallel Numba pass, when every one of them is in [+0, +inf]; None otherwise (a value of
+    sign bit 1, -0.0 included, a NaN, nothing valid) and wherever the pass does not run: small
+    or non-host arrays, dtypes other than float32/float64, Numba absent or switched off. The
+    value checks of targets (probabilities, counts) call it first on their happy path: on torch
+    it replaces ``torch.aminmax``, whose OpenMP workers would then spin against the kernels'
+    threads, and on NumPy it is one pass where ``min`` and ``max`` are two. None sends the
+    caller to its own exact check, which finds and reports any bad value."""
+    if not _enabled:
+        return None
+    module = type(x).__module__
+    if module == "numpy":
+        kind, n = "numpy", x.size
+    elif module.startswith("torch"):
+        kind, n = "torch", x.numel()
+    else:
+        return None
+    if n < RANGE_MIN or str(x.dtype).rsplit(".", 1)[-1] not in _FLOAT_BITS:
+        return None
+    host = _host_arrays(kind, (x,) if valid is None else (x, valid))
+    if host is None or _numba() is None:
+        return None
+    import numpy as np
+
+    values = host[0]
+    int_name, inf_bits = _FLOAT_BITS[values.dtype.name]
+    mask = np.empty(0, np.bool_) if valid is None else host[1]
+    if mask.shape != (0,) and (mask.dtype != np.bool_ or mask.shape != values.shape):
+        return None
+    from ._accel_numba import CHUNK, bits_range
+
+    bits, mask = values.reshape(-1).view(int_name), mask.reshape(-1)
+    chunks = (bits.shape[0] + CHUNK - 1) // CHUNK
+    lows, highs = np.empty(chunks, int_name), np.empty(chunks, int_name)
+    _split(chunks, lambda c0, c1: bits_range(bits, mask, lows, highs, c0, c1))
+    low, high = lows.min(), highs.max()
+    if low < 0 or high > inf_bits or low > high:  # sign bit 1, a NaN, or nothing valid
+        return None
+    return tuple(float(b) for b in np.array([low, high], int_name).view(values.dtype))
 
 
 # --- the registry ------------------------------------------------------------------------

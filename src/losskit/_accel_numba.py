@@ -561,3 +561,36 @@ DRIVERS = {
     "huber": (huber_value, huber_value_grad, huber_grad_hess),
     "poisson_nll": (poisson_value, poisson_value_grad, poisson_grad_hess),
 }
+
+
+# --- the range of non-negative targets: the validation pass of large inputs --------------------
+# ``_accel.nonnegative_range`` runs it instead of the backend's min/max (torch.aminmax: its
+# OpenMP workers then spin against these threads; NumPy: two passes). It reads the targets'
+# bits as signed integers: for floats of sign bit 0 the integer order is the float order, +inf
+# included and NaN above it, and every float of sign bit 1 (-0.0, negative numbers, negative
+# NaN) is a negative integer. Integer min/max reductions vectorise (float ones, NaN-aware, do
+# not). Per chunk: the smallest and largest bits of the elements where ``valid`` (empty: all);
+# a chunk without valid elements gives (largest integer, 0).
+
+
+@njit(**_SERIAL)
+def bits_range(bits, valid, lows, highs, c0, c1):
+    n = bits.shape[0]
+    masked = valid.shape[0] != 0
+    top = np.iinfo(bits.dtype).max
+    for j in range(c0, c1):
+        lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
+        bs, vs = bits[lo:hi], valid[lo:hi]
+        zero = bs[0] & 0  # in the bits' own integer type
+        biggest = zero + top
+        low, high = biggest, zero
+        for i in range(hi - lo):
+            b = bs[i]
+            if masked:
+                b_low = b if vs[i] else biggest
+                b_high = b if vs[i] else zero
+            else:
+                b_low = b_high = b
+            low = b_low if b_low < low else low
+            high = b_high if b_high > high else high
+        lows[j], highs[j] = low, high

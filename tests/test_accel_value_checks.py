@@ -1,0 +1,134 @@
+"""The value checks of large targets run as one Numba pass (``_accel.nonnegative_range``).
+
+On large NumPy arrays and torch CPU tensors (from ``_accel.RANGE_MIN`` elements) the happy path
+of ``check_probabilities`` (BCE's targets in [0, 1]) and ``check_domain`` (Poisson's counts
+>= 0) reads the targets' range with the accelerator instead of the backend's min/max. Checked
+here against NumPy's own min/max of the selected elements, on both sides of the threshold, for
+both libraries, dtypes, with and without a mask; and that an invalid target raises the same
+error, naming the same value and position, on every path (accelerated or not, below or above
+the threshold, masked or not). Without Numba these tests skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+import numpy as np
+import pytest
+
+import losskit as lk
+from losskit import _accel, _accel_numba
+
+pytest.importorskip("numba", reason="the accel extra (Numba) is not installed")
+
+LIBS = ("numpy", "torch")
+DTYPES = (np.float32, np.float64)
+SIZES = (_accel.RANGE_MIN - 1, _accel.RANGE_MIN + 1234)  # both sides; several chunks, a ragged last
+
+
+def _lib(a, lib):
+    if lib == "torch":
+        torch = pytest.importorskip("torch")
+        return torch.from_numpy(np.ascontiguousarray(a))
+    return a
+
+
+@pytest.fixture
+def passes(monkeypatch):
+    """Counts the Numba range passes."""
+    count = [0]
+    inner = _accel_numba.bits_range
+
+    def counting(*args):
+        count[0] += 1
+        return inner(*args)
+
+    monkeypatch.setattr(_accel_numba, "bits_range", counting)
+    return count
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("lib", LIBS)
+def test_nonnegative_range_against_numpy(lib, dtype, rng, passes):
+    below, above = SIZES
+    x = rng.random(below).astype(dtype)
+    assert _accel.nonnegative_range(_lib(x, lib)) is None and passes[0] == 0  # below: not run
+    x = (rng.random(above) * 3).astype(dtype)
+    x[5], x[-1] = 0.0, np.inf
+    assert _accel.nonnegative_range(_lib(x, lib)) == (0.0, np.inf)
+    x[-1] = 2.5
+    assert _accel.nonnegative_range(_lib(x, lib)) == (0.0, float(x.max()))
+    mask = rng.random(above) < 0.3
+    x[~mask] = -7.0  # bad values where masked out do not count
+    x[np.flatnonzero(~mask)[0]] = np.nan
+    assert _accel.nonnegative_range(_lib(x, lib), _lib(mask, lib)) == (float(x[mask].min()), float(x[mask].max()))
+    assert _accel.nonnegative_range(_lib(x, lib), _lib(np.zeros(above, bool), lib)) is None  # nothing valid
+    for bad in (-0.0, -1e-30, np.nan, -np.nan, -np.inf):  # a sign bit or a NaN: the caller's exact check
+        y = np.abs(x)
+        y[1000] = bad
+        assert _accel.nonnegative_range(_lib(y, lib)) is None, bad
+        assert _accel.nonnegative_range(_lib(y, lib), _lib(mask | (np.arange(above) == 1000), lib)) is None, bad
+    assert passes[0] > 0
+
+
+def test_nonnegative_range_leaves_other_inputs_alone(rng, passes):
+    n = SIZES[1]
+    x = rng.random(n)
+    assert _accel.nonnegative_range(x[::2].copy()[: n // 4]) is None  # small
+    assert _accel.nonnegative_range(np.tile(x, (2, 1))[:, ::2]) is None  # not contiguous
+    assert _accel.nonnegative_range(x.astype(np.float16)) is None
+    assert _accel.nonnegative_range(np.arange(n)) is None  # integers: the backend's own min/max
+    with _accel.disabled():
+        assert _accel.nonnegative_range(x) is None
+    assert passes[0] == 0
+    assert _accel.nonnegative_range(x) == (float(x.min()), float(x.max())) and passes[0] > 0
+
+
+CASES = (  # (loss, a bad target value, the message's hint)
+    ("binary_cross_entropy", 1.5, r"must hold probabilities in \[0, 1\]; found 1\.5 at target\[{pos}\]"),
+    ("binary_cross_entropy", -1.0, r"found -1\.0 at target\[{pos}\]\. Labels in \{{-1, \+1\}}"),
+    ("binary_cross_entropy", 255.0, r"found 255\.0 at target\[{pos}\]\. A 0/255"),
+    ("poisson_nll", -2.0, r"must be >= 0; found -2\.0 at target\[{pos}\]"),
+)
+
+
+def _targets(name, rng, n, dtype):
+    y = rng.random(n) if name == "binary_cross_entropy" else rng.poisson(2.5, n).astype(np.float64)
+    return rng.standard_normal(n).astype(dtype), y.astype(dtype)
+
+
+def _error(fn):
+    with pytest.raises(ValueError) as info:
+        fn()
+    return str(info.value)
+
+
+@pytest.mark.parametrize("n", SIZES, ids=("below", "above"))
+@pytest.mark.parametrize("lib", LIBS)
+@pytest.mark.parametrize("name, bad, message", CASES, ids=[f"{c[0]}{c[1]}" for c in CASES])
+def test_invalid_targets_raise_the_same_error_on_every_path(name, bad, message, lib, n, rng):
+    loss = lk.registry[name]
+    z, y = _targets(name, rng, n, np.float32)
+    pos = n - 3  # in the ragged last chunk
+    y[pos] = bad
+    mask = np.ones(n, bool)
+    mask[pos + 1] = False
+    pattern = message.format(pos=pos)
+    for kw in ({}, {"mask": _lib(mask, lib)}):
+        for need in ("value", "value_and_grad", "grad_hess"):
+            call = (lambda: loss(_lib(z, lib), _lib(y, lib), **kw)) if need == "value" else (
+                lambda: getattr(loss, need)(_lib(z, lib), _lib(y, lib), reduction="none", **kw))
+            got = _error(call)
+            with _accel.disabled():
+                assert _error(call) == got
+            assert re.search(pattern, got), got
+    # the same bad value where masked out, and NaN anywhere: no error on either path
+    mask[pos] = False
+    y_nan = y.copy()
+    y_nan[pos], y_nan[pos + 1] = 0.5, np.nan
+    for switch in (contextlib.nullcontext, _accel.disabled):
+        with switch():
+            loss.grad_hess(_lib(z, lib), _lib(y, lib), reduction="none", mask=_lib(mask, lib))
+            value, _ = loss.value_and_grad(_lib(z, lib), _lib(y_nan, lib), reduction="none")
+            assert np.isnan(np.asarray(value)[pos + 1]) and not np.isnan(np.asarray(value)[pos])
