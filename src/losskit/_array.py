@@ -27,6 +27,8 @@ __all__ = [
     "positive_part",
     "zero_where",
     "add_scaled",
+    "sub_product",
+    "log_sigmoid",
     "sigmoid",
     "logsumexp",
     "logsumexp_split",
@@ -206,6 +208,31 @@ def add_scaled(x, y, alpha: float, *, xp):
     return x + alpha * y
 
 
+def sub_product(x, a, b, *, xp):
+    """x − a·b, rounded as x − fl(a·b) (or better, where the backend fuses it): on torch one
+    ``torch.addcmul(x, a, b, value=-1)`` instead of a multiply and a subtract."""
+    if _backend_of(xp) == "torch":
+        import torch
+
+        return torch.addcmul(x, a, b, value=-1)
+    return x - a * b
+
+
+def log_sigmoid(x, *, xp):
+    """log σ(x) = −softplus(−x), to a few ulps relative for every x (−x for x → −∞, −e^{−x}
+    for x → +∞): one fused op on torch and JAX."""
+    name = _backend_of(xp)
+    if name == "torch":
+        import torch.nn.functional as F
+
+        return F.logsigmoid(x)
+    if name == "jax":
+        import jax
+
+        return jax.nn.log_sigmoid(x)
+    return -softplus(-x, xp=xp)
+
+
 def sigmoid(x, *, xp):
     """1 / (1 + exp(-x)), without overflow for large |x|."""
     name = _backend_of(xp)
@@ -342,6 +369,19 @@ def nan_where(x, values, *, xp):
     """``values`` with NaN wherever ``x`` is NaN: for derivatives that are constant or an
     indicator in ``x`` (a Hessian of 2, of 0, of 1[|r| <= δ]), so NaN inputs still propagate."""
     return xp.where(xp.isnan(x), x, values)
+
+
+def torch_may_overwrite(*tensors) -> bool:
+    """Whether a torch kernel may update its own temporaries in place: autograd records no
+    op on ``tensors`` (grad mode off, as inside an ``autograd.Function`` forward, or none of
+    them requires grad) and no ``torch.func`` transform differentiates through them. An
+    in-place update of a tensor autograd saved (e.g. exp's output) breaks its backward."""
+    import torch
+
+    if not torch.is_grad_enabled():
+        return True
+    is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    return not any(t.requires_grad or is_wrapped(t) for t in tensors)
 
 
 def can_write_inplace(x, xp, *operands) -> bool:

@@ -253,21 +253,29 @@ def value_range(x, xp):
     return _host_read(read)
 
 
-def _torch_ranges(*xs) -> tuple:
-    """(min, max) of each tensor in ``xs``, flattened into one tuple of Python numbers: one
+def _torch_ranges(x, rows=None) -> tuple:
+    """``(min, max)`` of tensor ``x`` (and of ``rows``, appended) as Python numbers: one
     ``aminmax`` per tensor and one host read (on CPU an ``item`` per bound, ~0.2 µs each;
-    elsewhere one transfer of the stacked bounds, a single device sync)."""
+    elsewhere one transfer of the stacked bounds, a single device sync). Written out: on a
+    small batch every Python-level step shows."""
+    lo, hi = x.aminmax()
+    if rows is None:
+        if x.is_cpu:
+            return lo.item(), hi.item()
+        bounds = (lo, hi)
+    else:
+        row_lo, row_hi = rows.aminmax()
+        if x.is_cpu:
+            return lo.item(), hi.item(), row_lo.item(), row_hi.item()
+        bounds = (lo, hi, row_lo, row_hi)
     import torch
 
-    bounds = [b for x in xs for b in torch.aminmax(x)]
-    if xs[0].device.type == "cpu":
-        return tuple([b.item() for b in bounds])
     return tuple(torch.stack(bounds).tolist())
 
 
 def check_class_ids(ids, num_classes: int, ignore_index, loss: str, xp, valid=None) -> None:
     """Integer targets in [0, num_classes) where ``valid`` (ignored and masked ids are exempt)."""
-    if is_tracing(ids) or 0 in _shape(ids):
+    if is_tracing(ids) or 0 in ids.shape:
         return
     checked = ids if valid is None else xp.where(valid, ids, xp.zeros_like(ids))
     # one min-max pass and one host read on the happy path; the position only on failure
@@ -286,7 +294,7 @@ def check_class_ids(ids, num_classes: int, ignore_index, loss: str, xp, valid=No
 
 def check_probabilities(x, arg: str, loss: str, xp, valid=None) -> None:
     """Values in [0, 1] where ``valid``; NaN passes (it propagates, never replaced)."""
-    if is_tracing(x) or 0 in _shape(x):
+    if is_tracing(x) or 0 in x.shape:
         return
     fast = _accel.nonnegative_range(x, valid)  # large host arrays: one Numba pass, no torch op
     if fast is not None and fast[1] <= 1:
@@ -315,7 +323,7 @@ def check_probabilities(x, arg: str, loss: str, xp, valid=None) -> None:
 def check_domain(x, arg: str, loss: str, xp, valid=None, *, low: float, low_open: bool = False, hint: str = "") -> None:
     """Values >= ``low`` (> ``low`` with ``low_open``) where ``valid``; NaN passes (it
     propagates, never replaced). For counts, positive targets, variances, scales."""
-    if is_tracing(x) or 0 in _shape(x):
+    if is_tracing(x) or 0 in x.shape:
         return
     fast = _accel.nonnegative_range(x, valid)  # large host arrays: one Numba pass, no torch op
     if fast is not None and (fast[0] > low if low_open else fast[0] >= low):
@@ -334,7 +342,7 @@ def check_domain(x, arg: str, loss: str, xp, valid=None, *, low: float, low_open
 def check_signs(y, arg: str, loss: str, xp, valid=None) -> None:
     """Labels must be −1 or +1 where ``valid`` (NaN passes: it propagates); {0, 1} labels get
     a hint, never a silent mapping."""
-    if is_tracing(y) or 0 in _shape(y):
+    if is_tracing(y) or 0 in y.shape:
         return
     bad = ~((y == 1) | (y == -1) | xp.isnan(y))
     if valid is not None:
@@ -352,7 +360,7 @@ def check_distribution(t, arg: str, loss: str, xp, valid=None, *, log: bool, tol
     summing to 1 within ``tol`` (``log=True``: log-probabilities, entries <= 0 whose exp sums
     to 1). Rows outside ``valid`` are exempt; NaN passes (it propagates). ``flag`` names the
     option that switches between the two forms, for the hint."""
-    if is_tracing(t) or 0 in _shape(t):
+    if is_tracing(t) or 0 in t.shape:
         return
     if valid is None:
         # happy path in two reductions and one host read each: the range of the entries and

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validate
-from .._array import backend, clip, compute_dtype, finite_bound, nan_where, positive_part, sigmoid, sigmoid_and_slope, softplus_nonpositive
+from .._array import backend, clip, compute_dtype, finite_bound, log_sigmoid, nan_where, positive_part, sigmoid, sigmoid_and_slope, softplus_nonpositive, sub_product
 from .._loss import ELEMENTWISE, Checks, Option, Peer, Prepared, declare
 from .._spec import peer_reduction
 
@@ -31,7 +31,8 @@ def _bce_posw(y, o):
 
 
 def _bce_terms(z, y, o, xp):
-    """(ℓ, softplus(−|z|), clipped z, |z|). ℓ is written as a sum of non-negative terms,
+    """(ℓ, softplus(−|z|) (None on torch without pos_weight), clipped z, |z|). ℓ is a sum of
+    non-negative terms,
 
         ℓ = (1 + (w − 1)y)·softplus(−|z|) + ½[w·y(|z| − z) + (1 − y)(|z| + z)],
 
@@ -40,13 +41,18 @@ def _bce_terms(z, y, o, xp):
     none in float32)."""
     zc = _bce_clip(z, xp)
     a = xp.abs(zc)
-    tail = softplus_nonpositive(-a, xp=xp)
     pw = _bce_posw(y, o)
     if pw is None:
         # ½[y(|z| − z) + (1 − y)(|z| + z)] = max(z, 0) − y·z: max(z, 0) is exact and
         # fl(y·z) <= max(z, 0) for y in [0, 1], so the term stays >= 0 (two roundings, no
         # scalar operands)
+        if backend(xp) == "torch":
+            # softplus(−|z|) as −log σ(|z|): one fused op for neg + softplus, and one addcmul
+            # for the product and its subtraction (the tail is not reused on torch)
+            return sub_product(positive_part(zc, xp=xp), y, zc, xp=xp) - log_sigmoid(a, xp=xp), None, zc, a
+        tail = softplus_nonpositive(-a, xp=xp)
         return tail + (positive_part(zc, xp=xp) - y * zc), tail, zc, a
+    tail = softplus_nonpositive(-a, xp=xp)
     # max(−z, 0) is capped so that w·y·max(−z, 0) stays finite (at most ~max/2, with a margin
     # for the rounding of the division) for a wrong sure logit (z = −inf)
     neg = xp.minimum(0.5 * (a - zc), 0.99 * finite_bound(z.dtype, xp) / xp.maximum(pw[1], xp.ones_like(pw[1])))

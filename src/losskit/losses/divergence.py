@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .._array import backend, xlogx, zero_where
+from .._array import backend, torch_may_overwrite, xlogx, zero_where
 from .._loss import CLASS_AXIS, Checks, Option, Peer, declare
 from .._spec import peer_reduction
 from . import _softmax
@@ -66,7 +66,7 @@ def _kl_torch(z, t, want_value, want_grad):
     differentiate through this code)."""
     import torch
 
-    inplace = not torch.is_grad_enabled() or not (z.requires_grad or t.requires_grad or _functorch(z))
+    inplace = torch_may_overwrite(z, t)
     m, top = torch.max(z, -1, keepdim=True)
     shift = torch.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0)  # where(isfinite(m), m, 0)
     e = torch.exp(z - shift)
@@ -82,12 +82,6 @@ def _kl_torch(z, t, want_value, want_grad):
         scale = t.sum(-1, keepdim=True) / e.sum(-1, keepdim=True)
         grad = e.mul_(scale).sub_(t) if inplace else e * scale - t
     return value, grad
-
-
-def _functorch(x) -> bool:
-    import torch
-
-    return torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
 def _kl_value(z, t, o, xp):
