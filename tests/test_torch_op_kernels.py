@@ -90,3 +90,81 @@ def test_kl_double_backward_matches_the_hessian():
     # d/dz_j Σ_k g_k with g = softmax·Σt − t: Σt·(p_j − p_j Σ_k p_k) = 0
     np.testing.assert_allclose(h.numpy(), np.zeros((3, 4)), atol=1e-14)
     np.testing.assert_allclose(g.detach().numpy(), (p - t).numpy(), atol=1e-14)
+
+
+# --- cross_entropy with class ids (``_softmax.ids_nll_torch``) ---------------------------------
+
+
+def _ce_mpmath(mpmath, row, y):
+    with mpmath.workdps(60):
+        r = [mpmath.mpf(float(x)) for x in row]
+        return mpmath.log(mpmath.fsum(mpmath.exp(x - r[y]) for x in r))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ce_ids_value_on_both_sides_of_the_half_switch_matches_mpmath(dtype):
+    """q = Σ_{k≠y} p_k < ½ takes −log1p(−q) (the label is the maximum), q >= ½ takes −log p_y
+    from log_softmax: rows just either side of q = ½, confident rows with tiny losses, and
+    very wrong rows (p_y underflows; the loss is still |z_y − m| + ...)."""
+    mpmath = pytest.importorskip("mpmath")
+    from losskit.losses import _softmax
+
+    z = np.zeros((8, 3))
+    z[0, 0] = np.log(2.0) + 1e-3  # p_0 just above ½ (q just below)
+    z[1, 0] = np.log(2.0) - 1e-3  # p_0 just below ½
+    z[2, 0], z[3, 0], z[4, 1] = 25.0, 60.0, 8.0  # confident: losses 2.8e-11, 1.7e-26, 6.7e-4
+    z[5, 1], z[6, 2] = 1e4, 300.0  # wrong and sure: p_y underflows
+    z[7] = [3.0, 3.0, -2.0]  # a tie at the maximum
+    y = np.array([0, 0, 0, 0, 1, 0, 0, 0])
+    zt = torch.tensor(z, dtype=dtype)
+    v, g = _softmax.ids_nll_torch(zt, torch.tensor(y), True)
+    rel = 2e-6 if dtype == torch.float32 else 1e-14
+    for i in range(len(y)):
+        ref = _ce_mpmath(mpmath, zt[i].tolist(), y[i])
+        assert abs(float(v[i]) - float(ref)) <= rel * float(ref), (i, float(v[i]), ref)
+        # the label's gradient entry −q = p_y − 1, exact to a few ulps of q (not of 1)
+        with mpmath.workdps(60):
+            r = [mpmath.mpf(float(x)) for x in zt[i].tolist()]
+            lse = mpmath.log(mpmath.fsum(mpmath.exp(x) for x in r))
+            ref_gy = -mpmath.fsum(mpmath.exp(x - lse) for k, x in enumerate(r) if k != y[i])
+        assert abs(float(g[i, y[i]]) - float(ref_gy)) <= 4 * rel * abs(float(ref_gy)) + 1e-300, (i, float(g[i, y[i]]), ref_gy)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ce_ids_value_and_grad_match_torch_float64(dtype, rng):
+    z = rng.standard_normal((7, 6)) * 4
+    y = rng.integers(0, 6, 7)
+    z[np.arange(7)[:3], y[:3]] += 10.0  # some confident rows (the q < ½ side)
+    ref_z = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(ref_z, torch.tensor(y), reduction="sum")
+    ref.backward()
+    v, g = lk.cross_entropy.value_and_grad(torch.tensor(z, dtype=dtype), torch.tensor(y), reduction="sum")
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    np.testing.assert_allclose(float(v), float(ref.detach()), rtol=tol)
+    np.testing.assert_allclose(g.double().numpy(), ref_z.grad.numpy(), rtol=tol, atol=tol)
+
+
+def test_ce_ids_edges_match_numpy_and_autograd_paths_agree():
+    """−inf action masks, ±1e4, a −inf label (an infinite loss); the in-place kernel (no
+    autograd) and the out-of-place one (recorded: double backward through the closed form)."""
+    inf = np.inf
+    z = np.array([[1e4, -1e4, 0.0, 0.0], [0.0, -inf, 2.0, 0.0], [-inf, -inf, 1.0, -inf], [-1e4, 1e4, -1e4, 0.0], [0.0, -inf, 1.0, 2.0]])
+    y = np.array([0, 2, 2, 1, 1])
+    want_v, want_g = lk.cross_entropy.value_and_grad(z, y, reduction="none")
+    v, g = lk.cross_entropy.value_and_grad(torch.tensor(z), torch.tensor(y), reduction="none")
+    np.testing.assert_allclose(v.numpy(), want_v, rtol=1e-14)
+    np.testing.assert_allclose(g.numpy(), want_g, rtol=1e-14, atol=1e-300)
+    assert want_v[4] == inf
+    from losskit.losses import _softmax
+
+    zt = torch.tensor(z[:4], requires_grad=True)
+    with torch.enable_grad():
+        v2, g2 = _softmax.ids_nll_torch(zt, torch.tensor(y[:4]), True)
+    assert v2.requires_grad and g2.requires_grad  # recorded: out-of-place ops
+    np.testing.assert_allclose(v2.detach().numpy(), want_v[:4], rtol=1e-14)
+    np.testing.assert_allclose(g2.detach().numpy(), want_g[:4], rtol=1e-14, atol=1e-300)
+    (h,) = torch.autograd.grad(g2[:, 0].sum(), zt)
+    p = torch.softmax(zt.detach(), -1)
+    want_h = -p[:, :1] * p  # d p_0 / d z_k = p_0(δ_0k − p_k)
+    want_h[:, 0] += p[:, 0]
+    np.testing.assert_allclose(h.numpy(), want_h.numpy(), atol=1e-12)

@@ -134,6 +134,8 @@ def _ids_nll(z, t, xp, want_grad):
         return _softmax.ids_nll_numpy(z, t, want_grad)  # in place, one N×C buffer
     if name == "jax":
         return _softmax.ids_nll_jax(z, t, want_grad)  # fewer N×C passes under XLA
+    if name == "torch":
+        return _softmax.ids_nll_torch(z, t, want_grad)  # fused log_softmax, few ops
     return _softmax.ids_nll(z, t, xp, want_grad)
 
 

@@ -57,30 +57,35 @@ def _kl_jax(z, t, o, want_grad):
 
 def _kl_torch(z, t, want_value, want_grad):
     """Forward KL on torch (probability targets) in fewer ops than the array-API form (each
-    op costs ~1.5-3 µs on a small batch): the same per-class terms t_k·log t_k + t_k·gap_k
-    with the split gap_k = (m − z_k) + r, r = log1p(Σ_{k≠argmax} e^{z_k − m}) (other maxima
-    counting 1 each, as in ``logsumexp_split``), 0 where t_k = 0, and the gradient
-    (Σt)·e/Σe − t from the same exponentials e = e^{z − m}. The argmax comes with the max
-    (``torch.max``); the rest is the sum of e with that one entry zeroed. In-place updates
-    only where autograd records nothing (a double backward and ``torch.func`` transforms
+    op costs ~1.5-3 µs on a small batch), with the same split: d = z − m (m the row max),
+    r = log1p(Σ_{k≠argmax} e^{d_k}) (other maxima counting 1 each, as in
+    ``logsumexp_split``; the argmax comes with the max from ``torch.max``, the rest is the
+    sum of e = e^d with that one entry zeroed), and
+
+        ℓ = Σ_k [t_k log t_k − t_k d_k] + r·Σ_k t_k,   ∂ℓ/∂z = (Σt)·e/Σe − t,
+
+    the terms 0 where t_k = 0 (also where the logit is −inf), so a one-hot target gives
+    (m − z_y) + r, the tiny value of a confident right prediction to full precision. The
+    shift is m itself: a row with a +inf logit gets the value of the split (inf, or NaN
+    where t puts mass on that class) and a NaN gradient. In-place updates only where
+    autograd records nothing (a double backward and ``torch.func`` transforms
     differentiate through this code)."""
     import torch
 
-    inplace = torch_may_overwrite(z, t)
     m, top = torch.max(z, -1, keepdim=True)
-    shift = torch.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0)  # where(isfinite(m), m, 0)
-    e = torch.exp(z - shift)
+    d = z - m
+    e = torch.exp(d)
     value = grad = None
+    mass = t.sum(-1)
     if want_value:
-        r = torch.log1p(e.scatter(-1, top, 0.0).sum(-1, keepdim=True))
-        gap = torch.sub(m, z).add_(r)
-        terms = torch.addcmul(torch.special.xlogy(t, t), t, gap)
-        # 0·log 0 = 0 and 0·gap = 0 where t = 0, also where the logit is −inf (gap = inf);
-        # logical_not is t == 0 without a scalar operand (NaN stays NaN)
-        value = terms.masked_fill_(torch.logical_not(t), 0.0).sum(-1)
+        r = torch.log1p(e.scatter(-1, top, 0.0).sum(-1))
+        # t log t − t·d, with 0 where t = 0 (logical_not: t == 0 without a scalar operand;
+        # NaN stays NaN): 0·log 0 = 0, and 0·(−d) = 0 also where d = −inf
+        terms = torch.addcmul(torch.special.xlogy(t, t), t, d, value=-1).masked_fill_(torch.logical_not(t), 0.0)
+        value = torch.addcmul(terms.sum(-1), r, mass)
     if want_grad:
-        scale = t.sum(-1, keepdim=True) / e.sum(-1, keepdim=True)
-        grad = e.mul_(scale).sub_(t) if inplace else e * scale - t
+        scale = (mass / e.sum(-1)).unsqueeze(-1)
+        grad = e.mul_(scale).sub_(t) if torch_may_overwrite(z, t) else e * scale - t
     return value, grad
 
 
