@@ -216,6 +216,50 @@ def test_half_precision_against_float32_reference(dtype, rtol_v, rtol_g, grad_in
         assert err < rtol_g, float(err)
 
 
+@pytest.mark.parametrize("opts", [{"ignore_index": IGNORE}, {"class_weight": True, "z_loss": 1e-3, "softcap": 3.0},
+                                  {"label_smoothing": 0.1, "ignore_index": IGNORE}])
+@pytest.mark.parametrize("chunk_size", [32, N])
+@pytest.mark.parametrize("grad_in_forward", [None, False])
+def test_half_precision_row_blocks_and_one_chunk(monkeypatch, opts, chunk_size, grad_in_forward):
+    """Half inputs keep the slab in their dtype and run the float32 kernel on row blocks of at
+    most ``_WORK_BLOCK`` elements: row blocks smaller than the chunk (7 rows, dividing neither
+    the chunk nor N) give bitwise the same value, dx and dW as one block per chunk (db: the same
+    sum in another order). One chunk (chunk_size=N) writes dW in the input dtype from one GEMM,
+    several chunks accumulate it in float32: both within the half tolerances of the float32
+    materialised reference."""
+    from losskit.interop import torch_fused
+
+    x, w, b, y, y_ign = _inputs(dtype=torch.float32)
+    xl, wl, bl = (a.to(torch.bfloat16) for a in (x, w, b))
+    kw = dict(opts)
+    if kw.pop("class_weight", False):
+        kw["class_weight"] = torch.rand(V, generator=torch.Generator().manual_seed(3)) + 0.5
+    target = y_ign if "ignore_index" in kw else y
+
+    def run():
+        leaves = _leaves(xl, wl, bl)
+        out = lk.linear_cross_entropy(*leaves[:2], target, bias=leaves[2], chunk_size=chunk_size, grad_in_forward=grad_in_forward, **kw)
+        out.backward()
+        return out, [a.grad for a in leaves]
+
+    assert torch_fused._WORK_BLOCK // V >= N  # the default: one row block per chunk here
+    one_block, grads_one = run()
+    monkeypatch.setattr(torch_fused, "_WORK_BLOCK", 7 * V)
+    blocks, grads_blocks = run()
+    assert torch.equal(one_block, blocks)
+    assert torch.equal(grads_one[0], grads_blocks[0]) and torch.equal(grads_one[1], grads_blocks[1])
+    torch.testing.assert_close(grads_one[2], grads_blocks[2], rtol=1e-2, atol=1e-6)
+    assert all(g.dtype == torch.bfloat16 for g in grads_blocks)
+
+    xr, wr, br = _leaves(x.to(torch.bfloat16).float(), w.to(torch.bfloat16).float(), b.to(torch.bfloat16).float())
+    ref = _reference(xr, wr, br, target, reduction="mean", **{("z_loss_weight" if k == "z_loss" else k): v for k, v in kw.items()})
+    ref.backward()
+    torch.testing.assert_close(blocks, ref.float(), rtol=2e-2, atol=0)
+    for got, want in zip(grads_blocks, (xr.grad, wr.grad, br.grad)):
+        err = (got.float() - want).abs().max() / want.abs().max()
+        assert err < 5e-2, float(err)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("with_weight", [False, True])
 @pytest.mark.parametrize("chunked", [False, True])

@@ -38,7 +38,7 @@ from torch.autograd.function import once_differentiable
 
 from .._array import compute_dtype
 from .._reduce import reduce_terms, scale_elementwise
-from .torch_lean import _EMPTY_INT, stash
+from .torch_lean import _EMPTY_INT, stash, zero_rows_
 from ..fused.linear_cross_entropy import (
     NAME,
     Config,
@@ -64,6 +64,11 @@ def _xp():
 # blocks: on a loaded machine every multithreaded op pays for a barrier, so many small GEMMs and
 # adds (measured with 2**18) cost more than the traffic a cache-sized buffer saves
 _DW_BLOCK = 1 << 22
+# elements of the float32 work buffer of half inputs (rows × V, 32 MiB): the softmax and the
+# gradient of a half-precision slab run on row blocks of at most this size, copied into it
+# and back, so the slab itself is kept in the input dtype (half the bytes per row: twice the
+# rows per chunk for the same memory, so half the float32 read-modify-writes of dW)
+_WORK_BLOCK = 1 << 23
 
 
 def _fast(cfg: Config) -> bool:
@@ -123,7 +128,7 @@ def _fast_chunk(z, t, cw, cfg: Config, s, lse_in, valid_c, extras):
     if deriv is not None:
         z.mul_(deriv)
     if valid_c is not None:
-        z.masked_fill_(~valid_c[:, None], 0.0)  # exact zeros for ignored rows, even with NaN inputs
+        zero_rows_(z, valid_c)  # exact zeros for ignored rows, even with NaN inputs
     return value, lse, z, ext
 
 
@@ -139,13 +144,19 @@ def _generic_chunk(z, t, cw, cfg: Config, s, lse_in, valid_c, extras):
 def _chunks(x2, w, b, t, s, valid, cw, cfg: Config, need, extras=False, lse_in=None, kernel=None):
     """Run all chunks. ``s`` (N,) are the row scales of G (None: value only); ``need`` says
     which of (dx, dW, db) to accumulate; ``lse_in`` (N,) selects the backward (recompute)
-    mode. Returns (values, lse, tlp, correct, gx, gw, gb) with gw/gb in float32 (compute
-    dtype) and gx in x's dtype.
+    mode. Returns (values, lse, tlp, correct, gx, gw, gb) with gb in float32 (compute dtype),
+    gx in x's dtype, and gw in float32, or in x's dtype for half inputs in one chunk (one GEMM
+    then accumulates all rows in float32 and rounds once: no float32 accumulator is needed).
+
+    Half inputs: the logits slab stays in the input dtype (the GEMMs' dtype); the kernel runs
+    on float32 copies of row blocks of at most ``_WORK_BLOCK`` elements, and G is written back
+    into the slab, in the input dtype, for the dx and dW GEMMs.
 
     ``kernel`` replaces the per-chunk kernel (the signature of ``_fast_chunk``; it may
-    overwrite the slab ``z`` it is given). ``t`` is only sliced by rows (``t[r0:r1]``) and
-    handed to the kernel, so a custom kernel may pass any row-sliceable per-row state:
-    ``losskit.distributed`` uses this to gather per-row statistics of a vocabulary shard."""
+    overwrite the slab ``z`` it is given, and may be called on row blocks of a chunk). ``t`` is
+    only sliced by rows (``t[r0:r1]``) and handed to the kernel, so a custom kernel may pass any
+    row-sliceable per-row state: ``losskit.distributed`` uses this to gather per-row statistics
+    of a vocabulary shard."""
     n, h = x2.shape
     v = w.shape[0]
     cd = compute_dtype(x2.dtype, _xp())
@@ -162,66 +173,80 @@ def _chunks(x2, w, b, t, s, valid, cw, cfg: Config, need, extras=False, lse_in=N
             tlp = torch.empty(n, dtype=cd, device=x2.device)
             correct = torch.empty(n, dtype=torch.bool, device=x2.device)
     gx = torch.empty((n, h), dtype=x2.dtype, device=x2.device) if need[0] else None
+    # one chunk of half inputs: dW is that chunk's GEMM, written once in the input dtype
+    direct_gw = low and rows >= n and n > 0
     # dW: the first chunk writes it (empty, not zeros: one pass over V·H less), the others add
-    gw = (torch.empty if n else torch.zeros)((v, h), dtype=cd, device=x2.device) if need[1] else None
+    gw = None
+    if need[1] and not direct_gw:
+        gw = (torch.empty if n else torch.zeros)((v, h), dtype=cd, device=x2.device)
     block = max(1, min(v, _DW_BLOCK // max(h, 1)))
-    gw_part = torch.empty((block, h), dtype=x2.dtype, device=x2.device) if need[1] and low else None
+    several = low and rows < n  # half inputs in several chunks: float32 accumulation of dW
+    gw_part = torch.empty((block, h), dtype=x2.dtype, device=x2.device) if need[1] and several else None
+    gw_conv = torch.empty((block, h), dtype=cd, device=x2.device) if need[1] and several else None
     gb = torch.zeros((v,), dtype=cd, device=x2.device) if need[2] else None
     if n == 0:
         return values, lse, tlp, correct, gx, gw, gb
-    slab = torch.empty((rows, v), dtype=cd, device=x2.device)
-    slab_low = torch.empty((rows, v), dtype=x2.dtype, device=x2.device) if low else None
+    # the slab in the GEMMs' dtype; for half inputs a float32 work buffer of row blocks
+    slab = torch.empty((rows, v), dtype=x2.dtype, device=x2.device)
+    sub = max(1, min(rows, _WORK_BLOCK // max(v, 1))) if low else rows
+    work = torch.empty((sub, v), dtype=cd, device=x2.device) if low else None
     # x rows for dW = Gᵀx with the rows that are not valid zeroed (see masked_rows)
-    x_valid = torch.empty((rows, h), dtype=x2.dtype, device=x2.device) if gw is not None and valid is not None and s is not None else None
+    x_valid = torch.empty((rows, h), dtype=x2.dtype, device=x2.device) if need[1] and valid is not None and s is not None else None
     wt = w.t()
     gw_written = False
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
         r = r1 - r0
         xc = x2[r0:r1]
-        # logits of this chunk, straight into the reused buffers
-        out = slab_low[:r] if low else slab[:r]
+        # logits of this chunk, straight into the reused buffer
+        out = slab[:r]
         if b is None:
             torch.mm(xc, wt, out=out)
         else:
             torch.addmm(b, xc, wt, out=out)
-        z = slab[:r]
-        if low:
-            z.copy_(out)
-        sc = None if s is None else s[r0:r1]
-        vc = None if valid is None else valid[r0:r1]
-        value, lse_c, g, ext = kernel(z, t[r0:r1], cw, cfg, sc, None if lse_in is None else lse_in[r0:r1], vc, extras)
-        if not backward:
-            values[r0:r1] = value
-            lse[r0:r1] = lse_c
-            if extras:
-                tlp[r0:r1] = ext[0]
-                correct[r0:r1] = ext[1]
-        if g is None:
+        gl = None
+        for q0 in range(0, r, sub):
+            q1 = min(r, q0 + sub)
+            a0, a1 = r0 + q0, r0 + q1  # rows of the whole batch
+            z = work[: q1 - q0].copy_(out[q0:q1]) if low else out
+            sc = None if s is None else s[a0:a1]
+            vc = None if valid is None else valid[a0:a1]
+            value, lse_c, g, ext = kernel(z, t[a0:a1], cw, cfg, sc, None if lse_in is None else lse_in[a0:a1], vc, extras)
+            if not backward:
+                values[a0:a1] = value
+                lse[a0:a1] = lse_c
+                if extras:
+                    tlp[a0:a1] = ext[0]
+                    correct[a0:a1] = ext[1]
+            if g is None:
+                continue
+            if low:
+                out[q0:q1].copy_(g)  # G into the slab, in the GEMMs' dtype
+            gl = out if low else g  # (one row block when not low)
+            if gb is not None:
+                gb.add_(g.sum(0))
+        if gl is None:
             continue
-        if low:
-            gl = slab_low[:r]
-            gl.copy_(g)
-        else:
-            gl = g
         if gx is not None:
             torch.mm(gl, w, out=gx[r0:r1])
-        if gw is not None:
+        if need[1]:
             if x_valid is not None:
                 # G is 0 on masked / ignored rows, but 0·NaN is NaN: a NaN or inf hidden state
                 # of a padding token would poison all of dW through the GEMM
-                xc = x_valid[:r].copy_(xc).masked_fill_(~vc[:, None], 0.0)
-            if low:
+                xc = x_valid[:r].copy_(xc).masked_fill_(~valid[r0:r1, None], 0.0)
+            if direct_gw:
+                gw = torch.mm(gl.t(), xc)
+            elif several:
                 # the GEMM accumulates in float32 inside one chunk; the chunk's partial dW is
                 # rounded to the input dtype (CPU torch has no mixed-dtype GEMM) and added to
-                # the float32 accumulator block by block of classes, through a buffer of
+                # the float32 accumulator block by block of classes, through buffers of
                 # _DW_BLOCK elements (a full-size one would cost V·H more memory)
                 glt = gl.t()
                 for v0 in range(0, v, block):
                     v1 = min(v, v0 + block)
                     part = torch.mm(glt[v0:v1], xc, out=gw_part[: v1 - v0])
                     if gw_written:
-                        gw[v0:v1].add_(part)
+                        gw[v0:v1].add_(gw_conv[: v1 - v0].copy_(part))  # a same-dtype add: no temporary
                     else:
                         gw[v0:v1].copy_(part)
             elif gw_written:
@@ -229,10 +254,9 @@ def _chunks(x2, w, b, t, s, valid, cw, cfg: Config, need, extras=False, lse_in=N
             else:
                 torch.mm(gl.t(), xc, out=gw)
             gw_written = True
-        if gb is not None:
-            gb.add_(g.sum(0))
-    if gw is not None and not gw_written:
-        gw.zero_()  # no chunk produced a gradient
+    if need[1] and not gw_written:
+        # no chunk produced a gradient
+        gw = torch.zeros((v, h), dtype=x2.dtype if direct_gw else cd, device=x2.device) if gw is None else gw.zero_()
     return values, lse, tlp, correct, gx, gw, gb
 
 

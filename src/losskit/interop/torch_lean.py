@@ -36,8 +36,9 @@ and empty logits (the generic bridge handles those):
 * class ids of any integer dtype: torch's ``gather`` / ``scatter_add_`` / indexing want int64,
   so other dtypes are converted once per call (int64 ids are used as they are);
 * rows that are masked or ignored get exactly zero gradient whatever their logits hold (NaN or
-  ±inf padding): their gradient rows are overwritten with 0 after the arithmetic (a
-  ``masked_fill_`` on G, never 0·NaN); valid rows with NaN logits still give NaN.
+  ±inf padding): their gradient rows are overwritten with 0 after the arithmetic
+  (``zero_rows_``: on CPU only those rows are written, a ``masked_fill_`` of all of G cost a
+  full pass; never 0·NaN); valid rows with NaN logits still give NaN.
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ class CrossEntropyKernel:
             grad.scatter_add_(-1, idx, (-s).expand(idx.shape))
             if valid is not None:
                 # exact zeros for masked / ignored rows, even where their logits are NaN or inf
-                grad.masked_fill_(~valid[..., None], 0.0)
+                zero_rows_(grad, valid)
             return grad
         p = _rows(pred)
         shape = tuple(p.shape)
@@ -244,7 +245,7 @@ class CrossEntropyKernel:
                 work.mul_(sc)
                 work.scatter_add_(-1, t[idx][..., None], -sc)
                 if v2 is not None:
-                    work.masked_fill_(~v2[idx][..., None], 0.0)
+                    zero_rows_(work, v2[idx])  # exact zeros, even where the logits are NaN or inf
                 if low:
                     out.copy_(work.clamp_(-big, big))
                 elif not direct:
@@ -294,6 +295,18 @@ def stash(store: dict, entry) -> torch.Tensor:
     store[key] = entry
     weakref.finalize(ticket, store.pop, key, None)
     return ticket
+
+
+def zero_rows_(g, valid):
+    """Overwrite with 0 the rows of ``g`` (..., C) where ``valid`` (...) is False, in place,
+    whatever they hold (NaN, inf): never 0·NaN. On CPU only those rows are written (a boolean
+    index: finding them is one pass over ``valid``, not over ``g``); elsewhere one
+    ``masked_fill_`` (no host sync)."""
+    if g.device.type == "cpu":
+        g[~valid] = 0.0
+    else:
+        g.masked_fill_(~valid[..., None], 0.0)
+    return g
 
 
 def _stash(entry) -> torch.Tensor:
