@@ -217,10 +217,87 @@ def test_kernel_equals_reference_path(name, options, lib, dtype, rng, launches, 
                         _assert_elementwise(a, b, scales[i], dtype, what)
 
 
-@pytest.mark.parametrize("lib", LIBS)
+def test_both_sides_of_the_threshold_numpy(rng, launches):
+    """NumPy calls take the kernel at every size (a jitted call costs less than the reference's
+    ufunc calls even at 100 elements): on both sides of the block threshold, and of the size
+    where the chunks are split over threads, every output and reduction equals the reference
+    path's (plain, weighted, masked)."""
+    split = _accel._SPLIT_MIN_CHUNKS * _accel._CHUNK
+    for name, options in COVERED[:2] + COVERED[-1:]:
+        for n in (_threshold("numpy") - 1, _threshold("numpy"), split - 1, split):
+            z, y = _inputs(name, options, rng, n, np.float32, finite=False)
+            w, mask = _weights_and_mask(rng, n, np.float32, "numpy")
+            for extra in ({}, {"weight": w, "mask": mask}):
+                for need in NEEDS:
+                    for reduction in REDUCTIONS:
+                        _check_small_call(name, options, need, z, y, dict(extra, reduction=reduction), launches)
+
+
+def _check_small_call(name, options, need, z, y, kw, launches):
+    """``need`` of one NumPy call runs the kernel once and equals the reference path: per
+    element within a few ulp of the terms, reduced values within the reference's own float32
+    summation error."""
+    loss = lk.registry[name]
+    before = launches[0]
+    got = _call(loss, need, z, y, **options, **kw)
+    assert launches[0] == before + 1, f"{name} {need} {kw.get('reduction')} {z.shape}: the kernel did not run"
+    with _accel.disabled():
+        expected = _call(loss, need, z, y, **options, **kw)
+        terms = np.abs(_np(loss(z, y, reduction="none", **options)).astype(np.float64))
+    n = z.size
+    w = kw.get("weight", np.ones(z.shape)).astype(np.float64)
+    keep = kw.get("mask", np.ones(z.shape, bool))
+    c = w / (w[keep].sum() if kw["reduction"] == "mean" else 1.0)
+    scales = _scales(need, z.reshape(-1), y.reshape(-1), tuple(_np(e).reshape(-1) if e.ndim else e for e in expected), c.reshape(-1))
+    dtype = z.dtype.type
+    for i, (a, b) in enumerate(zip(got, expected)):
+        what = f"{name} {options} n={n} {need}[{i}] {kw.get('reduction')} {sorted(kw)}"
+        assert type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape, what
+        if a.ndim:
+            scale = scales[i] * (np.maximum(c.reshape(-1), 1.0) if need in ("value", "value_and_grad") and i == 0 else 1.0)
+            _assert_elementwise(a.reshape(-1), b.reshape(-1), scale, dtype, what)
+        elif not np.isfinite(float(b)):
+            assert float(a) == float(b) or (np.isnan(float(a)) and np.isnan(float(b))), f"{what}: {float(a)!r} vs {float(b)!r}"
+        else:
+            tol = SUM_RTOL[dtype] * np.sum(np.where(keep, terms * c, 0.0)) + TINY[dtype]
+            assert abs(float(a) - float(b)) <= tol, f"{what}: {float(a)!r} vs {float(b)!r}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name, options", COVERED, ids=[f"{n}{o or ''}" for n, o in COVERED])
+def test_small_numpy_calls_take_the_kernel(name, options, dtype, rng, launches):
+    """Every kernel on small NumPy inputs (a few elements, 2-D, 100), every output and
+    reduction, plain, weighted and masked, against the reference path."""
+    for shape in ((3,), (4, 5), (100,)):
+        size = int(np.prod(shape))
+        z, y = _inputs(name, options, rng, max(size, 64), dtype, finite=False)  # the edge grid first
+        z, y = z[:size].reshape(shape), y[:size].reshape(shape)
+        w, mask = _weights_and_mask(rng, z.size, dtype, "numpy")
+        w, mask = w.reshape(shape), mask.reshape(shape)
+        mask.flat[0] = True
+        for extra in ({}, {"weight": w}, {"mask": mask}):
+            for need in NEEDS:
+                for reduction in REDUCTIONS:
+                    _check_small_call(name, options, need, z, y, dict(extra, reduction=reduction), launches)
+
+
+def test_zero_d_and_empty_numpy_inputs_take_the_reference_path(launches):
+    for z in (np.float32(0.5) * np.ones(()), np.ones(0, np.float32), np.ones((0, 3))):
+        for need in NEEDS:
+            _call(lk.mse, need, z, np.zeros_like(z), reduction="none")
+    assert launches[0] == 0
+
+
+def test_chunk_size_agrees():
+    from losskit import _accel_numba
+
+    assert _accel._CHUNK == _accel_numba.CHUNK
+
+
+@pytest.mark.parametrize("lib", ["torch"])
 def test_both_sides_of_the_threshold(lib, rng, launches):
-    """threshold − 1 elements: the reference path, every output and reduction; threshold
-    elements: the kernel, equal to the reference path."""
+    """torch: threshold − 1 elements: the reference path, every output and reduction;
+    threshold elements: the kernel, equal to the reference path."""
     for name, options in COVERED[:2] + COVERED[-1:]:
         z, y = _lib(_inputs(name, options, rng, _threshold(lib) - 1, np.float32, finite=False), lib)
         for need in NEEDS:
@@ -296,11 +373,11 @@ def test_weighted_and_masked_kernels_equal_reference_path(name, options, lib, dt
 
 @pytest.mark.parametrize("lib", LIBS)
 def test_weighted_kernels_on_both_sides_of_the_threshold(lib, rng, launches):
-    """threshold − 1 elements with weight and mask: the reference path; threshold elements:
-    the kernel, equal to it."""
+    """threshold − 1 elements with weight and mask: the reference path on torch, the kernel
+    on NumPy (every size); threshold elements: the kernel, equal to it."""
     name, options = ONE
     loss = lk.registry[name]
-    for n, kernel in ((_threshold(lib) - 1, False), (_threshold(lib), True)):
+    for n, kernel in ((_threshold(lib) - 1, lib == "numpy"), (_threshold(lib), True)):
         z, y = _lib(_inputs(name, options, rng, n, np.float32, finite=True), lib)
         w, mask = _weights_and_mask(rng, n, np.float32, lib)
         before = launches[0]

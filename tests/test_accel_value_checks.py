@@ -1,6 +1,6 @@
 """The value checks of large targets run as one Numba pass (``_accel.nonnegative_range``).
 
-On large NumPy arrays and torch CPU tensors (from ``_accel.RANGE_MIN`` elements) the happy path
+On NumPy arrays and large torch CPU tensors (from ``_accel.RANGE_MIN`` elements) the happy path
 of ``check_probabilities`` (BCE's targets in [0, 1]) and ``check_domain`` (Poisson's counts
 >= 0) reads the targets' range with the accelerator instead of the backend's min/max. Checked
 here against NumPy's own min/max of the selected elements, on both sides of the threshold, for
@@ -36,15 +36,16 @@ def _lib(a, lib):
 
 @pytest.fixture
 def passes(monkeypatch):
-    """Counts the Numba range passes."""
+    """Counts the Numba range passes (one thread, or chunks split over threads)."""
     count = [0]
-    inner = _accel_numba.bits_range
+    for name in ("bits_range", "bits_range_serial"):
+        inner = getattr(_accel_numba, name)
 
-    def counting(*args):
-        count[0] += 1
-        return inner(*args)
+        def counting(*args, inner=inner):
+            count[0] += 1
+            return inner(*args)
 
-    monkeypatch.setattr(_accel_numba, "bits_range", counting)
+        monkeypatch.setattr(_accel_numba, name, counting)
     return count
 
 
@@ -53,7 +54,16 @@ def passes(monkeypatch):
 def test_nonnegative_range_against_numpy(lib, dtype, rng, passes):
     below, above = SIZES
     x = rng.random(below).astype(dtype)
-    assert _accel.nonnegative_range(_lib(x, lib)) is None and passes[0] == 0  # below: not run
+    small = _accel.nonnegative_range(_lib(x, lib))
+    if lib == "torch":  # below the threshold: torch's own min/max
+        assert small is None and passes[0] == 0
+    else:  # NumPy: every size, on one thread up to a few chunks
+        assert small == (float(x.min()), float(x.max())) and passes[0] >= 1
+        for n in (1, 2, 17, 3 * _accel_numba.CHUNK + 5):
+            assert _accel.nonnegative_range(x[:n]) == (float(x[:n].min()), float(x[:n].max()))
+            mask = rng.random(n) < 0.5
+            expected = (float(x[:n][mask].min()), float(x[:n][mask].max())) if mask.any() else None
+            assert _accel.nonnegative_range(x[:n], mask) == expected
     x = (rng.random(above) * 3).astype(dtype)
     x[5], x[-1] = 0.0, np.inf
     assert _accel.nonnegative_range(_lib(x, lib)) == (0.0, np.inf)
@@ -75,8 +85,9 @@ def test_nonnegative_range_against_numpy(lib, dtype, rng, passes):
 def test_nonnegative_range_leaves_other_inputs_alone(rng, passes):
     n = SIZES[1]
     x = rng.random(n)
-    assert _accel.nonnegative_range(x[::2].copy()[: n // 4]) is None  # small
+    assert _accel.nonnegative_range(lk_torch().from_numpy(x[: n // 4])) is None  # small torch
     assert _accel.nonnegative_range(np.tile(x, (2, 1))[:, ::2]) is None  # not contiguous
+    assert _accel.nonnegative_range(x[:0]) is None
     assert _accel.nonnegative_range(x.astype(np.float16)) is None
     assert _accel.nonnegative_range(np.arange(n)) is None  # integers: the backend's own min/max
     with _accel.disabled():
@@ -85,16 +96,20 @@ def test_nonnegative_range_leaves_other_inputs_alone(rng, passes):
     assert _accel.nonnegative_range(x) == (float(x.min()), float(x.max())) and passes[0] > 0
 
 
+def lk_torch():
+    return pytest.importorskip("torch")
+
+
 CASES = (  # (loss, a bad target value, the message's hint)
-    ("binary_cross_entropy", 1.5, r"must hold probabilities in \[0, 1\]; found 1\.5 at target\[{pos}\]"),
-    ("binary_cross_entropy", -1.0, r"found -1\.0 at target\[{pos}\]\. Labels in \{{-1, \+1\}}"),
-    ("binary_cross_entropy", 255.0, r"found 255\.0 at target\[{pos}\]\. A 0/255"),
-    ("poisson_nll", -2.0, r"must be >= 0; found -2\.0 at target\[{pos}\]"),
+    (lk.binary_cross_entropy, 1.5, r"must hold probabilities in \[0, 1\]; found 1\.5 at target\[{pos}\]"),
+    (lk.binary_cross_entropy, -1.0, r"found -1\.0 at target\[{pos}\]\. Labels in \{{-1, \+1\}}"),
+    (lk.binary_cross_entropy, 255.0, r"found 255\.0 at target\[{pos}\]\. A 0/255"),
+    (lk.poisson_nll, -2.0, r"must be >= 0; found -2\.0 at target\[{pos}\]"),
 )
 
 
-def _targets(name, rng, n, dtype):
-    y = rng.random(n) if name == "binary_cross_entropy" else rng.poisson(2.5, n).astype(np.float64)
+def _targets(loss, rng, n, dtype):
+    y = rng.random(n) if loss is lk.binary_cross_entropy else rng.poisson(2.5, n).astype(np.float64)
     return rng.standard_normal(n).astype(dtype), y.astype(dtype)
 
 
@@ -106,10 +121,9 @@ def _error(fn):
 
 @pytest.mark.parametrize("n", SIZES, ids=("below", "above"))
 @pytest.mark.parametrize("lib", LIBS)
-@pytest.mark.parametrize("name, bad, message", CASES, ids=[f"{c[0]}{c[1]}" for c in CASES])
-def test_invalid_targets_raise_the_same_error_on_every_path(name, bad, message, lib, n, rng):
-    loss = lk.registry[name]
-    z, y = _targets(name, rng, n, np.float32)
+@pytest.mark.parametrize("loss, bad, message", CASES, ids=[f"{c[0].__name__}{c[1]}" for c in CASES])
+def test_invalid_targets_raise_the_same_error_on_every_path(loss, bad, message, lib, n, rng):
+    z, y = _targets(loss, rng, n, np.float32)
     pos = n - 3  # in the ragged last chunk
     y[pos] = bad
     mask = np.ones(n, bool)

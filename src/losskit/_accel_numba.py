@@ -575,22 +575,43 @@ DRIVERS = {
 
 @njit(**_SERIAL)
 def bits_range(bits, valid, lows, highs, c0, c1):
-    n = bits.shape[0]
-    masked = valid.shape[0] != 0
-    top = np.iinfo(bits.dtype).max
     for j in range(c0, c1):
-        lo, hi = j * CHUNK, min(n, (j + 1) * CHUNK)
-        bs, vs = bits[lo:hi], valid[lo:hi]
-        zero = bs[0] & 0  # in the bits' own integer type
-        biggest = zero + top
-        low, high = biggest, zero
+        _bits_range_chunk(bits, valid, lows, highs, j)
+
+
+@njit(fastmath={"contract"}, cache=True, error_model="numpy", boundscheck=False)
+def _bits_range_chunk(bits, valid, lows, highs, j):
+    """Chunk ``j``'s range into ``lows[j % len]``, ``highs[j % len]``."""
+    lo, hi = j * CHUNK, min(bits.shape[0], (j + 1) * CHUNK)
+    bs, vs = bits[lo:hi], valid[lo:hi] if valid.shape[0] != 0 else valid
+    zero = bs[0] & 0  # in the bits' own integer type
+    biggest = zero + np.iinfo(bits.dtype).max
+    low, high = biggest, zero
+    if valid.shape[0] != 0:
         for i in range(hi - lo):
             b = bs[i]
-            if masked:
-                b_low = b if vs[i] else biggest
-                b_high = b if vs[i] else zero
-            else:
-                b_low = b_high = b
+            b_low = b if vs[i] else biggest
+            b_high = b if vs[i] else zero
             low = b_low if b_low < low else low
             high = b_high if b_high > high else high
-        lows[j], highs[j] = low, high
+    else:
+        for i in range(hi - lo):
+            b = bs[i]
+            low = b if b < low else low
+            high = b if b > high else high
+    slot = j % lows.shape[0]
+    lows[slot], highs[slot] = low, high
+
+
+@njit(**_SERIAL)
+def bits_range_serial(bits, valid):
+    """``bits_range`` of the whole array in one call, returned (small arrays: no output arrays)."""
+    lows, highs = np.empty(1, bits.dtype), np.empty(1, bits.dtype)
+    low, high = bits[0] & 0, bits[0] & 0
+    for j in range(0, (bits.shape[0] + CHUNK - 1) // CHUNK):
+        _bits_range_chunk(bits, valid, lows, highs, j)
+        if j == 0 or lows[0] < low:
+            low = lows[0]
+        if j == 0 or highs[0] > high:
+            high = highs[0]
+    return low, high
