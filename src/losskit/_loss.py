@@ -45,18 +45,47 @@ class Call:
     reduction: str
     static: tuple  # sorted (name, value) pairs of static options
     aux_names: tuple  # names of array options passed as inputs
+    # derived once per Call (a Call is made once per signature and reused): the options of a
+    # call without array options, whether it reduces a class axis (None: depends on the array
+    # options), and whether it is elementwise (may run in blocks)
+    _static_options: dict | None = field(init=False, compare=False, repr=False)
+    class_axis: bool | None = field(init=False, compare=False, repr=False)
+    elementwise: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self):
+        # the options when every array option is None (the default, e.g. no class_weight)
+        o = dict(self.static)
+        o.update((k, None) for k in self.aux_names)
+        object.__setattr__(self, "_static_options", o)
+        object.__setattr__(self, "class_axis", has_class_axis(self.spec, o) if not self.aux_names else None)
+        object.__setattr__(self, "elementwise", self.spec.kind == ELEMENTWISE)
 
     def options(self, aux) -> dict:
-        o = dict(self.static)
-        o.update(zip(self.aux_names, aux))
-        return o
+        """The options a kernel reads. Kernels never write to them, so a call whose array
+        options are all None shares one dict."""
+        for a in aux:
+            if a is not None:
+                o = dict(self.static)
+                o.update(zip(self.aux_names, aux))
+                return o
+        return self._static_options
 
 
 def _prepare_elementwise(pred, target, o, xp, validate, loss, mask=None):
+    """The elementwise ``prepare`` as a :class:`Prepared` (``_kinds``); ``Loss._run`` calls
+    ``elementwise_target`` directly."""
     spec = REGISTRY[loss].spec if loss in REGISTRY else None
     names = (spec.inputs[0], spec.target) if spec is not None else ("pred", "target")
-    _validate.check_same_shape(pred, target, *names, loss)
-    return Prepared(pred, upcast_target(target, pred, xp), tuple(pred.shape))
+    target = elementwise_target(pred, target, compute_dtype(pred.dtype, xp), xp, *names, loss)
+    return Prepared(pred, target, tuple(pred.shape))
+
+
+def elementwise_target(pred, target, dtype, xp, pred_name, target_name, loss):
+    """The one elementwise preparation (a loss without its own ``prepare``): the shapes equal,
+    never broadcast; soft targets in ``dtype``, the compute dtype of ``pred``."""
+    if pred.shape != target.shape:
+        _validate.check_same_shape(pred, target, pred_name, target_name, loss)
+    return target if target.dtype == dtype else xp.astype(target, dtype)
 
 
 def upcast_target(target, pred, xp):
@@ -73,7 +102,7 @@ _BLOCK = {"numpy": 1 << 15, "torch": 1 << 17}  # elements; torch splits a block 
 
 
 def _block_size(call: Call, pred, target, aux, xp) -> int:
-    if call.spec.kind != ELEMENTWISE:
+    if not call.elementwise:
         return 0
     kind = backend(xp)
     block = _BLOCK.get(kind, 0)
@@ -139,21 +168,24 @@ def _evaluate_blocks(call: Call, pred, target, c, valid, aux, xp, need: str, blo
 def evaluate(call: Call, pred, target, c, valid, aux, xp, need: str):
     """The math of one call, on any backend: ``need`` is 'value', 'grad', 'value_and_grad' or
     'grad_hess'. ``pred`` is in kernel layout; gradients come back in ``pred``'s dtype."""
-    fused = _accel.run_numpy(call, pred, target, c, valid, aux, need)  # NumPy, any size: a fused kernel where one fits
-    if fused is not None:
-        return fused
-    block = _block_size(call, pred, target, aux, xp)
-    if block:
-        fused = _accel.run(call, pred, target, c, valid, aux, xp, need)  # one-pass kernel, where one fits
+    if call.elementwise:
+        fused = _accel.run_numpy(call, pred, target, c, valid, aux, need)  # NumPy, any size: a fused kernel where one fits
         if fused is not None:
             return fused
-        return _evaluate_blocks(call, pred, target, c, valid, aux, xp, need, block)
+        block = _block_size(call, pred, target, aux, xp)
+        if block:
+            fused = _accel.run(call, pred, target, c, valid, aux, xp, need)  # one-pass kernel, where one fits
+            if fused is not None:
+                return fused
+            return _evaluate_blocks(call, pred, target, c, valid, aux, xp, need, block)
     spec = call.spec
     o = call.options(aux)
     p = upcast(pred, xp)
     if need == "value":
         return reduce_terms(spec.value(p, target, o, xp), c, valid, call.reduction, xp)
-    class_axis = has_class_axis(spec, o)
+    class_axis = call.class_axis
+    if class_axis is None:
+        class_axis = has_class_axis(spec, o)
     if need == "grad":
         g = spec.grad(p, target, o, xp)
         return _out_dtype(scale_elementwise(g, c, valid, class_axis, xp), pred, xp)
@@ -307,7 +339,16 @@ class Loss:
         signature (``_PLANS``), so a repeated call pays none of these checks again; shapes and
         values are still checked on every call."""
         key = None
-        if all(type(v) in _SCALAR_TYPES for v in options.values()):
+        if not options and weight is None and mask is None:
+            # the common call (no options, weights or mask): a short key
+            try:
+                key = (self, need, type(pred), pred.dtype, pred.ndim, type(target), target.dtype, reduction, normalizer is None, validate)
+                plan = _PLANS.get(key)
+            except (AttributeError, TypeError):  # not an array, or an unhashable dtype
+                plan, key = None, None
+            if plan is not None:
+                return plan
+        elif all(type(v) in _SCALAR_TYPES for v in options.values()):
             key = (
                 self, need, type(pred), getattr(pred, "dtype", None), getattr(pred, "ndim", None),
                 type(target), getattr(target, "dtype", None),
@@ -346,26 +387,23 @@ class Loss:
         xp = plan.xp
         if normalizer is not None:
             normalizer = check_option(_NORMALIZER, normalizer, "normalizer", name, pred, xp, validate)
-        o = dict(plan.options)  # prepare may replace options by converted ones
-        class_axis = plan.class_axis
-        if class_axis:
+        if plan.class_axis:
             axis = plan.axis
             shape = tuple(pred.shape)
             sample_shape = shape[:axis] + shape[axis + 1 :]
         else:
-            sample_shape = tuple(pred.shape)
+            sample_shape = pred.shape
         if weight is not None:
-            _validate.check_sample_array(weight, sample_shape, "weight", name, xp, boolean=False, class_axis=class_axis)
+            _validate.check_sample_array(weight, tuple(sample_shape), "weight", name, xp, boolean=False, class_axis=plan.class_axis)
         if mask is not None:
-            _validate.check_sample_array(mask, sample_shape, "mask", name, xp, boolean=True, class_axis=class_axis)
+            _validate.check_sample_array(mask, tuple(sample_shape), "mask", name, xp, boolean=True, class_axis=plan.class_axis)
         if spec.prepare is None:
-            if pred.shape != target.shape:
-                _validate.check_same_shape(pred, target, plan.pred_name, plan.target_name, name)
-            if target.dtype != plan.compute_dtype:
-                target = xp.astype(target, plan.compute_dtype)  # soft targets in the compute dtype
+            o = plan.options  # read only: no prepare to replace options
             prep = None
+            target = elementwise_target(pred, target, plan.compute_dtype, xp, plan.pred_name, plan.target_name, name)
             kernel_pred, kernel_target, valid, denom = pred, target, mask, None
         else:
+            o = dict(plan.options)  # prepare may replace options by converted ones
             prep = spec.prepare(pred, target, o, xp, validate, name, mask)
             kernel_pred, kernel_target, denom = prep.pred, prep.target, prep.denom
             valid = combine_masks(mask, prep.valid, xp)

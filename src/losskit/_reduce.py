@@ -17,7 +17,11 @@ incoming cotangent.
 from __future__ import annotations
 
 from . import _validate
+import numpy as np
+
 from ._array import can_write_inplace
+
+_ndarray = np.ndarray
 
 
 def combine_masks(a, b, xp):
@@ -99,11 +103,17 @@ def scale_elementwise(g, c, valid, class_axis: bool, xp):
     """c ⊙ g over valid samples, zero elsewhere; for class-axis losses ``c``/``valid`` have the
     sample shape and are broadcast along the trailing class axis. ``g`` is a temporary the
     kernel just made (kernels never return an input), so it is scaled in place when safe."""
-    if not is_scalar(c):
-        c = c[..., None] if class_axis else c
     out = g
-    if not (isinstance(c, float) and c == 1.0):
-        if can_write_inplace(g, xp, c) and (isinstance(c, float) or c.dtype == g.dtype):
+    if isinstance(c, float):
+        if c != 1.0:
+            if _writable(g, None):
+                out *= c
+            else:
+                out = g * c
+    else:
+        if class_axis and c.ndim:
+            c = c[..., None]
+        if c.dtype == g.dtype and _writable(g, c):
             out *= c
         else:
             out = g * c
@@ -111,3 +121,16 @@ def scale_elementwise(g, c, valid, class_axis: bool, xp):
         v = valid[..., None] if class_axis else valid
         out = xp.where(v, out, xp.zeros_like(out))
     return out
+
+
+def _writable(g, c) -> bool:
+    """``_array.can_write_inplace(g, xp, c)`` from the array's type (the namespace test costs
+    more than a small loss's multiply): NumPy always, torch when autograd records neither."""
+    t = type(g)
+    if t is _ndarray:
+        return True
+    if t.__module__ == "torch":  # torch.Tensor itself (FakeTensor and others: the generic test)
+        return not (g.requires_grad or getattr(c, "requires_grad", False))
+    from ._array import namespace
+
+    return can_write_inplace(g, namespace(g), c)

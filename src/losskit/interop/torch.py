@@ -225,7 +225,11 @@ class GradInForwardLossFunction(torch.autograd.Function):
         # an intermediate, not an input or output: kept as an attribute, so the common
         # backward unpacks no saved tensor; the inputs are saved for the closed form
         ctx.grad = grad
-        _save(ctx, (pred, target, c, valid, *aux))
+        if aux or type(c) is float:
+            _save(ctx, (pred, target, c, valid, *aux))
+        else:  # what ``_save`` does when every argument is a tensor or None, inlined
+            ctx.is_tensor = None
+            ctx.save_for_backward(pred, target, c, valid, None)
         return value
 
     @staticmethod
@@ -241,23 +245,30 @@ class GradInForwardLossFunction(torch.autograd.Function):
 
 
 def _grad_in_forward(call, pred, plain) -> bool:
-    # half precision keeps the generic path: its gradient is scaled in float32 before rounding
-    return plain and call.reduction != "none" and pred.numel() <= GRAD_IN_FORWARD_MAX and pred.dtype in _FULL_PRECISION
+    """Whether a recorded call takes ``GradInForwardLossFunction`` (``value`` inlines this test).
+    Half precision keeps the generic path: its gradient is scaled in float32 before rounding."""
+    return plain and call.reduction != "none" and pred.dtype in _FULL_PRECISION and pred.numel() <= GRAD_IN_FORWARD_MAX
 
 
 _FULL_PRECISION = (torch.float32, torch.float64)
+# plain mode only: ``Function.apply`` without its per-call argument binding (see ``_apply``)
+_RAW_GRAD_IN_FORWARD = super(torch.autograd.Function, GradInForwardLossFunction).apply
 
 
 def value(call, pred, target, c, valid, aux):
     """Loss value on torch tensors, with a closed-form backward when a graph is recorded."""
-    plain = _plain_mode()
-    if plain and type(c) is float:
-        c = _scalar_tensor(c, pred)
-    if _grad_in_forward(call, pred, plain) and _records(pred, target, c, aux):
-        raw = _RAW_APPLY.get(GradInForwardLossFunction)  # plain mode: the raw apply (see _apply)
-        if raw is None:
-            return _apply(GradInForwardLossFunction, call, pred, target, c, valid, *aux, plain=plain)
-        return raw(call, pred, target, c, valid, *aux)
+    plain = not (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active())
+    if plain:
+        if type(c) is float:
+            c = _scalar_tensor(c, pred)
+        # the common small training call, tested first (see ``_grad_in_forward``)
+        if (
+            call.reduction != "none"
+            and pred.dtype in _FULL_PRECISION
+            and pred.numel() <= GRAD_IN_FORWARD_MAX
+            and _records(pred, target, c, aux)
+        ):
+            return _RAW_GRAD_IN_FORWARD(call, pred, target, c, valid, *aux)
     kernel = _lean_kernel(call, pred, target, c, valid, aux, plain)
     if _records(pred, target, c, aux):
         if kernel is not None:
