@@ -279,6 +279,8 @@ class Loss:
             out = self._value_override(arrays, weight, mask, reduction, normalizer, validate, options)
             if out is not NotImplemented:
                 return out
+        if self._plain and len(arrays) == self._n_positional == 2:  # _dispatch's common case, one frame less
+            return self._run("value", arrays[0], arrays[1], weight, mask, reduction, normalizer, validate, options)
         return self._dispatch("value", arrays, weight, mask, reduction, normalizer, validate, options)
 
     def grad(self, *arrays, weight=None, mask=None, reduction="mean", normalizer=None, validate=True, **options):

@@ -41,7 +41,9 @@ def multiplier(sample_shape, weight, valid, denom, reduction, normalizer, dtype,
     (``weight``, ``valid`` and ``denom`` are arrays of that shape or None). ``check`` (the
     loss's name, when validating) makes a zero denominator with valid samples an error: only
     an empty selection gives 0."""
-    w = None if weight is None else xp.astype(weight, dtype)
+    # weights already in the compute dtype are used as they are (read, never written): astype
+    # would copy them, a full pass (on torch a parallel op) every call
+    w = weight if weight is None or weight.dtype == dtype else xp.astype(weight, dtype)
     if reduction != "mean":
         return 1.0 if w is None else w
     if normalizer is not None:

@@ -215,7 +215,9 @@ class GradInForwardLossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, call, pred, target, c, valid, *aux):
-        kernel = _lean_kernel(call, pred, target, c, valid, aux, True)
+        kernel = LEAN_KERNELS.get(call.spec.name)  # _lean_kernel in plain mode, inlined
+        if kernel is not None and not kernel.applies(call, pred, target, c, valid, aux):
+            kernel = None
         if kernel is None:
             value, grad = evaluate(call, pred, target, c, valid, aux, _xp(), "value_and_grad")
         else:  # a registered lean kernel: its forward, then its backward with c_up = c
@@ -260,7 +262,8 @@ def value(call, pred, target, c, valid, aux):
     plain = not (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active())
     if plain:
         if type(c) is float:
-            c = _scalar_tensor(c, pred)
+            cached = _SCALARS.get((c, pred.dtype, pred.device))  # _scalar_tensor, inlined
+            c = _scalar_tensor(c, pred) if cached is None else cached
         # the common small training call, tested first (see ``_grad_in_forward``)
         if (
             call.reduction != "none"
