@@ -146,3 +146,26 @@ def test_invalid_targets_raise_the_same_error_on_every_path(loss, bad, message, 
             loss.grad_hess(_lib(z, lib), _lib(y, lib), reduction="none", mask=_lib(mask, lib))
             value, _ = loss.value_and_grad(_lib(z, lib), _lib(y_nan, lib), reduction="none")
             assert np.isnan(np.asarray(value)[pos + 1]) and not np.isnan(np.asarray(value)[pos])
+
+
+@pytest.mark.parametrize("lib", LIBS)
+@pytest.mark.parametrize("n", (100, SIZES[1]), ids=("small", "large"))
+def test_weights_are_read_not_copied_nor_written(lib, n, rng):
+    """Weights of pred's dtype reach the kernels as they are (no copy per call) and are never
+    written: each output is its own array, equal to the reference path's, and the weights are
+    unchanged."""
+    z, y = _targets(lk.binary_cross_entropy, rng, n, np.float32)
+    w = rng.uniform(0.0, 2.0, n).astype(np.float32)
+    kept = w.copy()
+    zt, yt, wt = (_lib(a, lib) for a in (z, y, w))
+    for reduction in ("none", "sum", "mean"):
+        for switch in (contextlib.nullcontext, _accel.disabled):
+            with switch():
+                g, h = lk.binary_cross_entropy.grad_hess(zt, yt, weight=wt, reduction=reduction)
+                value, g2 = lk.binary_cross_entropy.value_and_grad(zt, yt, weight=wt, reduction=reduction)
+            outs = [g, h, g2] + ([value] if reduction == "none" else [])
+            assert all(np.asarray(o).ctypes.data != np.asarray(wt).ctypes.data for o in outs)
+            np.testing.assert_array_equal(np.asarray(wt), kept)
+        with _accel.disabled():
+            expected = lk.binary_cross_entropy.grad_hess(zt, yt, weight=wt, reduction=reduction)
+        np.testing.assert_allclose(np.asarray(g), np.asarray(expected[0]), rtol=1e-5, atol=1e-12)
