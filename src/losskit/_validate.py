@@ -296,7 +296,7 @@ def check_probabilities(x, arg: str, loss: str, xp, valid=None) -> None:
     """Values in [0, 1] where ``valid``; NaN passes (it propagates, never replaced)."""
     if is_tracing(x) or 0 in x.shape:
         return
-    fast = _accel.nonnegative_range(x, valid)  # large host arrays: one Numba pass, no torch op
+    fast = _accel.nonnegative_range(x, valid)  # NumPy, large torch CPU: one Numba pass, no torch op
     if fast is not None and fast[1] <= 1:
         return
     if valid is None:
@@ -325,7 +325,7 @@ def check_domain(x, arg: str, loss: str, xp, valid=None, *, low: float, low_open
     propagates, never replaced). For counts, positive targets, variances, scales."""
     if is_tracing(x) or 0 in x.shape:
         return
-    fast = _accel.nonnegative_range(x, valid)  # large host arrays: one Numba pass, no torch op
+    fast = _accel.nonnegative_range(x, valid)  # NumPy, large torch CPU: one Numba pass, no torch op
     if fast is not None and (fast[0] > low if low_open else fast[0] >= low):
         return
     bad = (x <= low) if low_open else (x < low)
