@@ -374,14 +374,16 @@ def nan_where(x, values, *, xp):
 def torch_may_overwrite(*tensors) -> bool:
     """Whether a torch kernel may update its own temporaries in place: autograd records no
     op on ``tensors`` (grad mode off, as inside an ``autograd.Function`` forward, or none of
-    them requires grad) and no ``torch.func`` transform differentiates through them. An
-    in-place update of a tensor autograd saved (e.g. exp's output) breaks its backward."""
+    them requires grad) and no ``torch.func`` transform sees them. An in-place update of a
+    tensor autograd saved (e.g. exp's output) breaks its backward, and under ``vmap`` some
+    in-place ops (``scatter_`` with a scalar) have no batching rule (a slow per-sample loop)."""
     import torch
 
-    if not torch.is_grad_enabled():
-        return True
-    is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
-    return not any(t.requires_grad or is_wrapped(t) for t in tensors)
+    if not torch.compiler.is_compiling():  # Dynamo cannot trace the functorch query
+        is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+        if any(is_wrapped(t) for t in tensors):
+            return False
+    return not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors)
 
 
 def can_write_inplace(x, xp, *operands) -> bool:
