@@ -1,7 +1,8 @@
 """One training step of a small GPT-style model with the fused head (``lk.linear_cross_entropy``)
 against the unfused one (``F.cross_entropy(lm_head(h), y)``), eager and under
 ``torch.compile`` + ``torch.autocast(bfloat16)``: the median step time and the peak-RSS rise
-of a step.
+of a step (workers run with ``MALLOC_MMAP_THRESHOLD_=131072``, so the rise is live memory, not
+what glibc's heap happened to hold from earlier steps).
 
     python benchmarks/gpt_step.py                       # vocab 8192, d 256, 2 layers, 8 x 256 tokens
     python benchmarks/gpt_step.py --rounds 3 --steps 5  # more samples
@@ -120,8 +121,12 @@ def worker(variant: str, a) -> dict:
 
 def run_one(variant, a) -> dict:
     cmd = [sys.executable, __file__, "--worker", variant] + [f"--{k}={getattr(a, k)}" for k in ("vocab", "d", "layers", "heads", "seq", "batch", "steps", "warmup")]
-    # (a worker is never --quick: quick runs in-process)
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    # (a worker is never --quick: quick runs in-process). A fixed mmap threshold: glibc's
+    # dynamic one lets freed blocks of up to 32 MiB stay in the heap, so a step's peak-RSS rise
+    # depended on what earlier steps had left there (measured 32-99 MiB for the same step);
+    # with every block >= 128 KiB mapped and unmapped, the rise is the step's live memory
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=os.environ.get("MALLOC_MMAP_THRESHOLD_", "131072"))
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if out.returncode != 0:
         return {"variant": variant, "error": (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])

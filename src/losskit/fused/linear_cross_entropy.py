@@ -96,22 +96,25 @@ class Config:
 def default_chunk_size(n: int, h: int, v: int, itemsize: int = 4) -> int:
     """Rows per chunk when ``chunk_size=None``.
 
-    Starts from the "aspect ratio" rule (rows ≈ N·H / V: the slab is about the size of ``x``)
-    and clamps it to [512, 1024] rows for 32/64-bit inputs and [2048, 4096] rows for half
-    inputs (``itemsize`` 2), because each chunk ends with a rank-``rows`` update of dW that is
-    memory-bound when ``rows`` is small, and half inputs add a float32 read-modify-write of dW
-    per chunk after the first. The slab never exceeds 128 MiB (2**25 elements in float32,
-    2**26 in half precision, whose slab stays in the input dtype: the float32 softmax work runs
-    on row blocks of it) and never has more rows than N. For N=4096, H=1024, V=32768: 512 rows
-    in float32 (a 64 MiB slab where the logits alone are 512 MiB), 2048 rows in bfloat16 (a
-    128 MiB slab, two chunks).
+    32/64-bit inputs: the "aspect ratio" rule (rows ≈ N·H / V: the slab is about the size of
+    ``x``) clamped to [512, 1024] rows, because each chunk ends with a rank-``rows`` update of
+    dW that is memory-bound when ``rows`` is small; the slab never exceeds 2**25 elements
+    (128 MiB). Half inputs (``itemsize`` 2) add a float32 read-modify-write of dW (V·H) per
+    chunk after the first, against about rows·V of slab work, so rows ≈ 2·H clamped to
+    [1024, 4096]; their slab stays in the input dtype (the float32 softmax work runs on row
+    blocks of it) and never exceeds 2**26 elements (128 MiB). Never more rows than N. For
+    N=4096, H=1024, V=32768: 512 rows in float32 (a 64 MiB slab where the logits alone are
+    512 MiB), 2048 rows in bfloat16 (a 128 MiB slab, two chunks); for the GPT example's head
+    (N=2048, H=256, V=8192) 1024 rows in bfloat16.
     """
     if n <= 0:
         return 1
-    half = itemsize < 4
-    lo, hi = (2048, 4096) if half else (512, 1024)
-    rows = max(lo, min(hi, -(-n * h // max(v, 1))))
-    rows = min(rows, max(64, (1 << (26 if half else 25)) // max(v, 1)))
+    if itemsize < 4:
+        rows = max(1024, min(4096, 2 * h))
+        rows = min(rows, max(64, (1 << 26) // max(v, 1)))
+    else:
+        rows = max(512, min(1024, -(-n * h // max(v, 1))))
+        rows = min(rows, max(64, (1 << 25) // max(v, 1)))
     return max(1, min(n, rows))
 
 

@@ -64,11 +64,13 @@ def _xp():
 # blocks: on a loaded machine every multithreaded op pays for a barrier, so many small GEMMs and
 # adds (measured with 2**18) cost more than the traffic a cache-sized buffer saves
 _DW_BLOCK = 1 << 22
-# elements of the float32 work buffer of half inputs (rows × V, 32 MiB): the softmax and the
+# elements of the float32 work buffer of half inputs (rows × V, 64 MiB): the softmax and the
 # gradient of a half-precision slab run on row blocks of at most this size, copied into it
-# and back, so the slab itself is kept in the input dtype (half the bytes per row: twice the
-# rows per chunk for the same memory, so half the float32 read-modify-writes of dW)
-_WORK_BLOCK = 1 << 23
+# and back, so the slab itself is kept in the input dtype (half the bytes per row: more rows
+# per chunk for the same memory, so fewer float32 read-modify-writes of dW). Large blocks: on
+# a loaded machine each op's thread barrier costs milliseconds (row blocks of 64-256 rows
+# measured 2-20x slower than one block at load 13)
+_WORK_BLOCK = 1 << 24
 
 
 def _fast(cfg: Config) -> bool:

@@ -299,11 +299,13 @@ def stash(store: dict, entry) -> torch.Tensor:
 
 def zero_rows_(g, valid):
     """Overwrite with 0 the rows of ``g`` (..., C) where ``valid`` (...) is False, in place,
-    whatever they hold (NaN, inf): never 0·NaN. On CPU only those rows are written (a boolean
-    index: finding them is one pass over ``valid``, not over ``g``); elsewhere one
-    ``masked_fill_`` (no host sync)."""
-    if g.device.type == "cpu":
-        g[~valid] = 0.0
+    whatever they hold (NaN, inf): never 0·NaN. On CPU (contiguous ``g``) only those rows are
+    written: their indices come from one pass over ``valid``, not over ``g`` (``g[~valid] = 0``
+    would be a ``masked_fill_`` of all of ``g``); elsewhere one ``masked_fill_`` (no host sync)."""
+    if g.device.type == "cpu" and g.is_contiguous():
+        bad = torch.logical_not(valid).reshape(-1).nonzero()[:, 0]
+        if bad.numel():
+            g.view(-1, int(g.shape[-1])).index_fill_(0, bad, 0.0)
     else:
         g.masked_fill_(~valid[..., None], 0.0)
     return g
