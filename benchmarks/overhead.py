@@ -101,7 +101,7 @@ def profile(cases, z, targets, args, timer) -> None:
     import torch
 
     import losskit as lk
-    from losskit import _loss, _reduce, _validate
+    from losskit import _loss, _reduce
     from losskit.interop import torch as bridge
 
     def us(fn) -> float:
@@ -131,7 +131,7 @@ def profile(cases, z, targets, args, timer) -> None:
         row["plan"] = us(lambda: loss._plan(*plan_args))
         if spec.prepare is None:
             prep = _loss.Prepared(zd, target, tuple(zd.shape))
-            row["prepare"] = us(lambda: _validate.check_same_shape(zd, target, "pred", "target", name))  # what _run does inline
+            row["prepare"] = us(lambda: _loss.elementwise_target(zd, target, plan.compute_dtype, xp, "pred", "target", name))  # what _run runs
         else:
             prep = spec.prepare(zd, target, dict(plan.options), xp, True, name)
             row["prepare"] = us(lambda: spec.prepare(zd, target, dict(plan.options), xp, True, name))
