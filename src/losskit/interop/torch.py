@@ -94,6 +94,8 @@ def _grads(call, needs, pred, target, c, valid, aux, grad_out, pred_grad=None):
 #   applies(call, pred, target, c, valid, aux) -> bool
 #   forward(call, pred, target, c, valid, aux, xp) -> (value, residual tensor or None)
 #   backward(call, pred, target, c_up, valid, aux, residual, xp) -> d value / d pred, c_up = c·grad_out
+#   value_and_grad: None, or (call, pred, target, c, valid, aux, xp) -> (value, c·d value / d pred)
+#     for the small-input path (``GradInForwardLossFunction``): forward then backward in one go
 # It replaces the generic closed form (same math, less memory) outside torch.compile and
 # torch.func transforms; double backward (create_graph=True) uses the generic closed form.
 LEAN_KERNELS: dict = {}
@@ -220,6 +222,8 @@ class GradInForwardLossFunction(torch.autograd.Function):
             kernel = None
         if kernel is None:
             value, grad = evaluate(call, pred, target, c, valid, aux, _xp(), "value_and_grad")
+        elif kernel.value_and_grad is not None:  # one pass for value and c·gradient
+            value, grad = kernel.value_and_grad(call, pred, target, c, valid, aux, _xp())
         else:  # a registered lean kernel: its forward, then its backward with c_up = c
             value, residual = kernel.forward(call, pred, target, c, valid, aux, _xp())
             grad = kernel.backward(call, pred, target, c, valid, aux, residual, _xp())
