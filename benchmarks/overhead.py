@@ -145,6 +145,8 @@ def profile(cases, z, targets, args, timer) -> None:
         lean = bridge._lean_kernel(call, prep.pred, prep.target, c, prep.valid, aux, True)
         if lean is None:
             row["kernel"] = us(lambda: _loss.evaluate(call, prep.pred, prep.target, c, prep.valid, aux, xp, "value_and_grad"))
+        elif getattr(lean, "value_and_grad", None) is not None:  # the bridge's small-input path: one pass
+            row["kernel"] = us(lambda: lean.value_and_grad(call, prep.pred, prep.target, c, prep.valid, aux, xp))
         else:  # what the bridge's small-input path runs: the lean kernel's forward and backward
             def lean_value_and_grad():
                 value, residual = lean.forward(call, prep.pred, prep.target, c, prep.valid, aux, xp)
