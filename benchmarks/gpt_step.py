@@ -16,7 +16,9 @@ largest rise of peak RSS (VmHWM reset before the step) above the RSS just before
 
 Variants (``--variants``): ``unfused`` / ``fused`` eager in float32, ``unfused_amp`` /
 ``fused_amp`` under autocast bfloat16, and the ``_compiled`` versions of the autocast ones
-(the whole step's model + loss compiled; the optimizer stays eager).
+(the whole step's model + loss compiled; the optimizer stays eager). A fused variant may name
+its rows per chunk after ``@`` (``fused_amp_compiled@512``; default: ``chunk_size=None``), to
+measure the memory / time trade-off of the chunk size side by side.
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ def worker(variant: str, a) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     idx = torch.randint(0, a.vocab, (a.batch, a.seq + 1))
     x, y = idx[:, :-1], idx[:, 1:]
+    variant, _, rows = variant.partition("@")
+    chunk_size = int(rows) if rows else None
     fused = variant.startswith("fused")
     amp = "_amp" in variant
 
@@ -93,7 +97,7 @@ def worker(variant: str, a) -> dict:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             h = model.hidden(x)
             if fused:
-                return lk.linear_cross_entropy(h, model.head.weight, y)
+                return lk.linear_cross_entropy(h, model.head.weight, y, chunk_size=chunk_size)
             return F.cross_entropy(model.head(h).float().flatten(0, 1), y.flatten())
 
     if variant.endswith("_compiled"):
@@ -116,7 +120,7 @@ def worker(variant: str, a) -> dict:
         if i >= a.warmup:
             times.append(dt)
             peaks.append(_peak() - base)
-    return {"variant": variant, "times_s": times, "peak_bytes": max(peaks), "losses": losses}
+    return {"variant": variant + (f"@{rows}" if rows else ""), "times_s": times, "peak_bytes": max(peaks), "losses": losses}
 
 
 def run_one(variant, a) -> dict:
@@ -143,7 +147,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--variants", default=None, help=f"comma-separated, from {','.join(VARIANTS)}")
+    ap.add_argument("--variants", default=None, help=f"comma-separated, from {','.join(VARIANTS)}; a fused one may end in @ROWS (chunk_size)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, eager variants only: proves the script runs (CI)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -178,9 +182,10 @@ def main(argv=None) -> dict:
         print(f"{v:<22} {r['median_s']:>9.3f} {r['peak_bytes'] / mib:>9.1f}   {r['losses'][0]:.4f} / {r['losses'][-1]:.4f}")
     print("ratios (fused / unfused, same settings):")
     for v in variants:
-        if v.startswith("fused") and "median_s" in res.get(v, {}) and "median_s" in res.get("un" + v, {}):
-            f, u = res[v], res["un" + v]
-            print(f"  {v[6:] or 'eager float32':<16} time {f['median_s'] / u['median_s']:.3f}   peak memory {f['peak_bytes'] / max(u['peak_bytes'], 1):.3f}")
+        base = "un" + v.partition("@")[0]
+        if v.startswith("fused") and "median_s" in res.get(v, {}) and "median_s" in res.get(base, {}):
+            f, u = res[v], res[base]
+            print(f"  {(v[6:] if v.startswith('fused_') else 'eager float32' + v[5:]):<16} time {f['median_s'] / u['median_s']:.3f}   peak memory {f['peak_bytes'] / max(u['peak_bytes'], 1):.3f}")
     for r in res.values():
         if "losses" in r and not all(math.isfinite(l) for l in r["losses"]):
             raise SystemExit(f"{r['variant']}: non-finite loss {r['losses']}")

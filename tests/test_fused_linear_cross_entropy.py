@@ -218,7 +218,8 @@ def test_half_precision_against_float32_reference(dtype, rtol_v, rtol_g, grad_in
 
 @pytest.mark.parametrize("opts", [{"ignore_index": IGNORE}, {"class_weight": True, "z_loss": 1e-3, "softcap": 3.0},
                                   {"label_smoothing": 0.1, "ignore_index": IGNORE}])
-@pytest.mark.parametrize("chunk_size", [32, 100, N])  # 100: the float32 partial dW fits in the work buffer (one block)
+# 100: the float32 partial dW fits in the work buffer (one block); 120 (>= 1.5 H): its bfloat16 partial too
+@pytest.mark.parametrize("chunk_size", [32, 100, 120, N])
 @pytest.mark.parametrize("grad_in_forward", [None, False])
 def test_half_precision_row_blocks_and_one_chunk(monkeypatch, opts, chunk_size, grad_in_forward):
     """Half inputs keep the slab in their dtype and run the float32 kernel on row blocks of at

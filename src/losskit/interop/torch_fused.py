@@ -183,7 +183,6 @@ def _chunks(x2, w, b, t, s, valid, cw, cfg: Config, need, extras=False, lse_in=N
         gw = (torch.empty if n else torch.zeros)((v, h), dtype=cd, device=x2.device)
     block = max(1, min(v, _DW_BLOCK // max(h, 1)))
     several = low and rows < n  # half inputs in several chunks: float32 accumulation of dW
-    gw_part = torch.empty((block, h), dtype=x2.dtype, device=x2.device) if need[1] and several else None
     gb = torch.zeros((v,), dtype=cd, device=x2.device) if need[2] else None
     if n == 0:
         return values, lse, tlp, correct, gx, gw, gb
@@ -191,11 +190,22 @@ def _chunks(x2, w, b, t, s, valid, cw, cfg: Config, need, extras=False, lse_in=N
     slab = torch.empty((rows, v), dtype=x2.dtype, device=x2.device)
     sub = max(1, min(rows, _WORK_BLOCK // max(v, 1))) if low else rows
     work = torch.empty((sub, v), dtype=cd, device=x2.device) if low else None
-    gw_conv = None
+    gw_conv = gw_part = None
     if need[1] and several:
-        # the float32 partial dW for the same-dtype add: in the work buffer when it fits (it is
-        # free once the chunk's G is back in the slab), else its own buffer
-        gw_conv = work.view(-1)[: block * h].view(block, h) if sub * v >= block * h else torch.empty((block, h), dtype=cd, device=x2.device)
+        # the partial dW of a block of classes, in the input dtype (the GEMM's output) and in
+        # float32 (for the same-dtype add): in the work buffer when they fit (it is free once
+        # the chunk's G is back in the slab), else in their own buffers
+        flat = work.view(-1)
+        if flat.numel() >= block * h:
+            gw_conv = flat[: block * h].view(block, h)
+            rest = flat[block * h:]
+            if rest.numel() * rest.element_size() >= block * h * x2.element_size():
+                # the tail's bytes, seen in the input dtype (float32 is twice a half's size)
+                gw_part = rest.view(x2.dtype)[: block * h].view(block, h)
+        else:
+            gw_conv = torch.empty((block, h), dtype=cd, device=x2.device)
+        if gw_part is None:
+            gw_part = torch.empty((block, h), dtype=x2.dtype, device=x2.device)
     # x rows for dW = Gᵀx with the rows that are not valid zeroed (see masked_rows)
     x_valid = torch.empty((rows, h), dtype=x2.dtype, device=x2.device) if need[1] and valid is not None and s is not None else None
     wt = w.t()
