@@ -101,16 +101,17 @@ def default_chunk_size(n: int, h: int, v: int, itemsize: int = 4) -> int:
     dW that is memory-bound when ``rows`` is small; the slab never exceeds 2**25 elements
     (128 MiB). Half inputs (``itemsize`` 2) add a float32 read-modify-write of dW (V·H) per
     chunk after the first, against about rows·V of slab work, so rows ≈ 2·H clamped to
-    [1024, 4096]; their slab stays in the input dtype (the float32 softmax work runs on row
+    [512, 4096]; their slab stays in the input dtype (the float32 softmax work runs on row
     blocks of it) and never exceeds 2**26 elements (128 MiB). Never more rows than N. For
     N=4096, H=1024, V=32768: 512 rows in float32 (a 64 MiB slab where the logits alone are
     512 MiB), 2048 rows in bfloat16 (a 128 MiB slab, two chunks); for the GPT example's head
-    (N=2048, H=256, V=8192) 1024 rows in bfloat16.
+    (N=2048, H=256, V=8192) 512 rows in bfloat16 (1024 rows, half its batch, made the slab and
+    its float32 work buffer 1.5x the bfloat16 logits they replace).
     """
     if n <= 0:
         return 1
     if itemsize < 4:
-        rows = max(1024, min(4096, 2 * h))
+        rows = max(512, min(4096, 2 * h))
         rows = min(rows, max(64, (1 << 26) // max(v, 1)))
     else:
         rows = max(512, min(1024, -(-n * h // max(v, 1))))
