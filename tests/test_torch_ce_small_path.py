@@ -166,3 +166,18 @@ def test_small_path_double_backward_and_kept_graph(spy):
     (g2,) = torch.autograd.grad(out, z)
     assert torch.equal(g1, g2)
     assert spy
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8])
+def test_class_id_check_eager_cpu_both_sides(dtype):
+    """``check_class_ids``' written-out eager CPU path: in-range ids pass, out-of-range ids (the
+    general path then locates them) raise the documented error; empty targets pass."""
+    z = torch.randn(4, 3, requires_grad=True)
+    lk.cross_entropy(z, torch.tensor([0, 2, 1, 2], dtype=dtype)).backward()
+    with pytest.raises(ValueError, match=r"class id 3 at target\[1\] is out of range for 3 classes"):
+        lk.cross_entropy(z, torch.tensor([0, 3, 1, 2], dtype=dtype))
+    if dtype != torch.uint8:
+        with pytest.raises(ValueError, match=r"class id -1 at target\[3\] is out of range"):
+            lk.cross_entropy(z, torch.tensor([0, 2, 1, -1], dtype=dtype))
+    out = lk.cross_entropy(torch.randn(0, 3, requires_grad=True), torch.zeros(0, dtype=dtype))
+    assert out.item() == 0.0
