@@ -233,6 +233,7 @@ class Loss:
         self._n_positional = len(spec.positional)
         # (pred, target) losses with per-sample kernels take the direct path below
         self._plain = spec.kind != SET and len(spec.inputs) == 1 and spec.target is not None and spec.vjp_kernel is None
+        self._value_override = spec.value_override  # tried first by __call__ (see LossSpec)
         self.__signature__ = _signature(spec)
 
     @property
@@ -269,11 +270,6 @@ class Loss:
         return f"<losskit loss {self.spec.name!r} ({self.spec.family})>"
 
     # -- public API ---------------------------------------------------------------------
-    # A loss module may set this on its loss: ``(arrays, weight, mask, reduction, normalizer,
-    # validate, options) -> value or NotImplemented``, tried first by ``__call__`` (cross-entropy:
-    # one opaque torch operator under torch.compile, see ``interop/torch_lean.py``)
-    _value_override = None
-
     def __call__(self, *arrays, weight=None, mask=None, reduction="mean", normalizer=None, validate=True, **options):
         if self._value_override is not None:
             out = self._value_override(arrays, weight, mask, reduction, normalizer, validate, options)

@@ -149,6 +149,7 @@ class LossSpec:
     baseline: Callable | None = None  # baseline(target, weight, o, xp) -> optimal constant prediction
     reduces_axis: Callable | None = None  # reduces_axis(o) -> bool: an elementwise loss whose options add a trailing axis reduced per sample (multi-quantile)
     hessian_kind_for: Callable | None = None  # hessian_kind_for(o) -> the Hessian kind for these options (smooth_l1: "zero" at beta=0)
+    value_override: Callable | None = None  # value_override(arrays, weight, mask, reduction, normalizer, validate, options) -> value or NotImplemented, tried first by __call__ (cross_entropy: one opaque torch operator under torch.compile)
     details: str = ""  # prose for the docstring: conventions, peers, caveats
     example: str = ""  # doctest lines for the docstring
     checks: Checks | None = None

@@ -265,10 +265,27 @@ def _log_frequency_baseline(t, w, o, xp):
     return xp.log(freq / xp.sum(freq))
 
 
+_TORCH_COMPILED_CALL: list = []  # interop.torch_lean.compiled_call, imported by the first torch call
+
+
+def _torch_compiled_value(arrays, weight, mask, reduction, normalizer, validate, options):
+    """Under torch.compile, ``cross_entropy`` on torch tensors is one opaque custom operator that
+    runs the eager lean kernel (``interop.torch_lean.compiled_call``); ``NotImplemented``
+    otherwise (other arrays, eager mode, what the operator does not take)."""
+    if not arrays or not type(arrays[0]).__module__.startswith("torch"):
+        return NotImplemented
+    if not _TORCH_COMPILED_CALL:
+        from ..interop import torch_lean
+
+        _TORCH_COMPILED_CALL.append(torch_lean.compiled_call)
+    return _TORCH_COMPILED_CALL[0](arrays, weight, mask, reduction, normalizer, validate, options)
+
+
 _CW = np.array([0.2, 1.0, 3.0, 0.7, 1.5])
 
 cross_entropy = declare(
     name="cross_entropy",
+    value_override=_torch_compiled_value,
     family="classification",
     kind=CLASS_AXIS,
     title="Softmax cross-entropy from logits.",
@@ -362,23 +379,6 @@ cross_entropy = declare(
 )
 
 
-_TORCH_COMPILED_CALL: list = []  # interop.torch_lean.compiled_call, imported by the first torch call
-
-
-def _torch_compiled_value(arrays, weight, mask, reduction, normalizer, validate, options):
-    """Under torch.compile, ``cross_entropy`` on torch tensors is one opaque custom operator that
-    runs the eager lean kernel (``interop.torch_lean.compiled_call``); ``NotImplemented``
-    otherwise (other arrays, eager mode, what the operator does not take)."""
-    if not arrays or not type(arrays[0]).__module__.startswith("torch"):
-        return NotImplemented
-    if not _TORCH_COMPILED_CALL:
-        from ..interop import torch_lean
-
-        _TORCH_COMPILED_CALL.append(torch_lean.compiled_call)
-    return _TORCH_COMPILED_CALL[0](arrays, weight, mask, reduction, normalizer, validate, options)
-
-
-cross_entropy._value_override = _torch_compiled_value
 
 
 def _ce_check(o, loss):
