@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 
 import array_api_compat
+import numpy as _np
 
 __all__ = [
     "namespace",
@@ -371,6 +372,24 @@ def nan_where(x, values, *, xp):
     return xp.where(xp.isnan(x), x, values)
 
 
+TORCH_SCALARS: dict = {}  # (value, like's dtype, like's device) -> 0-d tensor; read inline by the torch bridge
+
+
+def torch_scalar(value: float, like):
+    """``value`` as a cached 0-d tensor in the compute dtype of torch tensor ``like``, on its
+    device: a Python-scalar operand makes torch wrap it into a fresh tensor on every op (~1.5 µs
+    each on a small batch). Shared, so never written to."""
+    key = (value, like.dtype, like.device)
+    t = TORCH_SCALARS.get(key)
+    if t is None:
+        import torch
+
+        if len(TORCH_SCALARS) >= 256:
+            TORCH_SCALARS.clear()
+        t = TORCH_SCALARS[key] = torch.tensor(value, dtype=compute_dtype(like.dtype, torch), device=like.device)
+    return t
+
+
 def torch_may_overwrite(*tensors) -> bool:
     """Whether a torch kernel may update its own temporaries in place: autograd records no
     op on ``tensors`` (grad mode off, as inside an ``autograd.Function`` forward, or none of
@@ -388,7 +407,13 @@ def torch_may_overwrite(*tensors) -> bool:
 
 def can_write_inplace(x, xp, *operands) -> bool:
     """Whether ``x`` (a temporary the caller owns) may be updated in place with ``operands``:
-    NumPy always, torch when autograd records none of them; never JAX (immutable)."""
+    NumPy always, torch when autograd records none of them; never JAX (immutable). The
+    array's type is tested first: the namespace test costs more than a small loss's multiply."""
+    t = type(x)
+    if t is _np.ndarray:
+        return True
+    if t.__module__ == "torch":  # torch.Tensor itself (FakeTensor and others: the test below)
+        return not x.requires_grad and not any(getattr(o, "requires_grad", False) for o in operands)
     name = _backend_of(xp)
     if name == "numpy":
         return True

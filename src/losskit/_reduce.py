@@ -17,11 +17,7 @@ incoming cotangent.
 from __future__ import annotations
 
 from . import _validate
-import numpy as np
-
 from ._array import can_write_inplace
-
-_ndarray = np.ndarray
 
 
 def combine_masks(a, b, xp):
@@ -108,14 +104,14 @@ def scale_elementwise(g, c, valid, class_axis: bool, xp):
     out = g
     if isinstance(c, float):
         if c != 1.0:
-            if _writable(g, None):
+            if can_write_inplace(g, xp):
                 out *= c
             else:
                 out = g * c
     else:
         if class_axis and c.ndim:
             c = c[..., None]
-        if c.dtype == g.dtype and _writable(g, c):
+        if c.dtype == g.dtype and can_write_inplace(g, xp, c):
             out *= c
         else:
             out = g * c
@@ -124,15 +120,3 @@ def scale_elementwise(g, c, valid, class_axis: bool, xp):
         out = xp.where(v, out, xp.zeros_like(out))
     return out
 
-
-def _writable(g, c) -> bool:
-    """``_array.can_write_inplace(g, xp, c)`` from the array's type (the namespace test costs
-    more than a small loss's multiply): NumPy always, torch when autograd records neither."""
-    t = type(g)
-    if t is _ndarray:
-        return True
-    if t.__module__ == "torch":  # torch.Tensor itself (FakeTensor and others: the generic test)
-        return not (g.requires_grad or getattr(c, "requires_grad", False))
-    from ._array import namespace
-
-    return can_write_inplace(g, namespace(g), c)

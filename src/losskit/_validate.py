@@ -286,8 +286,7 @@ def _cpu_id_range(ids):
     compiling, wrapped = _TORCH_PROBES
     if compiling() or wrapped(ids) or ids.numel() == 0:
         return None
-    lo, hi = ids.aminmax()
-    return lo.item(), hi.item()
+    return _torch_ranges(ids)
 
 
 def check_class_ids(ids, num_classes: int, ignore_index, loss: str, xp, valid=None) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .._array import compute_dtype, namespace
+from .._array import TORCH_SCALARS as _SCALARS, namespace, torch_scalar
 from .._loss import evaluate
 
 _xp_cache: list = []
@@ -180,20 +180,6 @@ def _records(pred, target, c, aux) -> bool:
     return any(isinstance(a, torch.Tensor) and a.requires_grad for a in aux)
 
 
-_SCALARS: dict = {}
-
-
-def _scalar_tensor(c: float, pred):
-    """The reduction multiplier ``c`` (e.g. 1/N) as a 0-d tensor in the compute dtype of
-    ``pred``, cached: multiplying by a Python float makes torch wrap it into a fresh tensor on
-    every op (~1.5 µs each, in the forward and again in the backward). Never written to."""
-    key = (c, pred.dtype, pred.device)
-    t = _SCALARS.get(key)
-    if t is None:
-        if len(_SCALARS) >= 256:
-            _SCALARS.clear()
-        t = _SCALARS[key] = torch.tensor(c, dtype=compute_dtype(pred.dtype, torch), device=pred.device)
-    return t
 
 
 # --- small inputs: the gradient in the forward ------------------------------------------
@@ -266,8 +252,8 @@ def value(call, pred, target, c, valid, aux):
     plain = not (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active())
     if plain:
         if type(c) is float:
-            cached = _SCALARS.get((c, pred.dtype, pred.device))  # _scalar_tensor, inlined
-            c = _scalar_tensor(c, pred) if cached is None else cached
+            cached = _SCALARS.get((c, pred.dtype, pred.device))  # torch_scalar, inlined
+            c = torch_scalar(c, pred) if cached is None else cached
         # the common small training call, tested first (see ``_grad_in_forward``)
         if (
             call.reduction != "none"
