@@ -413,7 +413,12 @@ def can_write_inplace(x, xp, *operands) -> bool:
     if t is _np.ndarray:
         return True
     if t.__module__ == "torch":  # torch.Tensor itself (FakeTensor and others: the test below)
-        return not x.requires_grad and not any(getattr(o, "requires_grad", False) for o in operands)
+        if x.requires_grad:
+            return False
+        for o in operands:  # a loop, not any(generator): this runs on every small call
+            if getattr(o, "requires_grad", False):
+                return False
+        return True
     name = _backend_of(xp)
     if name == "numpy":
         return True
