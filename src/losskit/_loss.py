@@ -168,10 +168,10 @@ def _evaluate_blocks(call: Call, pred, target, c, valid, aux, xp, need: str, blo
 def evaluate(call: Call, pred, target, c, valid, aux, xp, need: str):
     """The math of one call, on any backend: ``need`` is 'value', 'grad', 'value_and_grad' or
     'grad_hess'. ``pred`` is in kernel layout; gradients come back in ``pred``'s dtype."""
+    fused = _accel.run_numpy(call, pred, target, c, valid, aux, need)  # NumPy, any size: a fused kernel where one fits
+    if fused is not None:
+        return fused
     if call.elementwise:
-        fused = _accel.run_numpy(call, pred, target, c, valid, aux, need)  # NumPy, any size: a fused kernel where one fits
-        if fused is not None:
-            return fused
         block = _block_size(call, pred, target, aux, xp)
         if block:
             fused = _accel.run(call, pred, target, c, valid, aux, xp, need)  # one-pass kernel, where one fits
