@@ -126,6 +126,8 @@ def _evaluate_coupled(call, inputs, args, c, valid, o, xp, need):
     returns (value, vjp) with vjp(u) the gradients of Σ u_i c_i ℓ_i (u a scalar or per sample)."""
     from ._loss import _out_dtype
 
+    if need == "value" and call.spec.value is not None:  # the value alone may skip the vjp's work (CTC: the reversed rows)
+        return reduce_terms(call.spec.value(*args, o, xp), c, valid, call.reduction, xp)
     values, vjp = call.spec.vjp_kernel(*args, o, xp)
     value = reduce_terms(values, c, valid, call.reduction, xp)
     if need == "value":

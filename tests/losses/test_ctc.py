@@ -261,3 +261,28 @@ def test_every_path_equals_enumerating_the_alignments(rng):
     jax = pytest.importorskip("jax")
     jkw = {k: jax.numpy.asarray(v) if k != "reduction" else v for k, v in kw.items()}
     np.testing.assert_allclose(jax.jit(lambda x: lk.ctc(x, jax.numpy.asarray(targets), **jkw))(jax.numpy.asarray(z)), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_value_alone_runs_the_forward_rows_only_and_equals_torch(library, rng, monkeypatch):
+    """A value with no gradient wanted runs the α recursion on N rows, not the 2N (forward and
+    reversed) that the gradient needs, and still equals torch's ctc_loss."""
+    import losskit.losses.ctc as ctc_module
+
+    z, targets, il, tl = _batch(rng)
+    rows = []
+    real = ctc_module._alphas
+
+    def counting(lp_pad, ext, *rest):
+        rows.append(int(ext.shape[0]))
+        return real(lp_pad, ext, *rest)
+
+    monkeypatch.setattr(ctc_module, "_alphas", counting)
+    conv = (lambda a: a) if library == "numpy" else torch.tensor
+    got = lk.ctc(conv(z), conv(targets), input_lengths=conv(il), target_lengths=conv(tl), reduction="none")
+    want, _ = _torch_ref(z, targets, il, tl, 0, "none")
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10, atol=1e-12)
+    assert rows == [z.shape[0]]
+    rows.clear()
+    lk.ctc.value_and_grad(conv(z), conv(targets), input_lengths=conv(il), target_lengths=conv(tl))
+    assert rows == [2 * z.shape[0]]  # with the gradient: both directions in one loop

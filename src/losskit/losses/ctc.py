@@ -112,7 +112,7 @@ def _alphas(lp_pad, ext, frame, loop, xp):
     return alphas, emit
 
 
-def _ctc_kernel(z, targets, o, xp, loop=None):
+def _ctc_kernel(z, targets, o, xp, loop=None, want_vjp=True):
     """Per-sequence values and the vjp. Extended labels l' = (blank, l_1, blank, ..., l_S,
     blank), s = 0..2S; α_t(s) = lp_t(l'_s) + log(e^{α_{t-1}(s)} + e^{α_{t-1}(s-1)} +
     [l'_s ≠ blank, l'_s ≠ l'_{s-2}] e^{α_{t-1}(s-2)}), with a virtual start state before s = 0,
@@ -123,7 +123,7 @@ def _ctc_kernel(z, targets, o, xp, loop=None):
     on JAX (one compiled step, arithmetic-bound) the reversed rows run in the vjp only.
     ``loop``: "scan" (the array-API recursion), "in_place" (eager torch) or None (in_place on
     torch unless autograd records the kernel, as in double backward, or torch.compile /
-    torch.func trace it)."""
+    torch.func trace it). ``want_vjp=False`` (a value alone) runs the forward rows only."""
     il, tl, blank = o["input_lengths"], o["target_lengths"], o["blank"]
     n, t_max, n_classes = (int(d) for d in z.shape)
     if not t_max:
@@ -159,7 +159,7 @@ def _ctc_kernel(z, targets, o, xp, loop=None):
     if loop is None:
         eager = backend(xp) == "torch" and not is_tracing(lp) and not (lp.requires_grad and _grad_enabled())
         loop = "in_place" if eager else "scan"
-    stacked = backend(xp) != "jax"
+    stacked = want_vjp and backend(xp) != "jax"
     if stacked:
         alphas, emit = _alphas(lp_pad, xp.concat([ext, ext_rev], axis=0), xp.concat([frame, frame_rev], axis=0), loop, xp)
     else:
@@ -219,7 +219,7 @@ def _grad_enabled():
 
 
 def _ctc_value(z, targets, o, xp):
-    return _ctc_kernel(z, targets, o, xp)[0]
+    return _ctc_kernel(z, targets, o, xp, want_vjp=False)[0]
 
 
 def _ctc_grad(z, targets, o, xp):
