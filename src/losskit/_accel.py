@@ -30,6 +30,14 @@ Numba (the optional ``accel`` extra: ``pip install losskit[accel]``) and cached 
   torch, ``torch.aminmax`` left its OpenMP workers spinning against the kernels' threads (the
   BCE and Poisson kernels ran at a quarter of the copy floor after it, half without it).
 
+* Losses over a class axis have row kernels (:data:`ROW_KERNELS`, NumPy only): NumPy
+  ``cross_entropy`` with integer ids (without label smoothing or z-loss; sample weights,
+  masks, ``ignore_index`` and ``class_weight`` included) runs one Numba pass per chunk of rows
+  that keeps the reference's precise split (max − z_y) + log1p(Σ_{k≠argmax} e^{z_k − max}).
+  Rows it cannot take (a NaN or +inf logit, only −inf logits, a label out of range) send the
+  whole call to the reference path. ``tests/test_accel_cross_entropy.py`` checks it against
+  the reference path and float64 PyTorch.
+
 ``LOSSKIT_ACCEL=0`` (read at import) or :func:`disabled` (a context manager) switches the
 kernels off; :func:`available` says whether they can run.
 """
@@ -44,7 +52,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["KERNELS", "ENV_VAR", "available", "enabled", "disabled", "run", "nonnegative_range"]
+__all__ = ["KERNELS", "ROW_KERNELS", "ENV_VAR", "available", "enabled", "disabled", "run", "nonnegative_range"]
 
 ENV_VAR = "LOSSKIT_ACCEL"
 _enabled = os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
@@ -183,7 +191,11 @@ def run_numpy(call, pred, target, c, valid, aux, need: str):
     plan = _NUMPY_PLANS.get(key, False)
     if plan is False:
         plan = _NUMPY_PLANS[key] = _numpy_plan(call, pred.dtype)
-    if plan is None or _state["numba"] is None or (aux and any(a is not None for a in aux)) or need not in _NEEDS:
+    if plan is None or _state["numba"] is None:
+        return None
+    if type(plan) is _RowPlan:
+        return _run_rows(plan, call, pred, target, c, valid, aux, need)
+    if (aux and any(a is not None for a in aux)) or need not in _NEEDS:
         return None
     if type(target) is not np.ndarray or target.dtype != pred.dtype or target.shape != pred.shape or pred.size == 0:
         return None
@@ -219,6 +231,10 @@ def run_numpy(call, pred, target, c, valid, aux, need: str):
 
 
 def _numpy_plan(call, dtype):
+    rows = ROW_KERNELS.get(call.spec.name)
+    if rows is not None:
+        covered = dtype in (np.float32, np.float64) and rows.covers(dict(call.static)) and _numba() is not None
+        return _RowPlan(rows.build) if covered else None
     entry = KERNELS.get(call.spec.name)
     if entry is None or _numba() is None:
         return None
@@ -362,6 +378,118 @@ def _split(chunks: int, work) -> None:
     finally:
         for f in futures:
             f.result()
+
+
+# --- class-axis kernels: one row of logits at a time --------------------------------------
+
+
+@dataclass(frozen=True)
+class RowKernel:
+    """The fused kernel of a loss over a class axis (NumPy only). ``covers(static options)``
+    says whether the kernel computes the call (e.g. cross-entropy with integer ids and neither
+    label smoothing nor z-loss); ``build()`` returns the compiled driver."""
+
+    covers: Callable
+    build: Callable
+
+
+ROW_KERNELS: dict[str, RowKernel] = {}
+
+
+class _RowPlan:
+    __slots__ = ("build",)
+
+    def __init__(self, build):
+        self.build = build
+
+
+_MODES = {"value": 0, "value_and_grad": 1, "grad": 2, "grad_hess": 3}
+_IDS = (np.dtype(np.int64), np.dtype(np.int32))
+
+
+def _run_rows(plan, call, pred, target, c, valid, aux, need):
+    """``run_numpy`` for a row kernel (cross-entropy with integer ids): ``pred`` (..., C) with
+    the class axis last, ``target`` the ids (...,), ``c`` a number or an array of the sample
+    shape in pred's dtype, ``valid`` None or a boolean array of the sample shape, ``aux`` the
+    class weights (None or (C,) in pred's dtype). None where the reference path must run:
+    other layouts or dtypes, and rows the kernel leaves to it (a maximum that is not finite, a
+    label out of range)."""
+    mode = _MODES.get(need)
+    if mode is None or pred.ndim < 2 or type(target) is not np.ndarray or not (_c_aligned(pred) and _c_aligned(target)):
+        return None
+    shape, dtype = pred.shape, pred.dtype
+    sample_shape = shape[:-1]
+    num_classes = shape[-1]
+    if target.shape != sample_shape or target.dtype not in _IDS or pred.size == 0:
+        return None
+    cw = aux[0] if aux else None
+    if cw is None:
+        cw = _EMPTY[dtype.char]
+    elif not (type(cw) is np.ndarray and cw.dtype == dtype and cw.shape == (num_classes,) and _c_aligned(cw)):
+        return None
+    scalar_c = c if type(c) is float else _host_number(c)
+    if scalar_c is not None:
+        w = _EMPTY[dtype.char]
+    elif type(c) is np.ndarray and c.dtype == dtype and c.shape == sample_shape and _c_aligned(c):
+        w = c.reshape(-1)
+    else:
+        return None
+    if valid is None:
+        mask = _EMPTY["?"]
+    elif type(valid) is np.ndarray and valid.dtype == np.bool_ and valid.shape == sample_shape and _c_aligned(valid):
+        mask = valid.reshape(-1)
+    else:
+        return None
+    n = target.size
+    z = pred.reshape(-1)
+    bits = z.view(_FLOAT_BITS[dtype][0])
+    per_row = call.reduction == "none"
+    rows_per_chunk = max(1, _CHUNK // num_classes)
+    chunks = (n + rows_per_chunk - 1) // rows_per_chunk
+    values = np.empty(n, dtype) if per_row and mode <= 1 else _NO_OUTPUT[dtype.char]
+    partial = np.zeros(chunks) if not per_row and mode <= 1 else _NO_OUTPUT["d"]
+    grad = np.empty(n * num_classes, dtype) if mode else _NO_OUTPUT[dtype.char]
+    hess = np.empty(n * num_classes, dtype) if mode == 3 else _NO_OUTPUT[dtype.char]
+    scale = dtype.type(1.0 if scalar_c is None else scalar_c)
+    kernel = plan.build()
+    y = target.reshape(-1)
+    if chunks < _SPLIT_MIN_CHUNKS or _threads() == 1:
+        bad = kernel(z, bits, y, w, mask, cw, values, grad, hess, partial, scale, num_classes, rows_per_chunk, 0, chunks, mode)
+    else:
+        counts = []
+        _split(chunks, lambda c0, c1: counts.append(kernel(z, bits, y, w, mask, cw, values, grad, hess, partial, scale, num_classes, rows_per_chunk, c0, c1, mode)))
+        bad = sum(counts)
+    if bad:
+        return None
+    if mode >= 2:
+        g = grad.reshape(shape)
+        return g if mode == 2 else (g, hess.reshape(shape))
+    if per_row:
+        value = values.reshape(sample_shape)
+    else:
+        total = float(partial[0]) if chunks == 1 else float(partial.sum())
+        value = dtype.type(total if scalar_c is None else total * scalar_c)
+    return value if mode == 0 else (value, grad.reshape(shape))
+
+
+# absent outputs: empty, and writeable so that one compiled signature serves every mode
+_NO_OUTPUT = {"f": np.empty(0, np.float32), "d": np.empty(0, np.float64)}
+
+
+def _ce_covers(o) -> bool:
+    return o.get("target_kind") == "ids" and not o.get("label_smoothing") and not o.get("z_loss")
+
+
+def _compiled_rows(name):
+    key = ("rows", name)
+    if key not in _state:
+        from . import _accel_numba
+
+        _state[key] = _accel_numba.ROW_DRIVERS[name]
+    return _state[key]
+
+
+ROW_KERNELS["cross_entropy"] = RowKernel(covers=_ce_covers, build=lambda: _compiled_rows("cross_entropy"))
 
 
 # --- the validation pass of large targets -------------------------------------------------

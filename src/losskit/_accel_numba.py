@@ -615,3 +615,151 @@ def bits_range_serial(bits, valid):
         if j == 0 or highs[0] > high:
             high = highs[0]
     return low, high
+
+
+# --- cross_entropy with integer class ids (no label smoothing, no z-loss) -----------------------
+# Per row of logits z (the class axis last, C classes) and label y, the arithmetic of
+# ``_softmax.ids_nll_numpy``: m = max z, e_k = e^{z_k − m}, rest = Σ_{k≠argmax} e_k (the other
+# maxima count 1 each), ℓ = (m − z_y) + log1p(rest), p = e / (1 + rest), gradient
+# p − onehot(y), Hessian diagonal p(1 − p). Each row's factor is class_weight[y] (``cw``; empty:
+# none) times its multiplier (``w``; empty: the number ``scale``); rows where ``valid`` is False
+# (empty: all valid) get 0. A row with a NaN, a +inf or only −inf logits, or a label outside
+# [0, C), is left to the reference path: the driver returns how many such rows it met.
+# ``mode``: 0 value, 1 value and gradient, 2 gradient, 3 gradient and Hessian. Rows run in
+# chunks of ``rows_per_chunk``; ``partial[j]`` gets chunk j's float64 sum of values when
+# ``values`` is empty (reductions "sum" and "mean"), in a fixed order (no dependence on threads).
+
+
+def bits_as_float(b, like):
+    """The float of ``like``'s type whose bits are the integer ``b``."""
+
+
+@overload(bits_as_float, jit_options=dict(error_model="numpy"))
+def _bits_as_float(b, like):
+    if like == types.float32:
+        return lambda b, like: _i32_as_f32(np.int32(b))
+    return lambda b, like: _i64_as_f64(np.int64(b))
+
+
+@_inline
+def _row_max(bits, num_classes, sign_shift, low_bits):
+    """max of a row of floats read as integers (``bits``): b ^ ((b >> sign_shift) & low_bits)
+    orders floats as signed integers (−0 just below +0, a positive NaN above +inf, a negative NaN
+    below −inf); an integer maximum vectorises where a float one (NaN-aware) does not."""
+    b = np.int64(bits[0])
+    best = b ^ ((b >> sign_shift) & low_bits)
+    for k in range(1, num_classes):
+        b = np.int64(bits[k])
+        key = b ^ ((b >> sign_shift) & low_bits)
+        best = key if key > best else best
+    return best ^ ((best >> sign_shift) & low_bits)
+
+
+@njit(fastmath={"contract", "reassoc"}, cache=True, error_model="numpy", boundscheck=False)
+def _rest(e, num_classes, one):
+    """Σ_{k≠argmax} e_k for e = e^{z − max z} ≤ 1: the entries below 1, plus 1 for each other
+    entry equal to 1 (the maxima, and entries within rounding of it), in float64. NaN
+    propagates. Summed in any order (reassoc: the loop vectorises); the terms are non-negative,
+    so the order changes the sum by a few ulp only."""
+    below = 0.0
+    ties = 0.0
+    for k in range(num_classes):
+        x = e[k]
+        top = x >= one
+        below += 0.0 if top else np.float64(x)
+        ties += 1.0 if top else 0.0
+    return below + (ties - 1.0)
+
+
+@njit(**_SERIAL)
+def ce_ids(z, bits, y, w, valid, cw, values, grad, hess, partial, scale, num_classes, rows_per_chunk, c0, c1, mode):
+    n = y.shape[0]
+    weighted, masked, class_weighted = w.shape[0] != 0, valid.shape[0] != 0, cw.shape[0] != 0
+    per_row = values.shape[0] != 0
+    want_grad = mode != 0
+    # the exponentials, then p: in the gradient, or in a buffer of one chunk
+    out = grad if want_grad else np.empty(rows_per_chunk * num_classes, z.dtype)
+    maxima = np.empty(rows_per_chunk, z.dtype)
+    sign_shift = bits.itemsize * 8 - 1
+    low_bits = (np.int64(1) << sign_shift) - 1
+    zero = cast_like(0.0, scale)
+    one = cast_like(1.0, scale)
+    bad = 0
+    for j in range(c0, c1):
+        lo, hi = j * rows_per_chunk, min(n, (j + 1) * rows_per_chunk)
+        first = lo * num_classes if want_grad else 0  # the chunk's offset in ``out``
+        size = (hi - lo) * num_classes
+        # 1. per row: the maximum, and z − max into ``out`` (0 for the rows skipped)
+        for r in range(hi - lo):
+            i = lo + r
+            base, o = i * num_classes, first + r * num_classes
+            zr, e = z[base : base + num_classes], out[o : o + num_classes]  # slices: no wraparound checks
+            m = zero
+            if not (masked and not valid[i]):
+                m = bits_as_float(_row_max(bits[base : base + num_classes], num_classes, sign_shift, low_bits), scale)
+                label = y[i]
+                if not (abs(m) < np.inf) or label < 0 or label >= num_classes:
+                    bad += 1  # NaN, ±inf maximum or a label out of range: the reference path
+                    m = zero
+            maxima[r] = m
+            for k in range(num_classes):
+                e[k] = zr[k] - m
+        if bad:
+            return bad
+        # 2. the exponentials of the whole chunk in one loop (rows of a few classes would
+        # each end in a scalar remainder)
+        ec = out[first : first + size]
+        for k in range(size):
+            ec[k] = exp_for(ec[k], zero)
+        # 3. per row: the value, the gradient (and Hessian)
+        total = 0.0
+        for r in range(hi - lo):
+            i = lo + r
+            o = first + r * num_classes
+            e = out[o : o + num_classes]
+            if masked and not valid[i]:
+                if per_row:
+                    values[i] = zero
+                if want_grad:
+                    for k in range(num_classes):
+                        e[k] = zero
+                    if mode == 3:
+                        h = hess[o : o + num_classes]
+                        for k in range(num_classes):
+                            h[k] = zero
+                continue
+            label = y[i]
+            m = maxima[r]
+            rest = _rest(e, num_classes, one)
+            if rest != rest:
+                return bad + 1  # a NaN below the maximum
+            factor = cw[label] if class_weighted else one
+            factor_c = factor * (w[i] if weighted else scale)
+            if mode <= 1:
+                v = (m - z[i * num_classes + label]) + cast_like(math.log1p(rest), m)
+                if class_weighted:
+                    v = v * factor
+                if per_row:
+                    values[i] = v * w[i] if weighted else v * scale
+                elif weighted:
+                    total += v * w[i]
+                else:
+                    total += v
+            if want_grad:
+                inv = cast_like(1.0 / (1.0 + rest), m)
+                p_label = e[label] * inv
+                if mode == 3:
+                    h = hess[o : o + num_classes]
+                    for k in range(num_classes):
+                        p = e[k] * inv
+                        h[k] = (p * (one - p)) * factor_c
+                        e[k] = p * factor_c
+                else:
+                    for k in range(num_classes):
+                        e[k] = (e[k] * inv) * factor_c
+                e[label] = (p_label - one) * factor_c
+        if not per_row and partial.shape[0] != 0:
+            partial[j] = total
+    return bad
+
+ROW_DRIVERS = {"cross_entropy": ce_ids}

@@ -1,0 +1,364 @@
+"""The Numba kernel of NumPy ``cross_entropy`` with integer class ids (``_accel.ROW_KERNELS``)
+computes what the reference path computes, and what an independent reference computes.
+
+For every output (``value``, ``grad``, ``value_and_grad``, ``grad_hess``) × reduction × dtype ×
+case (plain, sample weights, mask, ``ignore_index``, ``class_weight``, all of them), on rows
+that include ties, confident predictions and impossible classes (−inf logits), on both sides
+of every switch (one chunk of rows or several, one thread or two, fewer rows than a chunk or a
+row longer than a chunk), the kernel's result equals
+
+* the reference path's (the same call under ``_accel.disabled()``) within a few units in the
+  last place of the terms it adds, and
+* PyTorch's ``F.cross_entropy`` in float64 (value, and gradient by autograd; Hessian diagonal
+  p(1 − p) from ``torch.softmax``), weighted and masked in float64 here.
+
+Confident predictions keep their tiny losses to full relative precision (mpmath). Rows the
+kernel leaves to the reference path (a NaN or +inf logit, only −inf logits, a label out of
+range with ``validate=False``) and options it does not cover (label smoothing, z-loss,
+probability targets, another class axis, other dtypes) give the reference path's result.
+Without Numba these tests skip, and every call takes the reference path.
+"""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+import pytest
+
+import losskit as lk
+from losskit import _accel
+
+pytest.importorskip("numba", reason="the accel extra (Numba) is not installed")
+torch = pytest.importorskip("torch")
+
+NEEDS = ("value", "grad", "value_and_grad", "grad_hess")
+REDUCTIONS = ("none", "sum", "mean")
+DTYPES = (np.float32, np.float64)
+# against the reference path: a few ulp of the terms (float32: the reference's own float32
+# sums and exp/log1p roundings); against float64 PyTorch: the rounding of the float32 inputs'
+# arithmetic only
+TOL = {np.float32: 4e-6, np.float64: 2e-13}
+CASES = {
+    "plain": {},
+    "weight": {"weight": True},
+    "mask": {"mask": True},
+    "ignore_index": {"ignore_index": 3},
+    "class_weight": {"class_weight": True},
+    "all": {"weight": True, "mask": True, "ignore_index": 3, "class_weight": True},
+}
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with np.errstate(all="ignore"):
+        yield
+
+
+@pytest.fixture
+def kernel_runs(monkeypatch):
+    """Records, per call, whether the row kernel gave the result (True) or left it (False)."""
+    runs = []
+    run_rows = _accel._run_rows
+
+    def recording(*args):
+        out = run_rows(*args)
+        runs.append(out is not None)
+        return out
+
+    monkeypatch.setattr(_accel, "_run_rows", recording)
+    return runs
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny float64 references: torch's thread pool would only spin against the kernels'."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    monkeypatch.setitem(_accel._state, "threads", 2)
+
+
+def _rows(rng, n, num_classes, dtype):
+    """Random logits and ids with edge rows first: a tie at the maximum, a confident right and
+    a confident wrong prediction, impossible classes (−inf) and large logits."""
+    z = rng.standard_normal((n, num_classes)) * 3
+    y = rng.integers(0, num_classes, n)
+    big = 1e4 if dtype == np.float64 else 1e3
+    edges = [
+        (np.r_[2.0, 2.0, np.zeros(num_classes - 2)], 1),
+        (np.r_[30.0, np.zeros(num_classes - 1)], 0),
+        (np.r_[30.0, np.zeros(num_classes - 1)], 1),
+        (np.r_[-np.inf, 1.0, -np.inf, np.zeros(num_classes - 3)], 1),
+        (np.r_[big, -big, np.zeros(num_classes - 2)], 0),
+        (np.r_[-big, big, -big, np.zeros(num_classes - 3)], 2),
+    ]
+    for i, (row, label) in enumerate(edges[: n - 1]):
+        z[i], y[i] = row, label
+    return z.astype(dtype), y
+
+
+def _options(case, rng, n, num_classes, dtype, y):
+    spec = CASES[case]
+    kw = {}
+    if spec.get("weight"):
+        kw["weight"] = (rng.random(n) + 0.5).astype(dtype)
+    if spec.get("mask"):
+        mask = rng.random(n) < 0.7
+        mask[0] = True
+        kw["mask"] = mask
+    if "ignore_index" in spec:
+        kw["ignore_index"] = spec["ignore_index"]
+        y[rng.random(n) < 0.25] = spec["ignore_index"]
+        y[0] = 0
+    if spec.get("class_weight"):
+        kw["class_weight"] = (rng.random(num_classes) + 0.2).astype(dtype)
+    return kw
+
+
+def _call(need, z, y, **kw):
+    f = lk.cross_entropy if need == "value" else getattr(lk.cross_entropy, need)
+    out = f(z, y, **kw)
+    return out if isinstance(out, tuple) else (out,)
+
+
+def _independent(need, z, y, reduction, weight=None, mask=None, ignore_index=None, class_weight=None):
+    """float64 PyTorch: per-sample F.cross_entropy, its autograd gradient and p(1 − p),
+    weighted, masked and reduced here by the rule of docs/conventions.md."""
+    n, num_classes = z.shape
+    valid = np.ones(n, bool) if mask is None else mask.copy()
+    if ignore_index is not None:
+        valid &= y != ignore_index
+    ids = np.where(valid, y, 0)
+    zt = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+    per_sample = torch.nn.functional.cross_entropy(zt, torch.tensor(ids), reduction="none")
+    cw = np.ones(num_classes) if class_weight is None else class_weight.astype(np.float64)
+    w = np.ones(n) if weight is None else weight.astype(np.float64)
+    d = cw[ids]
+    c = np.where(valid, w, 0.0)
+    if reduction == "mean":
+        c = c / np.sum(c * d)
+    (g,) = torch.autograd.grad(per_sample, zt, torch.tensor(c * d))
+    p = torch.softmax(zt.detach(), -1).numpy()
+    loss = per_sample.detach().numpy()
+    terms = np.where(valid, c * d * loss, 0.0)
+    value = terms if reduction == "none" else np.sum(terms)
+    grad, hess = g.numpy(), (c * d)[:, None] * p * (1 - p)
+    return {"value": (value,), "grad": (grad,), "value_and_grad": (value, grad), "grad_hess": (grad, hess)}[need]
+
+
+def _assert_close(got, expected, dtype, scale, what):
+    g, e = np.asarray(got, np.float64), np.asarray(expected, np.float64)
+    assert g.shape == e.shape, what
+    assert np.array_equal(np.isnan(g), np.isnan(e)), what
+    inf = np.isinf(e)
+    assert np.array_equal(g[inf], e[inf]), f"{what}: infinities differ"
+    ok = np.isfinite(e)
+    bound = TOL[dtype] * (np.abs(e) + scale) + 1e-300
+    bad = np.flatnonzero(ok & ~(np.abs(g - e) <= bound))
+    assert bad.size == 0, f"{what}: {bad.size} differ, first at {bad[0]}: kernel {g.flat[bad[0]]!r} expected {e.flat[bad[0]]!r}"
+
+
+def _check_against_both(need, z, y, reduction, kw, dtype, kernel_runs):
+    """The kernel (it must run) against the reference path and against float64 PyTorch."""
+    before = len(kernel_runs)
+    got = _call(need, z, y, reduction=reduction, **kw)
+    assert kernel_runs[before:] == [True], f"{need} {reduction}: the kernel did not run"
+    with _accel.disabled():
+        reference = _call(need, z, y, reduction=reduction, **kw)
+    independent = _independent(need, z.astype(np.float64), y, reduction, **kw)
+    # the magnitude of the terms each output adds: logits for the value, the multiplier for
+    # derivatives (|p − onehot| ≤ 1), summed over rows for reduced values
+    row_scale = np.max(np.abs(np.where(np.isfinite(z), z, 0)), axis=-1).astype(np.float64) + 1.0
+    w = kw.get("weight", np.ones(len(y))).astype(np.float64)
+    cw = kw["class_weight"].astype(np.float64)[np.clip(y, 0, z.shape[1] - 1)] if "class_weight" in kw else np.ones(len(y))
+    c_max = float(np.max(w * cw)) / (len(y) * 0.05 if reduction == "mean" else 1.0)
+    outputs = {"value": ("value",), "grad": ("grad",), "value_and_grad": ("value", "grad"), "grad_hess": ("grad", "hess")}[need]
+    for kind, a, b, e in zip(outputs, got, reference, independent):
+        assert type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape, f"{need} {reduction} {kind}"
+        if kind == "value":
+            scale = row_scale * w * cw if reduction == "none" else np.sum(row_scale * w * cw) * c_max / max(float(np.max(w * cw)), 1e-300)
+        else:
+            scale = c_max
+        _assert_close(a, b, dtype, scale, f"{need} {reduction} {kind} vs reference path")
+        _assert_close(a, e, dtype, scale, f"{need} {reduction} {kind} vs torch float64")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", CASES)
+def test_kernel_equals_reference_and_torch(case, dtype, rng, kernel_runs, monkeypatch, two_threads):
+    """Every output × reduction, on both sides of the switches: chunks of 9 rows of 7 classes
+    (_CHUNK = 64 elements), 3 chunks (one thread) and 5 chunks with a ragged last one (two
+    threads); and rows of 100 classes, longer than a chunk (one row per chunk)."""
+    monkeypatch.setattr(_accel, "_CHUNK", 64)
+    for n, num_classes in ((27, 7), (41, 7), (6, 100)):
+        z, y = _rows(rng, n, num_classes, dtype)
+        kw = _options(case, rng, n, num_classes, dtype, y)
+        for need in NEEDS:
+            for reduction in REDUCTIONS:
+                _check_against_both(need, z, y, reduction, kw, dtype, kernel_runs)
+
+
+@pytest.mark.parametrize("rows", [3 * 1638, 4 * 1638 + 5])
+def test_the_real_thread_threshold(rows, rng, kernel_runs, two_threads):
+    """10 classes: 1638 rows per chunk; from 4 chunks on the rows are split over two threads."""
+    assert _accel._CHUNK // 10 == 1638 and _accel._SPLIT_MIN_CHUNKS == 4
+    z, y = _rows(rng, rows, 10, np.float32)
+    kw = _options("all", rng, rows, 10, np.float32, y)
+    for need in ("value_and_grad", "grad_hess"):
+        _check_against_both(need, z, y, "mean", kw, np.float32, kernel_runs)
+
+
+def test_sums_do_not_depend_on_the_thread_count(rng, monkeypatch):
+    monkeypatch.setattr(_accel, "_CHUNK", 64)
+    z, y = _rows(rng, 300, 7, np.float32)
+    results = []
+    for threads in (1, 2, 3):
+        monkeypatch.setitem(_accel._state, "threads", threads)
+        value, grad = lk.cross_entropy.value_and_grad(z, y, reduction="sum")
+        results.append((float(value), grad))
+    assert results[0][0] == results[1][0] == results[2][0]
+    assert np.array_equal(results[0][1], results[1][1]) and np.array_equal(results[0][1], results[2][1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_confident_predictions_keep_tiny_losses_precise(dtype, kernel_runs):
+    """ℓ = log1p(Σ_{k≠y} e^{z_k − z_y}) for a label far above the others: relative error of a
+    few ulp against mpmath, where LSE − z_y in the dtype would round to 0."""
+    gaps = [5.0, 20.0, 40.0, 80.0] if dtype == np.float64 else [5.0, 10.0, 16.0, 30.0]
+    z = np.array([[g, 0.0, -1.0, 0.5] for g in gaps], dtype=dtype)
+    y = np.zeros(len(gaps), dtype=np.int64)
+    got = lk.cross_entropy(z, y, reduction="none")
+    assert kernel_runs == [True]
+    mpmath.mp.dps = 50
+    for row, value in zip(z.astype(np.float64), got):
+        exact = mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(float(v)) - mpmath.mpf(float(row[0]))) for v in row))
+        assert abs(float(value) - float(exact)) <= 8 * np.finfo(dtype).eps * float(exact), (row, value, exact)
+
+
+def test_infinite_loss_of_an_impossible_label(kernel_runs):
+    z = np.array([[-np.inf, 1.0, 0.0], [0.0, 1.0, 2.0]])
+    y = np.array([0, 2])
+    value, grad = lk.cross_entropy.value_and_grad(z, y, reduction="none")
+    assert kernel_runs == [True]
+    with _accel.disabled():
+        ref_value, ref_grad = lk.cross_entropy.value_and_grad(z, y, reduction="none")
+    assert value[0] == np.inf == ref_value[0]
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-14, atol=1e-300)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [[np.nan, 0.0, 1.0], [0.0, np.nan, 1.0], [np.inf, 0.0, 1.0], [-np.inf, -np.inf, -np.inf], [0.0, np.inf, np.nan]],
+    ids=["nan-first", "nan-below-max", "plus-inf", "all-minus-inf", "inf-and-nan"],
+)
+@pytest.mark.parametrize("need", NEEDS)
+def test_rows_left_to_the_reference_path(row, need, kernel_runs):
+    z = np.array([[0.0, 1.0, 2.0], row, [3.0, 0.0, 0.0]])
+    y = np.array([0, 1, 2])
+    for reduction in REDUCTIONS:
+        got = _call(need, z, y, reduction=reduction)
+        with _accel.disabled():
+            expected = _call(need, z, y, reduction=reduction)
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+    assert kernel_runs == [False] * 3
+
+
+def test_masked_rows_may_hold_anything(kernel_runs):
+    """A masked row of NaN logits counts nowhere and does not send the call to the reference
+    path."""
+    z = np.array([[0.0, 1.0, 2.0], [np.nan, np.inf, 0.0], [3.0, 0.0, 0.0]])
+    y = np.array([0, 1, 2])
+    mask = np.array([True, False, True])
+    value, grad = lk.cross_entropy.value_and_grad(z, y, mask=mask)
+    assert kernel_runs == [True]
+    with _accel.disabled():
+        ref_value, ref_grad = lk.cross_entropy.value_and_grad(z, y, mask=mask)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-15)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-15, atol=1e-300)
+    assert np.all(grad[1] == 0)
+
+
+def test_labels_out_of_range_without_validation(kernel_runs):
+    z = np.zeros((2, 3))
+    with pytest.raises(ValueError):
+        lk.cross_entropy(z, np.array([0, 3]))
+    for bad in (np.array([0, 3]), np.array([0, -1])):
+        try:
+            with _accel.disabled():
+                expected = lk.cross_entropy(z, bad, validate=False)
+        except IndexError:
+            with pytest.raises(IndexError):
+                lk.cross_entropy(z, bad, validate=False)
+        else:
+            np.testing.assert_array_equal(lk.cross_entropy(z, bad, validate=False), expected)
+    assert True not in kernel_runs
+
+
+@pytest.mark.parametrize(
+    "options, target",
+    [
+        ({"label_smoothing": 0.1}, "ids"),
+        ({"z_loss": 1e-3}, "ids"),
+        ({}, "probs"),
+        ({"axis": 0}, "ids"),
+        ({}, "ids16"),
+        ({}, "float16"),
+    ],
+    ids=["label_smoothing", "z_loss", "probs", "axis0", "int16-ids", "float16"],
+)
+def test_what_the_kernel_does_not_cover(options, target, rng, kernel_runs):
+    z = rng.standard_normal((6, 5))
+    y = rng.integers(0, 5, 6)
+    if target == "probs":
+        y = rng.random((6, 5))
+        y /= y.sum(-1, keepdims=True)
+    elif target == "ids16":
+        y = y.astype(np.int16)
+    elif target == "float16":
+        z = z.astype(np.float16)
+    if options.get("axis") == 0:
+        z = np.ascontiguousarray(z.T)
+    for need in NEEDS:
+        got = _call(need, z, y, **options)
+        with _accel.disabled():
+            expected = _call(need, z, y, **options)
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+    assert True not in kernel_runs
+
+
+def test_int32_ids_and_more_sample_axes(rng, kernel_runs):
+    z = rng.standard_normal((3, 4, 6)).astype(np.float32)
+    y = rng.integers(0, 6, (3, 4)).astype(np.int32)
+    for need in NEEDS:
+        got = _call(need, z, y, reduction="none")
+        with _accel.disabled():
+            expected = _call(need, z, y, reduction="none")
+        for a, b in zip(got, expected):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert kernel_runs == [True] * 4
+
+
+def test_inputs_are_not_mutated_and_without_numba(rng, monkeypatch, kernel_runs):
+    z, y = _rows(rng, 50, 7, np.float64)
+    kw = _options("all", rng, 50, 7, np.float64, y)
+    copies = [a.copy() for a in (z, y, *kw.values()) if isinstance(a, np.ndarray)]
+    for need in NEEDS:
+        _call(need, z, y, **kw)
+    for before, after in zip(copies, [a for a in (z, y, *kw.values()) if isinstance(a, np.ndarray)]):
+        np.testing.assert_array_equal(before, after)
+    with _accel.disabled():
+        expected = lk.cross_entropy.grad_hess(z, y, **kw)
+    monkeypatch.setitem(_accel._state, "numba", None)
+    kernel_runs.clear()
+    got = lk.cross_entropy.grad_hess(z, y, **kw)
+    assert kernel_runs == []
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
