@@ -102,6 +102,7 @@ def profile(cases, z, targets, args, timer) -> None:
 
     import losskit as lk
     from losskit import _loss, _reduce
+    from losskit._array import torch_scalar
     from losskit.interop import torch as bridge
 
     def us(fn) -> float:
@@ -138,7 +139,7 @@ def profile(cases, z, targets, args, timer) -> None:
         o = {**plan.options, **prep.static}
         row["checks"] = us(lambda: spec.check_values(prep.pred, prep.target, o, xp, name, prep.valid)) if spec.check_values else 0.0
         row["mult"] = us(lambda: _reduce.multiplier(prep.sample_shape, None, prep.valid, prep.denom, "mean", None, plan.compute_dtype, xp, check=name))
-        c = bridge._scalar_tensor(1.0 / max(1, int(np.prod(prep.sample_shape))), zd)
+        c = torch_scalar(1.0 / max(1, int(np.prod(prep.sample_shape))), zd)
         static = tuple([(k, o[k]) for k in loss._static_names] + list(prep.static.items()))
         call = _loss.Call(spec, "mean", static, spec.array_options)
         aux = tuple(o[k] for k in spec.array_options)

@@ -22,11 +22,12 @@ __all__ = ["LossSpec", "Loss", "Option", "Peer", "Checks", "Prepared", "REGISTRY
 from ._spec import CLASS_AXIS, ELEMENTWISE, HESSIAN_KINDS, KINDS, SET, Checks, LossSpec, Option, Peer, docstring, has_class_axis
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, eq=False)
 class Prepared:
     """What a loss's ``prepare`` hands to the kernels: inputs in kernel layout (the class axis
     last), the validity mask it derives (e.g. from ``ignore_index``), its denominator weights
-    for ``"mean"`` and the per-sample shape."""
+    for ``"mean"`` and the per-sample shape. Read only by convention (slots, not frozen: a
+    frozen dataclass's ``__init__`` costs ~1 µs a call, a third of a small loss's prepare)."""
 
     pred: Any
     target: Any
@@ -178,6 +179,13 @@ def evaluate(call: Call, pred, target, c, valid, aux, xp, need: str):
             if fused is not None:
                 return fused
             return _evaluate_blocks(call, pred, target, c, valid, aux, xp, need, block)
+    return evaluate_whole(call, pred, target, c, valid, aux, xp, need)
+
+
+def evaluate_whole(call: Call, pred, target, c, valid, aux, xp, need: str):
+    """``evaluate`` on the whole arrays at once, the declaration's math: what ``evaluate`` runs
+    for anything but NumPy arrays (their fused kernels) and large elementwise inputs (blocks).
+    The torch bridge's small-input path calls it directly (``interop.torch``)."""
     spec = call.spec
     o = call.options(aux)
     p = upcast(pred, xp)
@@ -233,7 +241,10 @@ class Loss:
         self._n_positional = len(spec.positional)
         # (pred, target) losses with per-sample kernels take the direct path below
         self._plain = spec.kind != SET and len(spec.inputs) == 1 and spec.target is not None and spec.vjp_kernel is None
-        self._value_override = spec.value_override  # tried first by __call__ (see LossSpec)
+        self._value_override = spec.value_override  # tried by __call__ after the fast call (see LossSpec)
+        # the common call (two arrays, no options, weight, mask or normalizer) per signature:
+        # the framework's fast call (``interop.torch.fast_value``) or None where there is none
+        self._fast: dict = {}
         self.__signature__ = _signature(spec)
 
     @property
@@ -271,6 +282,27 @@ class Loss:
 
     # -- public API ---------------------------------------------------------------------
     def __call__(self, *arrays, weight=None, mask=None, reduction="mean", normalizer=None, validate=True, **options):
+        if len(arrays) == 2 and weight is None and mask is None and normalizer is None and not options:
+            # the common call: a fast call built per signature after a first general call
+            # succeeded with it (so every metadata check has passed); it re-checks shapes and
+            # values and returns NotImplemented wherever the general path must run
+            pred, target = arrays
+            try:
+                key = (type(pred), pred.dtype, pred.ndim, type(target), target.dtype, reduction, validate)
+                fast = self._fast.get(key, _NO_FAST_YET)
+            except (AttributeError, TypeError):  # not arrays, or an unhashable argument
+                fast = None
+            if fast is _NO_FAST_YET:
+                out = self._call(arrays, reduction, validate)
+                fast = self._make_fast(pred, target, reduction, validate)
+                if fast is not NotImplemented:
+                    self._fast[key] = fast
+                return out
+            if fast is not None:
+                out = fast(pred, target)
+                if out is not NotImplemented:
+                    return out
+            return self._call(arrays, reduction, validate)
         if self._value_override is not None:
             out = self._value_override(arrays, weight, mask, reduction, normalizer, validate, options)
             if out is not NotImplemented:
@@ -278,6 +310,28 @@ class Loss:
         if self._plain and len(arrays) == self._n_positional == 2:  # _dispatch's common case, one frame less
             return self._run("value", arrays[0], arrays[1], weight, mask, reduction, normalizer, validate, options)
         return self._dispatch("value", arrays, weight, mask, reduction, normalizer, validate, options)
+
+    def _call(self, arrays, reduction, validate):
+        """``__call__`` without options, weight, mask or normalizer, on the general path."""
+        if self._value_override is not None:
+            out = self._value_override(arrays, None, None, reduction, None, validate, {})
+            if out is not NotImplemented:
+                return out
+        if self._plain and self._n_positional == 2:
+            return self._run("value", arrays[0], arrays[1], None, None, reduction, None, validate, {})
+        return self._dispatch("value", arrays, None, None, reduction, None, validate, {})
+
+    def _make_fast(self, pred, target, reduction, validate):
+        """The fast call for this signature (see ``__call__``), None where there is none, or
+        NotImplemented: none yet, ask again next call (e.g. while torch.compile traces)."""
+        if not (self._plain and self._n_positional == 2):
+            return None
+        plan = self._plan("value", pred, target, None, None, reduction, None, validate, {})  # cached by the call
+        if plan.kind != "torch":
+            return None
+        from .interop import torch as hook
+
+        return hook.fast_value(self, plan, pred, target, reduction, validate)
 
     def grad(self, *arrays, weight=None, mask=None, reduction="mean", normalizer=None, validate=True, **options):
         """d value / d input: an array of the input's shape, or for a loss with several
@@ -456,6 +510,8 @@ class _Plan:
 
             self.hook = hook.value
 
+
+_NO_FAST_YET = object()  # Loss._fast: no fast call built for this signature yet
 
 # Option values that key a plan: hashable, and compared with their type (True == 1 == 1.0 as
 # dict keys, but the rules treat them differently).

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .._array import TORCH_SCALARS as _SCALARS, namespace, torch_scalar
-from .._loss import evaluate
+from .._loss import evaluate, evaluate_whole, multiplier
 
 _xp_cache: list = []
 
@@ -207,7 +207,9 @@ class GradInForwardLossFunction(torch.autograd.Function):
         if kernel is not None and not kernel.applies(call, pred, target, c, valid, aux):
             kernel = None
         if kernel is None:
-            value, grad = evaluate(call, pred, target, c, valid, aux, _xp(), "value_and_grad")
+            # ``evaluate`` without its NumPy-kernel and block routes, which never take a
+            # tensor of at most GRAD_IN_FORWARD_MAX (< 4 blocks) elements
+            value, grad = evaluate_whole(call, pred, target, c, valid, aux, _xp(), "value_and_grad")
         elif kernel.value_and_grad is not None:  # one pass for value and c·gradient
             value, grad = kernel.value_and_grad(call, pred, target, c, valid, aux, _xp())
         else:  # a registered lean kernel: its forward, then its backward with c_up = c
@@ -270,6 +272,100 @@ def value(call, pred, target, c, valid, aux):
     if kernel is not None:
         return kernel.forward(call, pred, target, c, valid, aux, _xp())[0]
     return evaluate(call, pred, target, c, valid, aux, _xp(), "value")
+
+
+# --- the common call, per signature ---------------------------------------------------------
+_grad_enabled = torch.is_grad_enabled
+_is_compiling = torch.compiler.is_compiling
+_functorch_active = torch._C._are_functorch_transforms_active
+
+
+def fast_value(loss, plan, pred, target, reduction, validate):
+    """``loss(pred, target, reduction=..., validate=...)`` (no options, weight, mask or
+    normalizer) for one signature (``Loss.__call__`` keys it by the arrays' types, dtypes and
+    ndim): a function ``fast(pred, target)`` that runs the recorded small-input call of
+    ``Loss._run`` + ``value`` without their general steps (plan lookup, option and weight
+    handling, the bridge's mode tests one by one), or returns NotImplemented for the general
+    path: autograd not recording ``pred`` (or recording ``target``), torch.compile, torch.func
+    transforms, more than GRAD_IN_FORWARD_MAX elements, and for a loss without ``prepare``,
+    shapes that differ (the general path raises the error). None (no fast call) for other
+    signatures: tensor subclasses, reduction "none", half precision, a target dtype other than
+    the compute dtype (without ``prepare``). NotImplemented while torch.compile traces (built
+    on a later eager call). Every check a call makes (shapes, ``prepare``'s, values with
+    ``validate``) is made here too, in the same order, with the same messages."""
+    if _is_compiling() or _functorch_active():
+        return NotImplemented
+    if type(pred) is not torch.Tensor or type(target) is not torch.Tensor:
+        return None
+    if reduction == "none" or pred.dtype not in _FULL_PRECISION:
+        return None
+    spec = loss.spec
+    name = spec.name
+    xp, options = plan.xp, plan.options
+    check_values = spec.check_values if validate else None
+    mean = reduction == "mean"
+    dtype = plan.compute_dtype
+    prepare = spec.prepare
+    if prepare is None:
+        call = plan.call
+        if call is None or target.dtype != dtype:
+            return None if call is not None else NotImplemented
+        aux = tuple([options[k] for k in plan.aux_names])
+
+        def fast(pred, target):
+            if not _grad_enabled() or not pred.requires_grad or target.requires_grad or _is_compiling() or _functorch_active():
+                return NotImplemented
+            n = pred.numel()
+            if n > GRAD_IN_FORWARD_MAX or pred.shape != target.shape:
+                return NotImplemented
+            if check_values is not None:
+                check_values(pred, target, options, xp, name, None)
+            c = (1.0 / n if n else 0.0) if mean else 1.0  # ``_reduce.multiplier`` without weights
+            scalar = _SCALARS.get((c, pred.dtype, pred.device))  # torch_scalar, inlined
+            if scalar is None:
+                scalar = torch_scalar(c, pred)
+            return _RAW_GRAD_IN_FORWARD(call, pred, target, scalar, None, *aux)
+
+        return fast
+
+    static_names, aux_names, calls = loss._static_names, plan.aux_names, plan.calls
+    class_axis = plan.axis if plan.class_axis else None
+
+    def fast_prepared(pred, target):
+        if not _grad_enabled() or not pred.requires_grad or target.requires_grad or _is_compiling() or _functorch_active():
+            return NotImplemented
+        if pred.numel() > GRAD_IN_FORWARD_MAX:
+            return NotImplemented
+        o = dict(options)  # prepare may replace options by converted ones
+        prep = prepare(pred, target, o, xp, validate, name, None)
+        kernel_pred, kernel_target, valid, denom = prep.pred, prep.target, prep.valid, prep.denom
+        if check_values is not None:
+            check_values(kernel_pred, kernel_target, o, xp, name, valid)
+        # the per-sample shape as ``Loss._run`` derives it (the plan's class axis)
+        if class_axis is not None:
+            shape = tuple(pred.shape)
+            sample_shape = shape[:class_axis] + shape[class_axis + 1 :]
+        else:
+            sample_shape = pred.shape
+        if valid is None and denom is None:
+            n = 1
+            for s in sample_shape:
+                n *= int(s)
+            c = (1.0 / n if n else 0.0) if mean else 1.0  # ``_reduce.multiplier`` without weights
+        else:
+            c = multiplier(sample_shape, None, valid, denom, reduction, None, dtype, xp, check=validate and name)
+        call = calls.get(tuple([(k, o[k]) for k in static_names] + list(prep.static.items())))
+        if call is None:  # static options this signature has not met: the general path makes the Call
+            return NotImplemented
+        aux = tuple([o[k] for k in aux_names])
+        if type(c) is float:
+            scalar = _SCALARS.get((c, kernel_pred.dtype, kernel_pred.device))  # torch_scalar, inlined
+            c = torch_scalar(c, kernel_pred) if scalar is None else scalar
+        if kernel_pred.dtype in _FULL_PRECISION and kernel_pred.numel() <= GRAD_IN_FORWARD_MAX and _records(kernel_pred, kernel_target, c, aux):
+            return _RAW_GRAD_IN_FORWARD(call, kernel_pred, kernel_target, c, valid, *aux)
+        return value(call, kernel_pred, kernel_target, c, valid, aux)
+
+    return fast_prepared
 
 
 def _register_lean_kernels():
