@@ -1,5 +1,7 @@
 """``lk.cross_entropy`` under ``torch.compile``: one opaque ``losskit::cross_entropy`` operator
-(``interop/torch_lean.py``) that runs the eager lean kernel.
+(``interop/torch_lean.py``) that runs the eager lean kernel, except for the plain case (float32/64
+class ids on the last axis, ``ignore_index``, no other option), which is traced for Inductor to
+fuse (``interop/torch_compiled.py``, ``test_cross_entropy_torch_compile_traced.py``).
 
 * One compiled function (``fullgraph=True``: a graph break fails) evaluates every option set at
   once, each on its own leaf, on both sides of the kernel's chunk threshold, and is compared
@@ -146,11 +148,18 @@ def test_compiled_default_mode_equals_eager_in_bfloat16():
     assert not torch_lean._STASH
     with pytest.raises(ValueError, match="target"):
         fn(z, torch.full_like(y_ign, C), bound["cw"])  # out of range: the eager check raises
+    plain = torch.compile(lambda z, y: lk.cross_entropy(z, y, ignore_index=IGNORE), fullgraph=True)
+    zc, ze = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
+    loss, ref = plain(zc, y_ign), lk.cross_entropy(ze, y_ign, ignore_index=IGNORE)
+    (loss + ref).backward()  # half logits without options: the operator too, the same numbers
+    torch.testing.assert_close(loss, ref, rtol=0, atol=0)
+    torch.testing.assert_close(zc.grad, ze.grad, rtol=0, atol=0)
 
 
 def test_retain_graph_and_an_unused_graph_free_the_stash():
     z, _, y, _, _, _, _ = _data()
-    fn = torch.compile(lambda z, y: lk.cross_entropy(z, y, reduction="sum"), fullgraph=True)
+    # label smoothing: the operator (a plain call is traced and stashes nothing)
+    fn = torch.compile(lambda z, y: lk.cross_entropy(z, y, reduction="sum", label_smoothing=0.1), fullgraph=True)
     zc = z.clone().requires_grad_(True)
     loss = fn(zc, y)
     assert len(torch_lean._STASH) == 1
@@ -198,6 +207,8 @@ _MEMORY_SCRIPT = textwrap.dedent(
     cw = torch.rand(c) + 0.5
     def step(z, y, cw):
         return lk.cross_entropy(z, y, ignore_index=-100, class_weight=cw)
+    def plain(z, y, cw):  # traced for Inductor (interop/torch_compiled.py)
+        return lk.cross_entropy(z, y, ignore_index=-100)
     def rise(fn):
         out = []
         for _ in range(3):
@@ -215,6 +226,13 @@ _MEMORY_SCRIPT = textwrap.dedent(
             res[f"compiled_fullgraph_{fullgraph}"], loss = rise(torch.compile(step, fullgraph=fullgraph))
         res["loss"].append(loss)
         res["warnings"] += [str(w.message).splitlines()[0] for w in caught]
+    res["plain_eager"] = rise(plain)[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch._dynamo.reset()
+        res["plain_compiled"], loss = rise(torch.compile(plain, fullgraph=True))
+    res["plain_loss"] = [float(plain(z, y, cw).detach()), loss]
+    res["warnings"] += [str(w.message).splitlines()[0] for w in caught]
     print(json.dumps(res))
     """
 )
@@ -224,7 +242,8 @@ _MEMORY_SCRIPT = textwrap.dedent(
 def test_compiled_step_keeps_the_eager_memory_and_prints_no_dynamo_warning():
     """Class weights + ignore_index, the case whose traced closed form peaked at 2x eager: the
     compiled step's peak-RSS rise is within 1.2x the eager one, in default mode and with
-    ``fullgraph=True``, and compiling warns about nothing in losskit or array-api-compat."""
+    ``fullgraph=True``, and compiling warns about nothing in losskit or array-api-compat. The
+    same for the plain ``ignore_index`` call, which Inductor compiles from traced torch ops."""
     bench = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks")
     # a fixed mmap threshold: chunk temporaries are unmapped when freed, so RSS is live memory
     env = dict(os.environ, OMP_NUM_THREADS="1", MALLOC_MMAP_THRESHOLD_="131072")
@@ -236,5 +255,7 @@ def test_compiled_step_keeps_the_eager_memory_and_prints_no_dynamo_warning():
     for fullgraph in (False, True):
         assert res[f"compiled_fullgraph_{fullgraph}"] <= 1.2 * res["eager"], res
     assert max(res["loss"]) - min(res["loss"]) < 1e-5, res
+    assert res["plain_compiled"] <= 1.2 * res["plain_eager"], res  # the traced path: nothing N×C saved
+    assert abs(res["plain_loss"][0] - res["plain_loss"][1]) < 1e-5, res
     ours = [m for m in res["warnings"] if "lru_cache" in m or "losskit" in m or "array_api_compat" in m]
     assert not ours, ours
