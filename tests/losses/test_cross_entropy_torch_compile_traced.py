@@ -132,7 +132,10 @@ def test_traced_path_equals_the_float64_reference(compiled_cases, dtype):
 
 
 def _graph_ops(fn, *args):
-    """The graphs Dynamo captures for ``fn(*args)`` (no Inductor), as text."""
+    """The graphs Dynamo captures for ``fn(*args)`` (no Inductor, compiled cold), as text;
+    asserts that tracing warned about nothing in losskit or array-api-compat."""
+    import warnings
+
     graphs = []
 
     def backend(gm, example_inputs):
@@ -140,7 +143,12 @@ def _graph_ops(fn, *args):
         return gm.forward
 
     torch._dynamo.reset()
-    torch.compile(fn, backend=backend, fullgraph=True)(*args)
+    getattr(torch._dynamo.utils, "warn_once_cache", set()).clear()  # Dynamo warns once per process
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.compile(fn, backend=backend, fullgraph=True)(*args)
+    ours = [str(w.message) for w in caught if any(k in str(w.message) for k in ("lru_cache", "losskit", "array_api_compat"))]
+    assert not ours, ours[0]
     return "\n".join(graphs)
 
 
@@ -173,7 +181,8 @@ def _paths():
 @pytest.mark.parametrize("name", list(_paths()))
 def test_which_path_a_compiled_call_takes(name):
     """Both sides of every condition of ``covers``: the traced form (an autograd.Function and
-    the id-check operator, no ``losskit::cross_entropy``) or the opaque operator."""
+    the id-check operator, no ``losskit::cross_entropy``) or the opaque operator; neither
+    makes Dynamo warn about losskit code (a first call compiled cold included)."""
     fn, args, traced = _paths()[name]
     text = _graph_ops(fn, *args)
     assert ("losskit.cross_entropy.default" not in text) is traced, text
