@@ -222,9 +222,9 @@ def test_both_sides_of_the_threshold_numpy(rng, launches):
     ufunc calls even at 100 elements): on both sides of the block threshold, and of the size
     where the chunks are split over threads, every output and reduction equals the reference
     path's (plain, weighted, masked)."""
-    split = _accel._SPLIT_MIN_CHUNKS * _accel._CHUNK
+    split = _accel._SPLIT_MIN_CHUNKS * _accel._CHUNK  # from this many chunks on: two threads
     for name, options in COVERED[:2] + COVERED[-1:]:
-        sizes = (split - 1, split) + ((_threshold("numpy") - 1, _threshold("numpy")) if (name, options) == ONE else ())
+        sizes = (split - _accel._CHUNK, split) + ((_threshold("numpy") - 1, _threshold("numpy")) if (name, options) == ONE else ())
         for n in sizes:
             z, y = _inputs(name, options, rng, n, np.float32, finite=False)
             w, mask = _weights_and_mask(rng, n, np.float32, "numpy")
@@ -495,7 +495,7 @@ def test_without_numba_every_call_takes_the_reference_path(rng, monkeypatch, lau
 
 @pytest.mark.parametrize("name, options", COVERED[:1] + COVERED[-1:], ids=lambda v: str(v))
 def test_sums_do_not_depend_on_the_thread_count(name, options, rng, monkeypatch):
-    z, y = _inputs(name, options, rng, 3 * _threshold("numpy") + 17, np.float32, finite=True)
+    z, y = _inputs(name, options, rng, (_accel._SPLIT_MIN_CHUNKS + 1) * _accel._CHUNK + 17, np.float32, finite=True)
     results = []
     for threads in (1, 2, 3):
         monkeypatch.setattr(_accel, "_threads", lambda: threads)

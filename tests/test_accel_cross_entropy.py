@@ -21,6 +21,8 @@ Without Numba these tests skip, and every call takes the reference path.
 
 from __future__ import annotations
 
+import re
+
 import mpmath
 import numpy as np
 import pytest
@@ -203,14 +205,20 @@ def test_kernel_equals_reference_and_torch(case, dtype, rng, kernel_runs, monkey
                 _check_against_both(need, z, y, reduction, kw, dtype, kernel_runs)
 
 
-@pytest.mark.parametrize("rows", [3 * 1638, 4 * 1638 + 5])
-def test_the_real_thread_threshold(rows, rng, kernel_runs, two_threads):
-    """10 classes: 1638 rows per chunk; from 4 chunks on the rows are split over two threads."""
-    assert _accel._CHUNK // 10 == 1638 and _accel._SPLIT_MIN_CHUNKS == 4
+@pytest.mark.parametrize("below", [True, False], ids=["one-thread", "two-threads"])
+def test_the_real_thread_threshold(below, rng, kernel_runs, two_threads, monkeypatch):
+    """10 classes: 1638 rows per chunk; from ``_SPLIT_MIN_CHUNKS`` chunks on the rows are split
+    over two threads."""
+    per_chunk = _accel._CHUNK // 10
+    rows = (_accel._SPLIT_MIN_CHUNKS - 1) * per_chunk if below else _accel._SPLIT_MIN_CHUNKS * per_chunk + 5
+    splits = []
+    split = _accel._split
+    monkeypatch.setattr(_accel, "_split", lambda chunks, work: splits.append(chunks) or split(chunks, work))
     z, y = _rows(rng, rows, 10, np.float32)
     kw = _options("all", rng, rows, 10, np.float32, y)
     for need in ("value_and_grad", "grad_hess"):
         _check_against_both(need, z, y, "mean", kw, np.float32, kernel_runs)
+    assert (splits == []) if below else (len(splits) == 2)
 
 
 def test_sums_do_not_depend_on_the_thread_count(rng, monkeypatch):
@@ -362,3 +370,22 @@ def test_inputs_are_not_mutated_and_without_numba(rng, monkeypatch, kernel_runs)
     assert kernel_runs == []
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int16])
+def test_class_id_check_reads_the_range_in_one_pass(dtype, monkeypatch):
+    """``_validate.check_class_ids`` reads NumPy int32/int64 ids' range with ``_accel.id_range``
+    (other dtypes: the general path); out-of-range ids still raise the message that names the
+    first bad id and its position, with and without Numba."""
+    z = np.zeros((4, 3))
+    ok = np.array([0, 2, 1, 2], dtype=dtype)
+    assert _accel.id_range(ok) == ((0, 2) if dtype != np.int16 else None)
+    lk.cross_entropy(z, ok)
+    for bad, first in ((np.array([0, 3, 1, 5], dtype=dtype), "class id 3 at target[1]"), (np.array([0, 1, -1, 2], dtype=dtype), "class id -1 at target[2]")):
+        with pytest.raises(ValueError, match=re.escape(first)):
+            lk.cross_entropy(z, bad)
+        with monkeypatch.context() as m:
+            m.setitem(_accel._state, "numba", None)
+            assert _accel.id_range(bad) is None
+            with pytest.raises(ValueError, match=re.escape(first)):
+                lk.cross_entropy(z, bad)

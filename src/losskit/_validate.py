@@ -297,6 +297,10 @@ def check_class_ids(ids, num_classes: int, ignore_index, loss: str, xp, valid=No
         lo_hi = _cpu_id_range(ids)
         if lo_hi is not None and lo_hi[0] >= 0 and lo_hi[1] < num_classes:
             return
+    elif valid is None and type(ids).__module__ == "numpy":
+        lo_hi = _accel.id_range(ids)  # one Numba pass where min and max are two; None: the general path
+        if lo_hi is not None and lo_hi[0] >= 0 and lo_hi[1] < num_classes:
+            return
     if is_tracing(ids) or 0 in ids.shape:
         return
     checked = ids if valid is None else xp.where(valid, ids, xp.zeros_like(ids))
