@@ -106,6 +106,7 @@ def worker(method: str, dtype_name: str, n: int, v: int, reps: int, ignore: bool
     times, peaks = [], []
     grad_fn = None
     for i in range(reps + 1):
+        z.grad = None  # before the baseline: allocating the gradient is counted
         base = _rss()
         _reset_peak()
         dt, loss = _pass(fn, z, y)
