@@ -57,16 +57,43 @@ def cast_like(typingctx, x, like):
     return like(x, like), codegen
 
 
+@intrinsic
+def _f64_as_i64(typingctx, x):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def _f32_as_i32(typingctx, x):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
+# Rounding to an integer by adding 1.5·2^52 (float64) or 1.5·2^23 (float32): the sum's last
+# bits are the integer, rounded to nearest; two adds and an integer subtraction of the bits,
+# where floor and conversions cost twice as much vectorised (exp32: 0.31 ns per element
+# instead of 0.74, the same results to the ulp)
+_ROUND64 = 6755399441055744.0
+_ROUND64_BITS = np.int64(0x4338000000000000)
+_ROUND32 = 12582912.0
+_ROUND32_BITS = 0x4B400000
+
+
 @_inline
 def exp64(x):
-    """exp in float64 with arithmetic and a bit cast only: 2^k·p(r) with r = x − k log 2
-    (Cody–Waite) and p the degree-13 Taylor polynomial (|r| ≤ 0.35: remainder below 1e-17).
+    """exp in float64 with arithmetic and bit casts only: 2^k·p(r) with k = round(x log2 e)
+    (by adding 1.5·2^52), r = x − k log 2 (Cody–Waite) and p the degree-13 Taylor polynomial (|r| ≤ 0.35: remainder below 1e-17).
     ≤ 1.1 ulp; overflows to inf and underflows gradually like libm; NaN propagates."""
     if x < -760.0:  # NaN fails both comparisons and reaches r
         x = -760.0
     elif x > 714.0:
         x = 714.0
-    kf = math.floor(x * _LOG2E + 0.5)
+    t = x * _LOG2E + _ROUND64  # t − _ROUND64 is x·log2(e) rounded to an integer, k its low bits
+    kf = t - _ROUND64
     r = (x - kf * _LN2_HI) - kf * _LN2_LO
     q = 1.0 / 6227020800.0
     q = q * r + 1.0 / 479001600.0
@@ -82,7 +109,7 @@ def exp64(x):
     q = q * r + 0.5
     q = q * r + 1.0
     q = q * r + 1.0
-    k = np.int64(kf)
+    k = _f64_as_i64(t) - _ROUND64_BITS
     half = k >> 1  # 2^k as two normal factors, for k in [-1097, 1031]
     return q * _i64_as_f64((half + 1023) << 52) * _i64_as_f64((k - half + 1023) << 52)
 
@@ -132,8 +159,9 @@ def exp32(x):
         x = _F(-104.0)
     elif x > _F(89.0):
         x = _F(89.0)
-    k = np.int32(math.floor(x * _F(_LOG2E) + _F(0.5)))
-    kf = np.float32(k)
+    t = x * _F(_LOG2E) + _F(_ROUND32)
+    kf = t - _F(_ROUND32)
+    k = _f32_as_i32(t) - np.int32(_ROUND32_BITS)
     r = (x - kf * _LN2_HI_F) - kf * _LN2_LO_F
     q = _F(1.0 / 5040.0)
     q = q * r + _F(1.0 / 720.0)
@@ -671,6 +699,9 @@ def _rest(e, num_classes, one):
     return below + (ties - 1.0)
 
 
+ROW_EXP_MIN = 64  # classes from which a row's exponentials are computed in the row's own pass
+
+
 @njit(**_SERIAL)
 def ce_ids(z, bits, y, w, valid, cw, values, grad, hess, partial, scale, num_classes, rows_per_chunk, c0, c1, mode):
     n = y.shape[0]
@@ -680,6 +711,7 @@ def ce_ids(z, bits, y, w, valid, cw, values, grad, hess, partial, scale, num_cla
     # the exponentials, then p: in the gradient, or in a buffer of one chunk
     out = grad if want_grad else np.empty(rows_per_chunk * num_classes, z.dtype)
     maxima = np.empty(rows_per_chunk, z.dtype)
+    long_rows = num_classes >= ROW_EXP_MIN
     sign_shift = bits.itemsize * 8 - 1
     low_bits = (np.int64(1) << sign_shift) - 1
     zero = cast_like(0.0, scale)
@@ -702,15 +734,20 @@ def ce_ids(z, bits, y, w, valid, cw, values, grad, hess, partial, scale, num_cla
                     bad += 1  # NaN, ±inf maximum or a label out of range: the reference path
                     m = zero
             maxima[r] = m
-            for k in range(num_classes):
-                e[k] = zr[k] - m
+            if long_rows:
+                for k in range(num_classes):
+                    e[k] = exp_for(zr[k] - m, zero)
+            else:
+                for k in range(num_classes):
+                    e[k] = zr[k] - m
         if bad:
             return bad
-        # 2. the exponentials of the whole chunk in one loop (rows of a few classes would
-        # each end in a scalar remainder)
-        ec = out[first : first + size]
-        for k in range(size):
-            ec[k] = exp_for(ec[k], zero)
+        # 2. short rows: the exponentials of the whole chunk in one loop (a row of a few
+        # classes would end in a scalar remainder each)
+        if not long_rows:
+            ec = out[first : first + size]
+            for k in range(size):
+                ec[k] = exp_for(ec[k], zero)
         # 3. per row: the value, the gradient (and Hessian)
         total = 0.0
         for r in range(hi - lo):
