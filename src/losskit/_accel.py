@@ -431,10 +431,11 @@ ROW_KERNELS: dict[str, RowKernel] = {}
 
 
 class _RowPlan:
-    __slots__ = ("build",)
+    __slots__ = ("build", "kernel")
 
     def __init__(self, build):
         self.build = build
+        self.kernel = None  # compiled on first use
 
 
 _MODES = {"value": 0, "value_and_grad": 1, "grad": 2, "grad_hess": 3}
@@ -481,12 +482,14 @@ def _run_rows(plan, call, pred, target, c, valid, aux, need):
     rows_per_chunk = max(1, _CHUNK // num_classes)
     chunks = (n + rows_per_chunk - 1) // rows_per_chunk
     values = np.empty(n, dtype) if per_row and mode <= 1 else _NO_OUTPUT[dtype.char]
-    partial = np.zeros(chunks) if not per_row and mode <= 1 else _NO_OUTPUT["d"]
+    partial = np.empty(chunks) if not per_row and mode <= 1 else _NO_OUTPUT["d"]  # each chunk writes its sum
     grad = np.empty(n * num_classes, dtype) if mode else _NO_OUTPUT[dtype.char]
     hess = np.empty(n * num_classes, dtype) if mode == 3 else _NO_OUTPUT[dtype.char]
-    scale = dtype.type(1.0 if scalar_c is None else scalar_c)
-    kernel = plan.build()
-    y = target.reshape(-1)
+    scale = _scale(dtype, scalar_c)
+    kernel = plan.kernel
+    if kernel is None:
+        kernel = plan.kernel = plan.build()
+    y = target if target.ndim == 1 else target.reshape(-1)
     if chunks < _SPLIT_MIN_CHUNKS or _threads() == 1:
         bad = kernel(z, bits, y, w, mask, cw, values, grad, hess, partial, scale, num_classes, rows_per_chunk, 0, chunks, mode)
     else:
