@@ -186,7 +186,7 @@ def test_which_path_a_compiled_call_takes(name):
     fn, args, traced = _paths()[name]
     text = _graph_ops(fn, *args)
     assert ("losskit.cross_entropy.default" not in text) is traced, text
-    assert ("losskit.cross_entropy_ids" in text) is traced, text
+    assert ("losskit.cross_entropy_check_ids" in text) is traced, text
 
 
 def test_disabled_and_unvalidated_calls():
@@ -214,6 +214,9 @@ def test_out_of_range_id_raises_the_eager_message(bad):
         fn(z.clone().requires_grad_(True), y)
     assert str(compiled.value) == str(eager.value)
     assert "target[7]" in str(compiled.value)
+    unchecked = torch.compile(lambda z, y: lk.cross_entropy(z, y, ignore_index=IGNORE, validate=False), backend="aot_eager", fullgraph=True)
+    with pytest.raises(RuntimeError, match="index"):  # never a silent loss at a substitute id
+        unchecked(z.clone().requires_grad_(True), y)
 
 
 def test_retain_graph_backwards_twice():

@@ -16,9 +16,10 @@ z-loss — ``compiled_call`` sends the loss here and Inductor traces it:
 
 An ``autograd.Function`` fixes the backward formula, so what is saved is the logits (by
 reference), the ids and the per-row LSE: no N×C tensor, the eager memory profile. The class-id
-check is data-dependent, so it runs in a small opaque operator (``losskit::cross_entropy_ids``)
-whose output, the ids with ignored rows set to 0, feeds the loss: it cannot be reordered or
-dropped, and it raises the eager message for an out-of-range id.
+check is data-dependent, so it runs in a small opaque operator
+(``losskit::cross_entropy_check_ids``) that takes the loss value and returns it (gradient passed
+through), after the fused kernel: it cannot be reordered or dropped, it raises the eager message
+for an out-of-range id, and the kernel meanwhile reads such ids as 0.
 """
 
 from __future__ import annotations
@@ -36,26 +37,29 @@ ENABLED = True
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _ids(target: torch.Tensor, ignore_index: Optional[int]) -> torch.Tensor:
-    """int64 class ids with ignored rows at 0 (a safe index for the gather)."""
-    ids = target if target.dtype == torch.int64 else target.to(torch.int64)
-    if ignore_index is not None:
-        ids = torch.where(ids != ignore_index, ids, 0)
-    return ids
-
-
-@torch.library.custom_op("losskit::cross_entropy_ids", mutates_args=())
-def checked_ids(target: torch.Tensor, num_classes: int, ignore_index: Optional[int]) -> torch.Tensor:
-    """``_ids(target)``, after the eager check that every id not ignored is in [0, C) (the
-    ValueError of ``lk.cross_entropy``, naming the first bad id and its position)."""
-    ids = _ids(target, ignore_index)
+@torch.library.custom_op("losskit::cross_entropy_check_ids", mutates_args=())
+def checked_value(value: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: Optional[int]) -> torch.Tensor:
+    """``value``, after the eager check that every id of ``target`` not ignored is in [0, C)
+    (the ValueError of ``lk.cross_entropy``, naming the first bad id and its position)."""
+    ids = target if ignore_index is None else torch.where(target != ignore_index, target, 0)
     _validate.check_class_ids(ids, num_classes, ignore_index, "cross_entropy", namespace(ids))
-    return ids.clone() if ids is target else ids  # a custom op's output never aliases an input
+    return value.clone()  # a custom op's output never aliases an input
 
 
-@checked_ids.register_fake
-def _(target, num_classes, ignore_index):
-    return torch.empty_like(target, dtype=torch.int64)
+@checked_value.register_fake
+def _(value, target, num_classes, ignore_index):
+    return torch.empty_like(value)
+
+
+def _check_setup(ctx, inputs, output):
+    pass
+
+
+def _check_backward(ctx, grad):
+    return grad, None, None, None
+
+
+checked_value.register_autograd(_check_backward, setup_context=_check_setup)
 
 
 class PreciseCrossEntropy(torch.autograd.Function):
@@ -131,8 +135,15 @@ def traced_cross_entropy(logits, target, reduction: str, validate: bool, ignore_
     ops (see the module doc); ``covers`` must hold."""
     num_classes = int(logits.shape[-1])
     target = target if target.dtype == torch.int64 else target.to(torch.int64)  # as eager: uint8 never wraps
-    ids = checked_ids(target, num_classes, ignore_index) if validate else _ids(target, ignore_index)
     valid = None if ignore_index is None else target != ignore_index
+    ids = target if valid is None else torch.where(valid, target, 0)  # ignored rows: a safe id
+    if validate:
+        # out-of-range ids read as 0 by the fused kernel, and the check after it raises: an
+        # operator before the kernel cost ~4 ms of OpenMP thread wake-up per step under load.
+        # (validate=False: Inductor's gather raises its own "index out of bounds" error)
+        ids = torch.where((ids >= 0) & (ids < num_classes), ids, 0)
     rows = logits.reshape(-1, num_classes)
     value = PreciseCrossEntropy.apply(rows, ids.reshape(-1), None if valid is None else valid.reshape(-1), reduction)
+    if validate:
+        value = checked_value(value, target, num_classes, ignore_index)
     return value.reshape(logits.shape[:-1]) if reduction == "none" else value
