@@ -800,3 +800,37 @@ def ce_ids(z, bits, y, w, valid, cw, values, grad, hess, partial, scale, num_cla
     return bad
 
 ROW_DRIVERS = {"cross_entropy": ce_ids}
+
+
+def _as_bits(x):
+    """The float array ``x`` viewed as signed integers of its width."""
+
+
+@overload(_as_bits, jit_options=dict(error_model="numpy"))
+def _as_bits_impl(x):
+    if x.dtype == types.float32:
+        return lambda x: x.view(np.int32)
+    return lambda x: x.view(np.int64)
+
+
+def _inf_bits(like):
+    """The bits of +inf in the type of ``like`` (as a signed integer of its width)."""
+
+
+@overload(_inf_bits, jit_options=dict(error_model="numpy"))
+def _inf_bits_impl(like):
+    if like == types.float32:
+        return lambda like: np.int32(0x7F800000)
+    return lambda like: np.int64(0x7FF0000000000000)
+
+
+@njit(**_SERIAL)
+def float_range_serial(x, valid):
+    """``bits_range_serial`` of a 1-D float array (``valid``: empty, or its mask), returned as
+    ``(ok, low, high)`` with floats of its dtype: ok is False where an element has sign bit 1
+    (−0.0 included) or is a NaN, or none is valid. Small arrays: the view and the conversions
+    in the one call."""
+    bits = _as_bits(x)
+    low, high = bits_range_serial(bits, valid)
+    ok = low >= 0 and high <= _inf_bits(x[0]) and low <= high
+    return ok, bits_as_float(low, x[0]), bits_as_float(high, x[0])
