@@ -7,7 +7,9 @@ option are traced in torch ops that Inductor fuses; everything else stays the op
   ``validate`` case (plus (B, T, C) logits, int32 ids, and the edge rows: a confident right
   prediction, tied maxima, NaN logits on an ignored row, a batch with every row ignored), each
   compared with an independent reference: ``F.cross_entropy`` in float64, or the closed form in
-  ``math`` where float64 ``log_softmax`` itself rounds the tiny loss away.
+  ``math`` where float64 ``log_softmax`` itself rounds the tiny loss away. The (B, T, C)
+  logits are a transposed view: nothing is reshaped (an N×C copy for strided logits).
+* Dynamic shapes (``dynamic=True``: the mean's scale from a symbolic row count).
 * Which path a call takes, on both sides of every condition of ``covers`` (a recording Dynamo
   backend: no Inductor, cheap).
 * The eager error for an out-of-range id, raised by the check operator inside the graph.
@@ -61,7 +63,8 @@ def compiled_cases():
             reduction, ii, validate = CASES[name]
             yy = y if ii == IGNORE else torch.where(y == IGNORE, 0, y)
             out.append(lk.cross_entropy(z, yy, reduction=reduction, ignore_index=ii, validate=validate))
-        out.append(lk.cross_entropy(z3, y3, reduction="none", ignore_index=IGNORE))  # (B, T, C), int32 ids
+        # (B, T, C) logits strided as a (T, B, C) tensor seen transposed, int32 ids
+        out.append(lk.cross_entropy(z3.transpose(0, 1), y3, reduction="none", ignore_index=IGNORE))
         out.append(lk.cross_entropy(edge, y_edge, reduction="none", ignore_index=IGNORE))
         out.append(lk.cross_entropy(all_ignored, y_all, ignore_index=IGNORE))
         return out
@@ -90,7 +93,7 @@ def test_traced_path_equals_the_float64_reference(compiled_cases, dtype):
     names = list(CASES)
     leaves = [z.clone().requires_grad_(True) for _ in names]
     g = torch.Generator().manual_seed(1)
-    z3 = (torch.randn(2, 6, C, generator=g, dtype=torch.float64) * 2).to(dtype).requires_grad_(True)
+    z3 = (torch.randn(6, 2, C, generator=g, dtype=torch.float64) * 2).to(dtype).requires_grad_(True)
     y3 = torch.randint(0, C, (2, 6), generator=g, dtype=torch.int32)
     y3[1, 2] = IGNORE
     edge, y_edge = _edge_rows(dtype)
@@ -112,11 +115,11 @@ def test_traced_path_equals_the_float64_reference(compiled_cases, dtype):
         (want,) = torch.autograd.grad(ref, rleaf, go.double())
         torch.testing.assert_close(leaf.grad.double(), want, rtol=rtol_g, atol=rtol_g * 1e-3, msg=name)
 
-    ref, rleaf = reference(z3, y3, reduction="none", ignore_index=IGNORE)
+    ref, rleaf = reference(z3.transpose(0, 1), y3, reduction="none", ignore_index=IGNORE)
     assert losses[-3].shape == (2, 6)
     torch.testing.assert_close(losses[-3].double(), ref.detach(), rtol=rtol_v, atol=0)
     (want,) = torch.autograd.grad(ref, rleaf, g_out[-3].double())
-    torch.testing.assert_close(z3.grad.double(), want, rtol=rtol_g, atol=rtol_g * 1e-3)
+    torch.testing.assert_close(z3.grad.transpose(0, 1).double(), want, rtol=rtol_g, atol=rtol_g * 1e-3)
 
     v = losses[-2].double()
     exact = [math.log1p(2 * math.exp(-60.0)), math.log(2 + math.exp(-1.0)), 0.0]
@@ -217,6 +220,20 @@ def test_out_of_range_id_raises_the_eager_message(bad):
     unchecked = torch.compile(lambda z, y: lk.cross_entropy(z, y, ignore_index=IGNORE, validate=False), backend="aot_eager", fullgraph=True)
     with pytest.raises(RuntimeError, match="index"):  # never a silent loss at a substitute id
         unchecked(z.clone().requires_grad_(True), y)
+
+
+def test_dynamic_shapes():
+    """Batch sizes that change between calls (symbolic row counts in the mean's scale)."""
+    fn = torch.compile(lambda z, y: lk.cross_entropy(z, y, ignore_index=IGNORE), backend="aot_eager", dynamic=True, fullgraph=True)
+    for n in (7, 12):
+        z, y = _data(torch.float64)
+        zc = z[:n].clone().requires_grad_(True)
+        loss = fn(zc, y[:n])
+        loss.backward()
+        ref, leaf = reference(z[:n], y[:n], ignore_index=IGNORE)
+        ref.backward()
+        torch.testing.assert_close(loss, ref.detach(), rtol=1e-12, atol=0)
+        torch.testing.assert_close(zc.grad, leaf.grad, rtol=1e-11, atol=1e-15)
 
 
 def test_retain_graph_backwards_twice():

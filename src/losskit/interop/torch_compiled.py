@@ -63,8 +63,10 @@ checked_value.register_autograd(_check_backward, setup_context=_check_setup)
 
 
 class PreciseCrossEntropy(torch.autograd.Function):
-    """(rows, C) logits, (rows,) int64 ids (ignored rows at a safe id), (rows,) bool ``valid``
-    or None -> the reduced loss (``reduction`` "mean" over valid rows, "sum" or "none")."""
+    """(..., C) logits, (...) int64 ids (ignored rows at a safe id), (...) bool ``valid`` or
+    None -> the reduced loss (``reduction`` "mean" over valid rows, "sum" or "none"). Any
+    layout: every op works along the last axis, nothing is reshaped (a reshape of strided
+    logits would be an N×C copy)."""
 
     @staticmethod
     def forward(ctx, z, ids, valid, reduction):
@@ -76,7 +78,7 @@ class PreciseCrossEntropy(torch.autograd.Function):
         # second float accumulator (forward 0.99-1.23x compiled torch's, against 1.12-1.33x)
         ties = (~below).sum(-1, keepdim=True, dtype=torch.int32) - 1
         r = torch.log1p(t + ties.to(z.dtype))
-        per_row = ((m - z.gather(-1, ids[:, None])) + r)[:, 0]
+        per_row = ((m - z.gather(-1, ids[..., None])) + r)[..., 0]
         if valid is not None:
             per_row = torch.where(valid, per_row, 0.0)
         if reduction == "none":
@@ -86,13 +88,13 @@ class PreciseCrossEntropy(torch.autograd.Function):
             scale = None
             value = per_row.sum()
         else:  # mean over valid rows; an empty selection gives 0 with zero gradient
-            count = z.shape[0] if valid is None else valid.sum(dtype=z.dtype).clamp(min=1.0)
+            count = ids.numel() if valid is None else valid.sum(dtype=z.dtype).clamp(min=1.0)
             scale = 1.0 / count
             value = per_row.sum() * scale
         ctx.reduction = reduction
         ctx.scale_is_tensor = isinstance(scale, torch.Tensor)
         ctx.scale = None if ctx.scale_is_tensor else scale
-        ctx.save_for_backward(z, ids, valid, (m + r)[:, 0], scale if ctx.scale_is_tensor else None)
+        ctx.save_for_backward(z, ids, valid, m + r, scale if ctx.scale_is_tensor else None)
         return value
 
     @staticmethod
@@ -101,11 +103,11 @@ class PreciseCrossEntropy(torch.autograd.Function):
         if not ctx.scale_is_tensor:
             scale = ctx.scale
         s = grad_value if scale is None else grad_value * scale
-        s = s[:, None] if ctx.reduction == "none" else s
-        onehot = torch.arange(z.shape[-1], device=z.device) == ids[:, None]
-        g = (torch.exp(z - lse[:, None]) - onehot.to(z.dtype)) * s
+        s = s[..., None] if ctx.reduction == "none" else s
+        onehot = torch.arange(z.shape[-1], device=z.device) == ids[..., None]
+        g = (torch.exp(z - lse) - onehot.to(z.dtype)) * s
         if valid is not None:
-            g = torch.where(valid[:, None], g, 0.0)  # exact zeros, even for NaN or inf logits
+            g = torch.where(valid[..., None], g, 0.0)  # exact zeros, even for NaN or inf logits
         return g, None, None, None
 
 
@@ -142,8 +144,5 @@ def traced_cross_entropy(logits, target, reduction: str, validate: bool, ignore_
         # operator before the kernel cost ~4 ms of OpenMP thread wake-up per step under load.
         # (validate=False: Inductor's gather raises its own "index out of bounds" error)
         ids = torch.where((ids >= 0) & (ids < num_classes), ids, 0)
-    rows = logits.reshape(-1, num_classes)
-    value = PreciseCrossEntropy.apply(rows, ids.reshape(-1), None if valid is None else valid.reshape(-1), reduction)
-    if validate:
-        value = checked_value(value, target, num_classes, ignore_index)
-    return value.reshape(logits.shape[:-1]) if reduction == "none" else value
+    value = PreciseCrossEntropy.apply(logits, ids, valid, reduction)
+    return checked_value(value, target, num_classes, ignore_index) if validate else value
