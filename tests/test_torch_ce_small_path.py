@@ -15,23 +15,25 @@ from losskit.interop import torch_lean  # noqa: E402
 
 @pytest.fixture
 def spy(monkeypatch):
-    """Counts the calls of the small path's nll_loss."""
+    """Records the calls of the small paths' nll_loss: "recorded" (``recorded``: torch's ops
+    recorded by autograd) or "in_forward" (``value_and_grad``, inside the bridge's Function)."""
     calls = []
-    real = torch_lean._NLL
+    for attr, tag in (("_NLL", "in_forward"), ("_NLL_FORWARD", "recorded")):
+        real = getattr(torch_lean, attr)
 
-    def counted(*args):
-        calls.append(1)
-        return real(*args)
+        def counted(*args, real=real, tag=tag):
+            calls.append(tag)
+            return real(*args)
 
-    monkeypatch.setattr(torch_lean, "_NLL", counted)
+        monkeypatch.setattr(torch_lean, attr, counted)
     return calls
 
 
-def _check(z0, y, lk_kw, peer_kw, *, axis=-1, rtol):
+def _check(z0, y, lk_kw, peer_kw, *, axis=-1, rtol, recorded=False):
     """Value and gradient (cotangent 3) of lk vs F.cross_entropy on the float64 logits."""
     z = z0.clone().requires_grad_(True)
     out = lk.cross_entropy(z, y, axis=axis, **lk_kw)
-    assert type(out.grad_fn).__name__ == "GradInForwardLossFunctionBackward"
+    assert type(out.grad_fn).__name__ == ("NllLossBackward0" if recorded else "GradInForwardLossFunctionBackward")
     (g,) = torch.autograd.grad(3.0 * out, z)
     zr = z0.detach().double().requires_grad_(True)
     zp = zr if axis in (-1, z0.ndim - 1) or z0.ndim < 2 else zr.movedim(axis, 1)
@@ -58,9 +60,10 @@ def test_small_path_equals_torch(dtype, layout, weighted, reduction, spy):
     lk_kw = {"reduction": reduction, **({"class_weight": cw.to(dtype)} if weighted else {})}
     peer_kw = {"reduction": reduction, **({"weight": cw} if weighted else {})}
     rtol = 1e-5 if dtype == torch.float32 else 1e-12
-    _check(z, y, lk_kw, peer_kw, axis=axis, rtol=rtol)
+    recorded = layout == "2d" and not weighted  # (N, C) without class weights: torch's ops recorded
+    _check(z, y, lk_kw, peer_kw, axis=axis, rtol=rtol, recorded=recorded)
     # a moved class axis whose rows do not merge into a (rows, C) view keeps the other path
-    assert len(spy) == (0 if layout == "moved_axis" else 1)
+    assert spy == ([] if layout == "moved_axis" else ["recorded" if recorded else "in_forward"])
 
 
 @pytest.mark.parametrize(
@@ -181,3 +184,119 @@ def test_class_id_check_eager_cpu_both_sides(dtype):
             lk.cross_entropy(z, torch.tensor([0, 2, 1, -1], dtype=dtype))
     out = lk.cross_entropy(torch.randn(0, 3, requires_grad=True), torch.zeros(0, dtype=dtype))
     assert out.item() == 0.0
+
+
+# --- the recorded path (``CrossEntropyKernel.recorded``) and the fast call's deferred id check --
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_recorded_path_is_torch_bit_for_bit(dtype, reduction, spy):
+    """(N, C) logits and int64 ids: the value is F.cross_entropy's own (same ops), on the first
+    (general) call and on the fast call after it; gradients equal the float64 reference."""
+    g = torch.Generator().manual_seed(11)
+    for seed in range(3):
+        z = (torch.randn(9, 7, generator=g, dtype=torch.float64) * 4).to(dtype)
+        y = torch.randint(0, 7, (9,), generator=g)
+        zz = z.clone().requires_grad_(True)
+        out = lk.cross_entropy(zz, y, reduction=reduction)
+        assert type(out.grad_fn).__name__ == "NllLossBackward0"
+        assert torch.equal(out, F.cross_entropy(z, y, reduction=reduction))
+        (gz,) = torch.autograd.grad(2.5 * out, zz)
+        zr = z.double().requires_grad_(True)
+        (wg,) = torch.autograd.grad(2.5 * F.cross_entropy(zr, y, reduction=reduction), zr)
+        rtol = 1e-5 if dtype == torch.float32 else 1e-12
+        torch.testing.assert_close(gz.double(), wg, rtol=rtol, atol=rtol * 1e-1 if dtype == torch.float32 else rtol * 1e-3)
+    assert spy == ["recorded"] * 3
+
+
+@pytest.mark.parametrize(
+    "case", ["one_row_1d", "class_weight", "ignore_index", "normalizer", "weight", "smoothing", "above_chunk", "no_grad"]
+)
+def test_recorded_path_other_side_equals_torch(case, spy, monkeypatch):
+    """Each condition of ``recorded`` on its other side: the in-forward path (or the generic
+    bridge), still equal to F.cross_entropy in float64."""
+    g = torch.Generator().manual_seed(12)
+    z = torch.randn(8, 5, generator=g, dtype=torch.float64) * 2
+    y = torch.randint(0, 5, (8,), generator=g)
+    cw = torch.rand(5, generator=g, dtype=torch.float64) + 0.5
+    lk_kw, peer = {}, lambda a: F.cross_entropy(a, y)
+    want_tags = ["in_forward"]
+    if case == "one_row_1d":
+        z, y = z[0], y[0]
+        peer = lambda a: F.cross_entropy(a[None], y[None])  # noqa: E731
+    elif case == "class_weight":
+        lk_kw, peer = {"class_weight": cw}, lambda a: F.cross_entropy(a, y, weight=cw)  # noqa: E731
+    elif case == "ignore_index":
+        y[3] = -1
+        lk_kw, peer = {"ignore_index": -1}, lambda a: F.cross_entropy(a, y, ignore_index=-1)  # noqa: E731
+    elif case == "normalizer":  # a multiplier other than 1/N
+        lk_kw, peer = {"normalizer": 3.0}, lambda a: F.cross_entropy(a, y, reduction="sum") / 3.0  # noqa: E731
+    elif case == "weight":
+        w = torch.rand(8, generator=g, dtype=torch.float64)
+        lk_kw = {"weight": w}
+        peer = lambda a: (F.cross_entropy(a, y, reduction="none") * w).sum() / w.sum()  # noqa: E731
+    elif case == "smoothing":
+        lk_kw, peer = {"label_smoothing": 0.2}, lambda a: F.cross_entropy(a, y, label_smoothing=0.2)  # noqa: E731
+    elif case == "above_chunk":
+        monkeypatch.setattr(torch_lean, "MIN_CHUNK", z.numel() - 1)
+        want_tags = []
+    zz = z.clone().requires_grad_(True)
+    if case == "no_grad":
+        with torch.no_grad():
+            out = lk.cross_entropy(zz, y)
+        torch.testing.assert_close(out, peer(z), rtol=1e-12, atol=0)
+        assert spy == []
+        return
+    if case in ("ignore_index", "weight", "smoothing"):
+        want_tags = []  # ignored rows, per-sample multipliers, smoothing: the lean forward, then backward
+    out = lk.cross_entropy(zz, y, **lk_kw)
+    assert type(out.grad_fn).__name__ != "NllLossBackward0"
+    zr = z.clone().requires_grad_(True)
+    want = peer(zr)
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(out, zz)[0], torch.autograd.grad(want, zr)[0], rtol=1e-12, atol=1e-15)
+    assert spy == want_tags
+    if case == "above_chunk":  # at the threshold itself the recorded path runs
+        monkeypatch.setattr(torch_lean, "MIN_CHUNK", z.numel())
+        assert type(lk.cross_entropy(z.clone().requires_grad_(True), y).grad_fn).__name__ == "NllLossBackward0"
+
+
+def test_recorded_path_double_backward_and_kept_graph():
+    z = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 3, 1, 1, 2])
+    for _ in range(2):  # the general call, then the fast call
+        assert type(lk.cross_entropy(z, y).grad_fn).__name__ == "NllLossBackward0"
+        assert torch.autograd.gradcheck(lambda a: lk.cross_entropy(a, y), (z,))
+        assert torch.autograd.gradgradcheck(lambda a: lk.cross_entropy(a, y, reduction="sum"), (z,))
+    out = lk.cross_entropy(z, y)
+    (g1,) = torch.autograd.grad(out, z, retain_graph=True)
+    (g2,) = torch.autograd.grad(out, z)
+    assert torch.equal(g1, g2)
+
+
+@pytest.mark.parametrize(
+    "dtype, bad",
+    [(torch.int64, "too_large"), (torch.int64, "negative"), (torch.int64, "int64_min"),
+     (torch.int32, "too_large"), (torch.int32, "negative"), (torch.uint8, "too_large")],
+)
+def test_fast_call_deferred_id_check_gives_the_documented_error(dtype, bad, spy):
+    """On the fast call the range check of ids is nll_loss's own (validate=True, CPU); a bad id
+    raises the documented error, word for word the general path's (first call of a signature);
+    the id nll_loss would skip (the least int64) is caught by its total weight."""
+    z = torch.randn(6, 4, requires_grad=True)
+    good = torch.tensor([0, 3, 1, 2, 2, 0], dtype=dtype)
+    for _ in range(2):
+        lk.cross_entropy(z, good).backward()  # builds the fast call, then takes it
+    assert spy == ["recorded", "recorded"]
+    y = good.clone()
+    y[4] = {"too_large": 4, "negative": -3, "int64_min": -(1 << 63)}[bad]
+    with pytest.raises(ValueError) as fast:
+        lk.cross_entropy(z, y)
+    lk.cross_entropy._fast.clear()
+    with pytest.raises(ValueError) as general:
+        lk.cross_entropy(z, y)
+    assert str(fast.value) == str(general.value)
+    assert f"class id {int(y[4])} at target[4] is out of range for 4 classes" in str(fast.value)
+    out = lk.cross_entropy(z, good)  # and the next good call is fine
+    torch.testing.assert_close(out, F.cross_entropy(z, good.long()))

@@ -67,7 +67,7 @@ UINT8_IGNORE_BUG = _uint8_ignore_wraps()
 
 # the autograd nodes that run the lean kernel: small float32/float64 inputs with a scalar
 # reduction (interop.torch.GRAD_IN_FORWARD_MAX) take its backward already in the forward
-LEAN_NODES = ("LeanLossFunctionBackward", "GradInForwardLossFunctionBackward")
+LEAN_NODES = ("LeanLossFunctionBackward", "GradInForwardLossFunctionBackward", *lean.CrossEntropyKernel.recorded_nodes)
 
 
 @pytest.fixture()

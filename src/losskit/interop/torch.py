@@ -96,6 +96,9 @@ def _grads(call, needs, pred, target, c, valid, aux, grad_out, pred_grad=None):
 #   backward(call, pred, target, c_up, valid, aux, residual, xp) -> d value / d pred, c_up = c·grad_out
 #   value_and_grad: None, or (call, pred, target, c, valid, aux, xp) -> (value, c·d value / d pred)
 #     for the small-input path (``GradInForwardLossFunction``): forward then backward in one go
+#   recorded: None, or (call, pred, target, c, valid, aux, check_ids=False) -> value or None:
+#     a small recorded call in torch's own differentiable ops whose backward ops are the
+#     loss's closed form (no Python autograd node at all), tried before the small-input path
 # It replaces the generic closed form (same math, less memory) outside torch.compile and
 # torch.func transforms; double backward (create_graph=True) uses the generic closed form.
 LEAN_KERNELS: dict = {}
@@ -253,9 +256,6 @@ def value(call, pred, target, c, valid, aux):
     """Loss value on torch tensors, with a closed-form backward when a graph is recorded."""
     plain = not (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active())
     if plain:
-        if type(c) is float:
-            cached = _SCALARS.get((c, pred.dtype, pred.device))  # torch_scalar, inlined
-            c = torch_scalar(c, pred) if cached is None else cached
         # the common small training call, tested first (see ``_grad_in_forward``)
         if (
             call.reduction != "none"
@@ -263,7 +263,18 @@ def value(call, pred, target, c, valid, aux):
             and pred.numel() <= GRAD_IN_FORWARD_MAX
             and _records(pred, target, c, aux)
         ):
+            kernel = LEAN_KERNELS.get(call.spec.name)
+            if kernel is not None and kernel.recorded is not None:
+                out = kernel.recorded(call, pred, target, c, valid, aux)
+                if out is not None:
+                    return out
+            if type(c) is float:
+                cached = _SCALARS.get((c, pred.dtype, pred.device))  # torch_scalar, inlined
+                c = torch_scalar(c, pred) if cached is None else cached
             return _RAW_GRAD_IN_FORWARD(call, pred, target, c, valid, *aux)
+        if type(c) is float:
+            cached = _SCALARS.get((c, pred.dtype, pred.device))  # torch_scalar, inlined
+            c = torch_scalar(c, pred) if cached is None else cached
     kernel = _lean_kernel(call, pred, target, c, valid, aux, plain)
     if _records(pred, target, c, aux):
         if kernel is not None:
@@ -330,14 +341,20 @@ def fast_value(loss, plan, pred, target, reduction, validate):
 
     static_names, aux_names, calls = loss._static_names, plan.aux_names, plan.calls
     class_axis = plan.axis if plan.class_axis else None
+    kernel = LEAN_KERNELS.get(name)
+    recorded = None if kernel is None else kernel.recorded
+    # a kernel whose recorded call rejects every target that prepare's validation rejects
+    # (cross_entropy's class ids: nll_loss range-checks them) takes that check over
+    defer = bool(validate) and recorded is not None and kernel.validates_targets(target)
 
     def fast_prepared(pred, target):
         if not _grad_enabled() or not pred.requires_grad or target.requires_grad or _is_compiling() or _functorch_active():
             return NotImplemented
         if pred.numel() > GRAD_IN_FORWARD_MAX:
             return NotImplemented
+        deferred = defer and target.is_cpu
         o = dict(options)  # prepare may replace options by converted ones
-        prep = prepare(pred, target, o, xp, validate, name, None)
+        prep = prepare(pred, target, o, xp, validate and not deferred, name, None)
         kernel_pred, kernel_target, valid, denom = prep.pred, prep.target, prep.valid, prep.denom
         if check_values is not None:
             check_values(kernel_pred, kernel_target, o, xp, name, valid)
@@ -358,10 +375,21 @@ def fast_value(loss, plan, pred, target, reduction, validate):
         if call is None:  # static options this signature has not met: the general path makes the Call
             return NotImplemented
         aux = tuple([o[k] for k in aux_names])
+        records = kernel_pred.dtype in _FULL_PRECISION and kernel_pred.numel() <= GRAD_IN_FORWARD_MAX and _records(kernel_pred, kernel_target, c, aux)
+        if records and recorded is not None:
+            try:
+                out = recorded(call, kernel_pred, kernel_target, c, valid, aux, deferred)
+            except TargetsRejected:
+                out = None
+                prepare(pred, target, dict(options), xp, True, name, None)  # raises the documented error
+            if out is not None:
+                return out
+        if deferred:  # the check the recorded call did not make
+            prepare(pred, target, dict(options), xp, True, name, None)
         if type(c) is float:
             scalar = _SCALARS.get((c, kernel_pred.dtype, kernel_pred.device))  # torch_scalar, inlined
             c = torch_scalar(c, kernel_pred) if scalar is None else scalar
-        if kernel_pred.dtype in _FULL_PRECISION and kernel_pred.numel() <= GRAD_IN_FORWARD_MAX and _records(kernel_pred, kernel_target, c, aux):
+        if records:
             return _RAW_GRAD_IN_FORWARD(call, kernel_pred, kernel_target, c, valid, *aux)
         return value(call, kernel_pred, kernel_target, c, valid, aux)
 
@@ -369,7 +397,8 @@ def fast_value(loss, plan, pred, target, reduction, validate):
 
 
 def _register_lean_kernels():
-    from .torch_lean import CrossEntropyKernel
+    global TargetsRejected
+    from .torch_lean import CrossEntropyKernel, TargetsRejected
 
     LEAN_KERNELS[CrossEntropyKernel.name] = CrossEntropyKernel
 

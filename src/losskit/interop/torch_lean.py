@@ -135,18 +135,73 @@ _NLL = torch._C._nn.nll_loss
 _NLL_BACKWARD = getattr(torch.ops.aten.nll_loss_backward.default, "_op", torch.ops.aten.nll_loss_backward.default)
 _LOG_SOFTMAX_BACKWARD = torch._log_softmax_backward_data
 _SUM = 2
+_MEAN = 1
 _NO_ID = -(1 << 63)
+# nll_loss's op itself (``F.nll_loss`` calls it through two Python layers): (loss, total
+# weight), recorded by autograd with torch's closed-form backward (``nll_loss_backward``)
+_NLL_FORWARD = getattr(torch.ops.aten.nll_loss_forward.default, "_op", torch.ops.aten.nll_loss_forward.default)
+
+
+class TargetsRejected(Exception):
+    """``CrossEntropyKernel.recorded`` with ``check_ids`` met an id outside [0, C): the caller
+    runs its own class-id check, which raises the documented error."""
 
 
 class CrossEntropyKernel:
     """forward -> (value, None); backward(c_up) -> d value / d pred. See the module doc."""
 
     name = "cross_entropy"
+    recorded_nodes = ("NllLossBackward0",)  # the autograd node of a ``recorded`` call's value
 
     @staticmethod
     def applies(call, pred, target, c, valid, aux) -> bool:
         # every layout, integer dtype and option is handled; empty logits keep the generic bridge
         return pred.ndim > 0 and pred.numel() > 0
+
+    @staticmethod
+    def validates_targets(target) -> bool:
+        """Whether ``recorded(..., check_ids=True)`` rejects every target of this dtype that
+        ``prepare``'s validation rejects: class ids (integers), on CPU."""
+        return not target.is_floating_point()
+
+    @staticmethod
+    def recorded(call, pred, target, c, valid, aux, check_ids=False):
+        """The small recorded call as ``F.cross_entropy`` makes it, or None where it does not
+        apply: (N, C) logits of float32/float64 with int64 class ids, no ignored or masked
+        row, no class weight, smoothing or z-loss, at most MIN_CHUNK elements, and the plain
+        multiplier (a Python float: 1/N for "mean", 1 for "sum"). ``log_softmax`` and
+        ``nll_loss``, recorded by autograd: their backward ops are the closed form (softmax −
+        onehot, the ops of ``value_and_grad``), with double backward, and no Python node (a
+        custom ``autograd.Function`` costs more per call than these two ops). "mean" is
+        nll_loss's own (Σ / N, not Σ · fl(1/N): at most an ulp apart), so the value equals
+        torch's bit for bit.
+
+        ``check_ids``: the ids have not been validated; nll_loss range-checks them on CPU (it
+        raises for an id outside [0, C)), and the one id it would skip (its ignore_index, the
+        least int64) shows in its total weight: either raises ``TargetsRejected``."""
+        if valid is not None or type(c) is not float or pred.ndim != 2 or target.dtype != torch.int64:
+            return None
+        n = pred.shape[0]
+        if c == 1.0 and call.reduction == "sum":
+            reduction = _SUM
+        elif n and c == 1.0 / n and call.reduction == "mean":
+            reduction = _MEAN
+        else:
+            return None
+        o = call.options(aux)
+        if o["class_weight"] is not None or not _fast(o) or pred.numel() > MIN_CHUNK or pred.dtype not in _FULL:
+            return None
+        if check_ids:
+            if not target.is_cpu:
+                return None  # elsewhere a bad id is a device-side assert, not an error
+            try:
+                value, total_weight = _NLL_FORWARD(torch.log_softmax(pred, -1), target, None, reduction, _NO_ID)
+            except IndexError as exc:
+                raise TargetsRejected() from exc
+            if total_weight.item() != n:
+                raise TargetsRejected()
+            return value
+        return _NLL_FORWARD(torch.log_softmax(pred, -1), target, None, reduction, _NO_ID)[0]
 
     @staticmethod
     def value_and_grad(call, pred, target, c, valid, aux, xp):
