@@ -150,15 +150,25 @@ def _quiet_reference():
 
 @pytest.fixture
 def launches(monkeypatch):
-    """Counts the kernel launches."""
+    """Counts the kernel launches: calls of ``_launch``, and NumPy calls that ``run_numpy``
+    answered without it (the small value-and-gradient call it runs itself)."""
     count = [0]
     launch = _accel._launch
+    run_numpy = _accel.run_numpy
 
     def counting(*args, **kw):
         count[0] += 1
         return launch(*args, **kw)
 
+    def counting_numpy(*args):
+        before = count[0]
+        out = run_numpy(*args)
+        if out is not None and count[0] == before:
+            count[0] += 1
+        return out
+
     monkeypatch.setattr(_accel, "_launch", counting)
+    monkeypatch.setattr(_accel, "run_numpy", counting_numpy)
     return count
 
 
@@ -232,6 +242,22 @@ def test_both_sides_of_the_threshold_numpy(rng, launches):
                 for need in NEEDS:
                     for reduction in REDUCTIONS:
                         _check_small_call(name, options, need, z, y, dict(extra, reduction=reduction), launches)
+
+
+def test_both_sides_of_the_one_chunk_call(rng, launches):
+    """``run_numpy`` runs a 1-D value-and-gradient call of one chunk itself and the others
+    through ``_launch``: one chunk and one more element, 1-D and 2-D, every reduction, plain and
+    weighted + masked, equal the reference path."""
+    name, options = ONE
+    for n in (_accel._CHUNK, _accel._CHUNK + 1):
+        z, y = _inputs(name, options, rng, n, np.float32, finite=False)
+        w, mask = _weights_and_mask(rng, n, np.float32, "numpy")
+        for extra in ({}, {"weight": w, "mask": mask}):
+            for reduction in REDUCTIONS:
+                _check_small_call(name, options, "value_and_grad", z, y, dict(extra, reduction=reduction), launches)
+        if n % 2 == 0:
+            z2, y2 = z.reshape(2, -1), y.reshape(2, -1)
+            _check_small_call(name, options, "value_and_grad", z2, y2, {"reduction": "mean"}, launches)
 
 
 def _check_small_call(name, options, need, z, y, kw, launches):
