@@ -9,6 +9,8 @@ option are traced in torch ops that Inductor fuses; everything else stays the op
   compared with an independent reference: ``F.cross_entropy`` in float64, or the closed form in
   ``math`` where float64 ``log_softmax`` itself rounds the tiny loss away. The (B, T, C)
   logits are a transposed view: nothing is reshaped (an N×C copy for strided logits).
+  The traced kernel's label smoothing (both formulas) and z-loss, on logits with −inf entries,
+  against Σ_k q_k (LSE − z_k) + λ·LSE² written out in float64.
 * Dynamic shapes (``dynamic=True``: the mean's scale from a symbolic row count).
 * Which path a call takes, on both sides of every condition of ``covers`` (a recording Dynamo
   backend: no Inductor, cheap).
@@ -44,6 +46,26 @@ CASES = {
 }
 
 
+# label smoothing α, z-loss λ, formula, reduction: the traced kernel on logits with -inf entries
+SMOOTHING = ((0.1, 0.0, "pytorch", "mean"), (0.2, 1e-2, "megatron", "none"), (0.0, 1e-3, "pytorch", "sum"))
+
+
+def _closed_form(z, y, alpha, lam, reduction):
+    """Σ_k q_k (LSE − z_k) + λ·LSE² in float64, q = (1 − α)·onehot + (α/C)·[z_k > −inf] (the
+    −inf classes stay out of the α/C term), 0 on ignored rows, then the reduction: (value, leaf)."""
+    leaf = z.detach().to(torch.float64).requires_grad_(True)
+    c = z.shape[-1]
+    lse = torch.logsumexp(leaf, -1, keepdim=True)
+    valid = y != IGNORE
+    q = (1 - alpha) * torch.nn.functional.one_hot(torch.where(valid, y, 0), c).double()
+    q = q + (alpha / c) * (z != -math.inf).double()
+    per = torch.where(q > 0, q * (lse - leaf), torch.zeros_like(leaf)).sum(-1) + lam * lse[..., 0] ** 2
+    per = torch.where(valid, per, torch.zeros_like(per))
+    if reduction == "none":
+        return per, leaf
+    return (per.sum() / valid.sum() if reduction == "mean" else per.sum()), leaf
+
+
 def _data(dtype=torch.float64):
     g = torch.Generator().manual_seed(0)
     z = (torch.randn(N, C, generator=g, dtype=torch.float64) * 3).to(dtype)
@@ -57,7 +79,7 @@ def _data(dtype=torch.float64):
 def compiled_cases():
     names = list(CASES)
 
-    def run(leaves, y, z3, y3, edge, y_edge, all_ignored, y_all):
+    def run(leaves, y, z3, y3, edge, y_edge, all_ignored, y_all, smooth_leaves, y_smooth):
         out = []
         for z, name in zip(leaves, names):
             reduction, ii, validate = CASES[name]
@@ -67,6 +89,8 @@ def compiled_cases():
         out.append(lk.cross_entropy(z3.transpose(0, 1), y3, reduction="none", ignore_index=IGNORE))
         out.append(lk.cross_entropy(edge, y_edge, reduction="none", ignore_index=IGNORE))
         out.append(lk.cross_entropy(all_ignored, y_all, ignore_index=IGNORE))
+        for zs, (alpha, lam, formula, reduction) in zip(smooth_leaves, SMOOTHING):  # the kernel itself
+            out.append(torch_compiled.traced_cross_entropy(zs, y_smooth, reduction, True, IGNORE, alpha, lam, formula))
         return out
 
     return torch.compile(run, fullgraph=True)
@@ -100,11 +124,27 @@ def test_traced_path_equals_the_float64_reference(compiled_cases, dtype):
     edge.requires_grad_(True)
     all_ignored = z[:4].clone().requires_grad_(True)
     y_all = torch.full((4,), IGNORE)
+    z_inf = z.clone()
+    z_inf[1, 3] = z_inf[2, [0, 5, 9]] = -math.inf  # impossible classes (never the label below)
+    y_smooth = y.clone()
+    y_smooth[1], y_smooth[2] = 4, 1
+    smooth_leaves = [z_inf.clone().requires_grad_(True) for _ in SMOOTHING]
     assert not torch_lean._STASH
-    losses = compiled_cases(leaves, y, z3, y3, edge, y_edge, all_ignored, y_all)
+    losses = compiled_cases(leaves, y, z3, y3, edge, y_edge, all_ignored, y_all, smooth_leaves, y_smooth)
+    n_smooth = len(SMOOTHING)
+    smooth_losses, losses = losses[-n_smooth:], losses[:-n_smooth]
     assert not torch_lean._STASH  # no operator ran: the traced path
-    g_out = [torch.rand(v.shape, generator=g, dtype=torch.float64).to(v.dtype) + 0.5 for v in losses]
-    sum((v * go).sum() for v, go in zip(losses, g_out)).backward()
+    g_out = [torch.rand(v.shape, generator=g, dtype=torch.float64).to(v.dtype) + 0.5 for v in losses + smooth_losses]
+    g_out, g_smooth = g_out[: len(losses)], g_out[len(losses) :]
+    sum((v * go).sum() for v, go in zip(losses + smooth_losses, g_out + g_smooth)).backward()
+
+    for leaf, loss, go, (alpha, lam, formula, reduction) in zip(smooth_leaves, smooth_losses, g_smooth, SMOOTHING):
+        a = alpha * C / (C - 1) if formula == "megatron" else alpha
+        ref, rleaf = _closed_form(z_inf, y_smooth, a, lam, reduction)
+        assert loss.dtype == dtype and loss.shape == ref.shape, (alpha, lam, formula)
+        torch.testing.assert_close(loss.double(), ref.detach(), rtol=rtol_v, atol=0, msg=str((alpha, lam, formula)))
+        (want,) = torch.autograd.grad(ref, rleaf, go.double())
+        torch.testing.assert_close(leaf.grad.double(), want, rtol=rtol_g, atol=rtol_g * 1e-3, msg=str((alpha, lam, formula)))
 
     for leaf, loss, go, name in zip(leaves, losses, g_out, names):
         reduction, ii, _ = CASES[name]
