@@ -1,6 +1,7 @@
-"""``lk.cross_entropy`` under ``torch.compile``, the traced plain path (``interop/torch_compiled.py``):
-float32/64 logits, class ids on the last axis, ``ignore_index``, any reduction and no other
-option are traced in torch ops that Inductor fuses; everything else stays the opaque operator
+"""``lk.cross_entropy`` under ``torch.compile``, the traced path (``interop/torch_compiled.py``):
+float32/64 logits, class ids on the last axis, ``ignore_index``, label smoothing, z-loss, any
+reduction, without weights, mask, class weights or normalizer, are traced in torch ops that
+Inductor fuses; everything else stays the opaque operator
 (``test_cross_entropy_torch_compile.py``).
 
 * One ``fullgraph=True`` Inductor compilation evaluates every reduction × ``ignore_index`` ×
@@ -215,8 +216,8 @@ def _paths():
         "weight": (lambda z, y, w: ce(z, y, weight=w), (zl, yi, w), False),
         "mask": (lambda z, y, m: ce(z, y, mask=m), (zl, yi, mask), False),
         "normalizer": (lambda z, y: ce(z, y, normalizer=5.0), (zl, yi), False),
-        "label_smoothing": (lambda z, y: ce(z, y, label_smoothing=0.1), (zl, yi), False),
-        "z_loss": (lambda z, y: ce(z, y, z_loss=1e-3), (zl, yi), False),
+        "label_smoothing": (lambda z, y: ce(z, y, label_smoothing=0.1), (zl, yi), True),
+        "megatron_z_loss": (lambda z, y: ce(z, y, label_smoothing=0.1, smoothing_formula="megatron", z_loss=1e-3, ignore_index=IGNORE), (zl, y), True),
         "probabilities": (lambda z, t: ce(z, t), (zl, torch.softmax(z, -1)), False),
     }
 
@@ -230,6 +231,21 @@ def test_which_path_a_compiled_call_takes(name):
     text = _graph_ops(fn, *args)
     assert ("losskit.cross_entropy.default" not in text) is traced, text
     assert ("losskit.cross_entropy_check_ids" in text) is traced, text
+
+
+@pytest.mark.parametrize("options", [{"label_smoothing": 1.5}, {"label_smoothing": 0.99, "smoothing_formula": "megatron"},
+                                     {"z_loss": -1.0}, {"smoothing_formula": "other"}], ids=str)
+def test_option_values_the_rules_reject_raise_the_eager_error(options):
+    """Out-of-range smoothing (Megatron's α·C/(C − 1) > 1 too) or z-loss, an unknown formula:
+    ``covers`` declines, and the operator raises the eager error."""
+    z, y = _data(torch.float32)
+    y = torch.where(y == IGNORE, 0, y)
+    with pytest.raises(ValueError) as eager:
+        lk.cross_entropy(z, y, **options)
+    fn = torch.compile(lambda z, y: lk.cross_entropy(z, y, **options), backend="aot_eager", fullgraph=True)
+    with pytest.raises(ValueError) as compiled:
+        fn(z.clone().requires_grad_(True), y)
+    assert str(compiled.value) == str(eager.value)
 
 
 def test_disabled_and_unvalidated_calls():

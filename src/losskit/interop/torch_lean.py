@@ -532,9 +532,10 @@ def _needs_grad(a) -> bool:
 
 def compiled_call(arrays, weight, mask, reduction, normalizer, validate, options):
     """``lk.cross_entropy(*arrays, ...)`` under ``torch.compile``: the custom operator above,
-    or, for the plain case (float32/64 class ids on the last axis, ``ignore_index``, no other
-    option), the traced formulation of ``torch_compiled`` that Inductor fuses into one pass
-    forward and one backward (the operator's eager passes took 1.7-2.4x compiled torch).
+    or, without weights, mask, class weights or normalizer (float32/64 class ids on the last
+    axis; ``ignore_index``, label smoothing, z-loss), the traced formulation of
+    ``torch_compiled`` that Inductor fuses into one pass forward and one backward (the
+    operator's eager passes took 1.7-2.4x compiled torch).
     ``NotImplemented`` (the caller takes the generic, traced path) outside torch.compile,
     inside torch.func transforms, and for what the operator's schema does not take: option
     values that are tensors or of other types, unknown options, a gradient wanted for
@@ -564,10 +565,10 @@ def compiled_call(arrays, weight, mask, reduction, normalizer, validate, options
         return NotImplemented
     if any(_needs_grad(a) for a in (target, weight, class_weight, normalizer)):
         return NotImplemented
-    plain = weight is None and mask is None and class_weight is None and normalizer is None and not smoothing and not z_loss
-    if covers(logits, target, reduction, validate, axis, ignore_index, plain and formula in ("pytorch", "megatron")):
+    unweighted = weight is None and mask is None and class_weight is None and normalizer is None
+    if covers(logits, target, reduction, validate, axis, ignore_index, unweighted, smoothing, z_loss, formula):
         # Inductor fuses this into one forward and one backward pass (``torch_compiled``)
-        return traced_cross_entropy(logits, target, reduction, validate, ignore_index)
+        return traced_cross_entropy(logits, target, reduction, validate, ignore_index, smoothing, z_loss, formula)
     nt = normalizer if isinstance(normalizer, torch.Tensor) else None
     nv = None if normalizer is None or nt is not None else float(normalizer)
     need_grad = torch.is_grad_enabled() and logits.requires_grad
