@@ -4,6 +4,7 @@ the per-row LSE) vs ``torch.nn.functional.cross_entropy``, eager and under ``tor
     python benchmarks/cross_entropy.py                       # N=8192, V=32768, float32
     python benchmarks/cross_entropy.py --n 2048 --reps 5
     python benchmarks/cross_entropy.py --n 4096 --v 8192 --ignore-index --interleave --reps 9
+    python benchmarks/cross_entropy.py --n 4096 --v 8192 --ignore-index --label-smoothing 0.1 --interleave
 
 Each method runs in its own process. Logits are created once (requires_grad, not counted);
 per method one warm-up (and compilation) then ``--reps`` timed forward+backward passes
@@ -25,7 +26,8 @@ Methods:
   losskit_generic            the generic closed-form bridge (lean kernel disabled), for reference
   torch_compiled             torch.compile of the torch call (default mode)
   losskit_compiled           torch.compile of the losskit call: the traced precise formulation
-                             Inductor fuses (interop/torch_compiled.py) where it applies
+                             Inductor fuses (interop/torch_compiled.py): ids, ignore_index,
+                             label smoothing, z-loss
   losskit_compiled_operator  the same, forced through the opaque losskit::cross_entropy operator
                              (the eager lean kernel), as for the options the traced form lacks
 """
@@ -59,13 +61,16 @@ def _setup(dtype_name: str, n: int, v: int, ignore: bool):
     return z, y
 
 
-def make_step(method: str, ignore: bool):
+def make_step(method: str, ignore: bool, smoothing: float = 0.0, z_loss: float = 0.0):
     """A function ``(z, y) -> loss`` for ``method``; the operator method flips
-    ``torch_compiled.ENABLED`` around its own calls only."""
+    ``torch_compiled.ENABLED`` around its own calls only. ``z_loss`` (losskit only: torch has
+    none) is left out of the torch methods."""
     import torch
     import torch.nn.functional as F
 
     kw = {"ignore_index": IGNORE} if ignore else {}
+    if smoothing:
+        kw["label_smoothing"] = smoothing
     if method.startswith("torch"):
         fn = lambda z, y: F.cross_entropy(z, y, **kw)  # noqa: E731
     else:
@@ -75,6 +80,8 @@ def make_step(method: str, ignore: bool):
             from losskit.interop import torch as bridge
 
             bridge.LEAN_KERNELS.clear()
+        if z_loss:
+            kw["z_loss"] = z_loss
         fn = lambda z, y: lk.cross_entropy(z, y, **kw)  # noqa: E731
     if not method.endswith(("compiled", "operator")):
         return fn
@@ -101,9 +108,9 @@ def _pass(fn, z, y):
     return time.perf_counter() - t0, loss
 
 
-def worker(method: str, dtype_name: str, n: int, v: int, reps: int, ignore: bool) -> dict:
+def worker(method: str, dtype_name: str, n: int, v: int, reps: int, ignore: bool, smoothing: float, z_loss: float) -> dict:
     z, y = _setup(dtype_name, n, v, ignore)
-    fn = make_step(method, ignore)
+    fn = make_step(method, ignore, smoothing, z_loss)
     times, peaks = [], []
     grad_fn = None
     for i in range(reps + 1):
@@ -121,11 +128,11 @@ def worker(method: str, dtype_name: str, n: int, v: int, reps: int, ignore: bool
             "logits_bytes": logits, "loss": float(loss), "grad_fn": grad_fn}
 
 
-def interleave(methods, dtype_name: str, n: int, v: int, reps: int, ignore: bool) -> None:
+def interleave(methods, dtype_name: str, n: int, v: int, reps: int, ignore: bool, smoothing: float, z_loss: float) -> None:
     # losskit_generic turns the lean kernel off for the whole process: not in a shared one
     methods = [m for m in methods if m != "losskit_generic"]
     z, y = _setup(dtype_name, n, v, ignore)
-    fns = {m: make_step(m, ignore) for m in methods}
+    fns = {m: make_step(m, ignore, smoothing, z_loss) for m in methods}
     for fn in fns.values():  # warm-up (compiles)
         _pass(fn, z, y)
         _pass(fn, z, y)
@@ -134,7 +141,9 @@ def interleave(methods, dtype_name: str, n: int, v: int, reps: int, ignore: bool
         for m, fn in fns.items():
             times[m].append(_pass(fn, z, y)[0])
     med = {m: statistics.median(t) for m, t in times.items()}
-    print(f"cross-entropy fwd+bwd, N={n} V={v} {dtype_name}{', ignore_index on 1/7 of rows' if ignore else ''}, "
+    opts = (", ignore_index on 1/7 of rows" if ignore else "") + (f", label_smoothing={smoothing}" if smoothing else "")
+    opts += f", z_loss={z_loss} (losskit only)" if z_loss else ""
+    print(f"cross-entropy fwd+bwd, N={n} V={v} {dtype_name}{opts}, "
           f"one process, {reps} interleaved rounds (after 2 warm-ups), median")
     print(f"{'method':<26} {'median s':>9} {'÷ torch (same mode)':>20}")
     for m in methods:
@@ -150,16 +159,18 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--ignore-index", action="store_true", help="ignore_index=-100 on every 7th row")
+    ap.add_argument("--label-smoothing", type=float, default=0.0)
+    ap.add_argument("--z-loss", type=float, default=0.0, help="losskit's z-loss (torch methods run without)")
     ap.add_argument("--interleave", action="store_true", help="time all methods in one process, round-robin")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     methods = args.methods.split(",")
     if args.interleave:
-        interleave(methods, args.dtype, args.n, args.v, args.reps, args.ignore_index)
+        interleave(methods, args.dtype, args.n, args.v, args.reps, args.ignore_index, args.label_smoothing, args.z_loss)
         return
     if args.worker:
-        print(json.dumps(worker(args.worker, args.dtype, args.n, args.v, args.reps, args.ignore_index)))
+        print(json.dumps(worker(args.worker, args.dtype, args.n, args.v, args.reps, args.ignore_index, args.label_smoothing, args.z_loss)))
         return
     mib = 2**20
     res = {}
@@ -168,6 +179,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--worker", m, "--n", str(args.n), "--v", str(args.v), "--reps", str(args.reps), "--dtype", args.dtype]
         if args.ignore_index:
             cmd.append("--ignore-index")
+        cmd += ["--label-smoothing", str(args.label_smoothing), "--z-loss", str(args.z_loss)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         res[m] = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {"error": out.stderr.strip()[-300:]}
     print(f"cross-entropy fwd+bwd, N={args.n} V={args.v} {args.dtype}, median of {args.reps} (after 1 warm-up), one process per method")
