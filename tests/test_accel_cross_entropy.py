@@ -389,3 +389,36 @@ def test_class_id_check_reads_the_range_in_one_pass(dtype, monkeypatch):
             assert _accel.id_range(bad) is None
             with pytest.raises(ValueError, match=re.escape(first)):
                 lk.cross_entropy(z, bad)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"mask": np.zeros(4, bool)},
+        {"mask": np.zeros(4, bool), "reduction": "sum"},
+        {"ignore_index": 1, "mask": np.array([False, True, False, True])},
+        {"normalizer": 7.0},
+        {"normalizer": np.array(3.0)},
+    ],
+    ids=["all-masked", "all-masked-sum", "all-ignored-or-masked", "normalizer", "normalizer-0d"],
+)
+def test_empty_selections_and_normalizers(kw, rng, kernel_runs):
+    """An empty selection gives 0 with zero gradient (never NaN); a normalizer divides the sum."""
+    z, y = rng.standard_normal((4, 3)), np.array([0, 1, 2, 1])
+    for need in ("value_and_grad", "grad_hess"):
+        got = _call(need, z, y, **kw)
+        with _accel.disabled():
+            expected = _call(need, z, y, **kw)
+        for a, b in zip(got, expected):
+            assert np.shape(a) == np.shape(b) and not np.isnan(a).any()
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=0)
+    assert kernel_runs == [True, True]
+
+
+def test_one_class(kernel_runs):
+    z = np.array([[3.0], [-1.0]])
+    y = np.zeros(2, dtype=np.int64)
+    value, grad = lk.cross_entropy.value_and_grad(z, y, reduction="none")
+    g, h = lk.cross_entropy.grad_hess(z, y)
+    assert kernel_runs == [True, True]
+    assert np.all(value == 0) and np.all(grad == 0) and np.all(g == 0) and np.all(h == 0)
