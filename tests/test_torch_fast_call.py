@@ -277,3 +277,40 @@ def test_small_inputs_never_reach_the_block_or_numpy_routes():
     """The bridge's small-input path calls ``evaluate_whole`` (``evaluate`` without its block
     and NumPy-kernel routes): it is only taken below the block threshold."""
     assert bridge.GRAD_IN_FORWARD_MAX < 4 * _loss._BLOCK["torch"]
+
+
+@pytest.mark.parametrize("case", ["scalar", "mask", "weight", "soft_target_grad", "normalizer"])
+def test_in_forward_gradient_scaled_in_forward_or_backward(case):
+    """The small path keeps ∂ℓ/∂pred unscaled and multiplies by c·grad_out in backward when the
+    multiplier is a scalar and no sample is masked; otherwise c·∂ℓ/∂pred from the forward.
+    Both sides, with a cotangent other than 1, against torch's float64 autograd."""
+    g = torch.Generator().manual_seed(21)
+    z = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    y = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    w = torch.rand(6, 5, generator=g, dtype=torch.float64) + 0.1
+    m = torch.rand(6, 5, generator=g) > 0.3
+    kw, peer = {}, lambda a, t: F.huber_loss(a, t)
+    if case == "mask":
+        kw = {"mask": m}
+        peer = lambda a, t: (F.huber_loss(a, t, reduction="none") * m).sum() / m.sum()  # noqa: E731
+    elif case == "weight":
+        kw = {"weight": w}
+        peer = lambda a, t: (F.huber_loss(a, t, reduction="none") * w).sum() / w.sum()  # noqa: E731
+    elif case == "normalizer":
+        kw = {"normalizer": 7.0}
+        peer = lambda a, t: F.huber_loss(a, t, reduction="sum") / 7.0  # noqa: E731
+    for _ in range(2):  # general call, then the fast call where there is one
+        zz = z.clone().requires_grad_(True)
+        yy = y.clone().requires_grad_(case == "soft_target_grad")
+        out = lk.huber(zz, yy, **kw)
+        assert type(out.grad_fn).__name__ == "GradInForwardLossFunctionBackward"
+        inputs = (zz, yy) if case == "soft_target_grad" else (zz,)
+        got = torch.autograd.grad(2.5 * out, inputs, retain_graph=True)
+        again = torch.autograd.grad(out, inputs)  # the kept graph, cotangent 1
+        zr, yr = z.clone().requires_grad_(True), y.clone().requires_grad_(case == "soft_target_grad")
+        want_out = peer(zr, yr)
+        want = torch.autograd.grad(2.5 * want_out, (zr, yr) if case == "soft_target_grad" else (zr,))
+        torch.testing.assert_close(out, want_out, rtol=1e-12, atol=0)
+        for a, b, c in zip(got, want, again):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+            torch.testing.assert_close(2.5 * c, b, rtol=1e-12, atol=1e-15)

@@ -209,10 +209,19 @@ class GradInForwardLossFunction(torch.autograd.Function):
         kernel = LEAN_KERNELS.get(call.spec.name)  # _lean_kernel in plain mode, inlined
         if kernel is not None and not kernel.applies(call, pred, target, c, valid, aux):
             kernel = None
+        scale = None
         if kernel is None:
             # ``evaluate`` without its NumPy-kernel and block routes, which never take a
             # tensor of at most GRAD_IN_FORWARD_MAX (< 4 blocks) elements
-            value, grad = evaluate_whole(call, pred, target, c, valid, aux, _xp(), "value_and_grad")
+            if valid is None and type(c) is not float and c.ndim == 0:
+                # a scalar multiplier (plain "mean"/"sum"): the sum times c, and the gradient
+                # unscaled; backward scales it by c·grad_out (as the generic bridge does), so
+                # the forward, whose ops count twice in a training step, has one op less
+                value, grad = evaluate_whole(call, pred, target, 1.0, None, aux, _xp(), "value_and_grad")
+                value = value * c
+                scale = c
+            else:
+                value, grad = evaluate_whole(call, pred, target, c, valid, aux, _xp(), "value_and_grad")
         elif kernel.value_and_grad is not None:  # one pass for value and c·gradient
             value, grad = kernel.value_and_grad(call, pred, target, c, valid, aux, _xp())
         else:  # a registered lean kernel: its forward, then its backward with c_up = c
@@ -221,7 +230,7 @@ class GradInForwardLossFunction(torch.autograd.Function):
         ctx.call = call
         # an intermediate, not an input or output: kept as an attribute, so the common
         # backward unpacks no saved tensor; the inputs are saved for the closed form
-        ctx.grad = grad
+        ctx.grad, ctx.scale = grad, scale  # the gradient is c·∂ℓ/∂pred, or ∂ℓ/∂pred and c
         if aux or type(c) is float:
             _save(ctx, (pred, target, c, valid, *aux))
         else:  # what ``_save`` does when every argument is a tensor or None, inlined
@@ -232,13 +241,19 @@ class GradInForwardLossFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         needs = ctx.needs_input_grad
+        scale = ctx.scale
         if not torch.is_grad_enabled() and not (needs[2] or needs[3] or any(needs[5:])):
-            return (None, ctx.grad * grad_out if needs[1] else None) + (None,) * (len(needs) - 2)
+            if not needs[1]:
+                return (None,) * len(needs)
+            g = ctx.grad * grad_out if scale is None else ctx.grad * (scale * grad_out)
+            return (None, g) + (None,) * (len(needs) - 2)
         pred, target, c, valid, *aux, _ = _restore(ctx)
         if torch.is_grad_enabled():  # create_graph=True: differentiate the closed form
             return _grads(ctx.call, needs, pred, target, c, valid, aux, grad_out)
         grad = ctx.grad
-        return _grads(ctx.call, needs, pred, target, c, valid, aux, grad_out, lambda _c_up: grad * grad_out)
+        if scale is None:
+            return _grads(ctx.call, needs, pred, target, c, valid, aux, grad_out, lambda _c_up: grad * grad_out)
+        return _grads(ctx.call, needs, pred, target, c, valid, aux, grad_out, lambda c_up: grad * c_up)
 
 
 def _grad_in_forward(call, pred, plain) -> bool:
