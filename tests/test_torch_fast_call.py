@@ -314,3 +314,49 @@ def test_in_forward_gradient_scaled_in_forward_or_backward(case):
         for a, b, c in zip(got, want, again):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
             torch.testing.assert_close(2.5 * c, b, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("size", ["small", "at_range_min"])
+@pytest.mark.parametrize("case", ["good", "above_one", "negative", "nan", "masked_bad"])
+def test_probability_check_small_cpu_path_both_sides(size, case, monkeypatch):
+    """``check_probabilities``' written-out path (eager CPU torch, no mask, fewer than
+    ``_accel.RANGE_MIN`` elements) and the general one (a mask, or RANGE_MIN elements: lowered
+    here to the test's size) accept and reject the same targets with the same message; NaN
+    passes (it propagates)."""
+    from losskit import _accel
+
+    if size == "at_range_min":
+        monkeypatch.setattr(_accel, "RANGE_MIN", 30)
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    y = torch.rand(6, 5, generator=g, dtype=torch.float64)
+    kw = {}
+    if case == "above_one":
+        y[4, 2] = 1.5
+    elif case == "negative":
+        y[1, 3] = -1.0
+    elif case == "nan":
+        y[2, 2] = float("nan")
+    elif case == "masked_bad":
+        y[0, 0] = 3.0
+        m = torch.ones(6, 5, dtype=torch.bool)
+        m[0, 0] = False
+        kw = {"mask": m}
+    if case in ("above_one", "negative"):
+        with pytest.raises(ValueError) as small:
+            lk.binary_cross_entropy(z, y)
+        assert "must hold probabilities in [0, 1]" in str(small.value)
+        with pytest.raises(ValueError) as general:  # a mask of ones takes the general path
+            lk.binary_cross_entropy(z, y, mask=torch.ones(6, 5, dtype=torch.bool))
+        assert str(small.value) == str(general.value)
+        return
+    out = lk.binary_cross_entropy(z, y, **kw)
+    if case == "nan":
+        assert torch.isnan(out)
+        return
+    per = F.binary_cross_entropy_with_logits(z, torch.where(torch.isfinite(y) & (y <= 1), y, 0.0), reduction="none")
+    if kw:
+        per = per * kw["mask"]
+        torch.testing.assert_close(out, per.sum() / kw["mask"].sum(), rtol=1e-12, atol=0)
+    else:
+        torch.testing.assert_close(out, per.mean(), rtol=1e-12, atol=0)

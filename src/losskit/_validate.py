@@ -277,7 +277,7 @@ _TORCH_PROBES: list = []
 
 
 def _cpu_id_range(ids):
-    """``(min, max)`` of eager, non-empty CPU tensor ``ids``; None when it is symbolic
+    """``(min, max)`` of eager, non-empty CPU tensor ``ids`` (class ids, or any values); None when it is symbolic
     (torch.compile, torch.func) or empty: the caller's general path decides."""
     if not _TORCH_PROBES:
         import torch
@@ -320,6 +320,13 @@ def check_class_ids(ids, num_classes: int, ignore_index, loss: str, xp, valid=No
 
 def check_probabilities(x, arg: str, loss: str, xp, valid=None) -> None:
     """Values in [0, 1] where ``valid``; NaN passes (it propagates, never replaced)."""
+    if valid is None and type(x).__module__ == "torch" and x.is_cpu and x.numel() < _accel.RANGE_MIN:
+        # the common small eager call, written out (one aminmax, two host reads): ``is_tracing``
+        # and the dispatch below cost about as much as the check itself on a small batch;
+        # out-of-range or NaN bounds fall through to the general path, which decides
+        bounds = _cpu_id_range(x)
+        if bounds is not None and bounds[0] >= 0 and bounds[1] <= 1:
+            return
     if is_tracing(x) or 0 in x.shape:
         return
     fast = _accel.nonnegative_range(x, valid)  # NumPy, large torch CPU: one Numba pass, no torch op
