@@ -1,5 +1,6 @@
-"""The Numba kernel of NumPy ``cross_entropy`` with integer class ids (``_accel.ROW_KERNELS``)
-computes what the reference path computes, and what an independent reference computes.
+"""The Numba kernels of NumPy ``cross_entropy`` with integer class ids or probability targets
+(``_accel.ROW_KERNELS``) compute what the reference path computes, and what an independent
+reference computes.
 
 For every output (``value``, ``grad``, ``value_and_grad``, ``grad_hess``) × reduction × dtype ×
 case (plain, sample weights, mask, ``ignore_index``, ``class_weight``, all of them), on rows
@@ -12,10 +13,12 @@ row longer than a chunk), the kernel's result equals
 * PyTorch's ``F.cross_entropy`` in float64 (value, and gradient by autograd; Hessian diagonal
   p(1 − p) from ``torch.softmax``), weighted and masked in float64 here.
 
-Confident predictions keep their tiny losses to full relative precision (mpmath). Rows the
-kernel leaves to the reference path (a NaN or +inf logit, only −inf logits, a label out of
-range with ``validate=False``) and options it does not cover (label smoothing, z-loss,
-probability targets, another class axis, other dtypes) give the reference path's result.
+Probability targets: the same matrix (no ``ignore_index``), against float64 PyTorch with soft
+targets; −inf logits of zero target add nothing. Confident predictions keep their tiny losses
+to full relative precision (mpmath). Rows the kernel leaves to the reference path (a NaN or
++inf logit, only −inf logits, a label out of range with ``validate=False``) and options it does
+not cover (label smoothing, z-loss, another class axis, other dtypes) give the reference path's
+result.
 Without Numba these tests skip, and every call takes the reference path.
 """
 
@@ -313,12 +316,12 @@ def test_labels_out_of_range_without_validation(kernel_runs):
     [
         ({"label_smoothing": 0.1}, "ids"),
         ({"z_loss": 1e-3}, "ids"),
-        ({}, "probs"),
+        ({"label_smoothing": 0.1}, "probs"),
         ({"axis": 0}, "ids"),
         ({}, "ids16"),
         ({}, "float16"),
     ],
-    ids=["label_smoothing", "z_loss", "probs", "axis0", "int16-ids", "float16"],
+    ids=["label_smoothing", "z_loss", "probs-label_smoothing", "axis0", "int16-ids", "float16"],
 )
 def test_what_the_kernel_does_not_cover(options, target, rng, kernel_runs):
     z = rng.standard_normal((6, 5))
@@ -422,3 +425,106 @@ def test_one_class(kernel_runs):
     g, h = lk.cross_entropy.grad_hess(z, y)
     assert kernel_runs == [True, True]
     assert np.all(value == 0) and np.all(grad == 0) and np.all(g == 0) and np.all(h == 0)
+
+
+# --- probability targets --------------------------------------------------------------------
+
+PROB_CASES = ("plain", "weight", "mask", "class_weight", "all")
+
+
+def _distributions(rng, n, num_classes, dtype, with_impossible=False):
+    """Logits with the edge rows of ``_rows`` and random target distributions (cubed, so that
+    some entries are tiny); ``with_impossible`` keeps the row with −inf logits, whose target is
+    0 there."""
+    z, _ = _rows(rng, n, num_classes, dtype)
+    t = rng.random((n, num_classes)) ** 3
+    impossible = ~np.isfinite(z)
+    if with_impossible:
+        t[impossible] = 0.0
+    else:
+        z[impossible] = -5.0
+    t /= t.sum(-1, keepdims=True)
+    return z, t.astype(dtype)
+
+
+def _independent_probs(need, z, t, reduction, weight=None, mask=None, class_weight=None):
+    """float64 PyTorch with probability targets (class weights as torch applies them,
+    −Σ_k w_k t_k log p_k), weighted, masked and reduced here ("mean": over valid samples)."""
+    n, num_classes = z.shape
+    valid = np.ones(n, bool) if mask is None else mask.copy()
+    zt = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+    cw = np.ones(num_classes) if class_weight is None else class_weight.astype(np.float64)
+    per_sample = torch.nn.functional.cross_entropy(zt, torch.tensor(t, dtype=torch.float64), weight=torch.tensor(cw), reduction="none")
+    w = np.ones(n) if weight is None else weight.astype(np.float64)
+    c = np.where(valid, w, 0.0)
+    if reduction == "mean":
+        c = c / np.sum(c)
+    (g,) = torch.autograd.grad(per_sample, zt, torch.tensor(c))
+    p = torch.softmax(zt.detach(), -1).numpy()
+    q_sum = (t.astype(np.float64) * cw).sum(-1)
+    terms = np.where(valid, c * per_sample.detach().numpy(), 0.0)
+    value = terms if reduction == "none" else np.sum(terms)
+    grad, hess = g.numpy(), (c * q_sum)[:, None] * p * (1 - p)
+    return {"value": (value,), "grad": (grad,), "value_and_grad": (value, grad), "grad_hess": (grad, hess)}[need]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", PROB_CASES)
+def test_probability_targets_equal_reference_and_torch(case, dtype, rng, kernel_runs, monkeypatch, two_threads):
+    """As ``test_kernel_equals_reference_and_torch`` for target distributions: rows of 7
+    classes (exponentials of a whole chunk in one loop) and of 100 (``ROW_EXP_MIN`` and more:
+    in the row's own pass), one chunk per thread or several."""
+    monkeypatch.setattr(_accel, "_CHUNK", 64)
+    for n, num_classes in ((27, 7), (41, 7), (6, 100)):
+        z, t = _distributions(rng, n, num_classes, dtype)
+        kw = _options(case, rng, n, num_classes, dtype, np.zeros(n, dtype=np.int64))
+        kw.pop("ignore_index", None)  # integer ids only
+        for need in NEEDS:
+            for reduction in REDUCTIONS:
+                before = len(kernel_runs)
+                got = _call(need, z, t, reduction=reduction, **kw)
+                assert kernel_runs[before:] == [True], f"{need} {reduction}: the kernel did not run"
+                with _accel.disabled():
+                    reference = _call(need, z, t, reduction=reduction, **kw)
+                independent = _independent_probs(need, z.astype(np.float64), t.astype(np.float64), reduction, **kw)
+                w = kw.get("weight", np.ones(n)).astype(np.float64)
+                cw = float(np.max(kw["class_weight"])) if "class_weight" in kw else 1.0
+                row_scale = np.max(np.abs(z), axis=-1).astype(np.float64) + 1.0
+                c_max = float(np.max(w)) * cw / (n * 0.05 if reduction == "mean" else 1.0)
+                outputs = {"value": ("value",), "grad": ("grad",), "value_and_grad": ("value", "grad"), "grad_hess": ("grad", "hess")}[need]
+                for kind, a, b, e in zip(outputs, got, reference, independent):
+                    assert type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape
+                    if kind == "value":
+                        scale = row_scale * w * cw if reduction == "none" else np.sum(row_scale * w * cw) * c_max / (float(np.max(w)) * cw)
+                    else:
+                        scale = c_max
+                    _assert_close(a, b, dtype, scale, f"probs {need} {reduction} {kind} vs reference path")
+                    _assert_close(a, e, dtype, scale, f"probs {need} {reduction} {kind} vs torch float64")
+
+
+@pytest.mark.parametrize("num_classes", [7, 100])
+def test_probability_targets_with_impossible_classes(num_classes, rng, kernel_runs):
+    """A −inf logit whose target is 0 adds nothing (torch's formula gives NaN there: 0·−inf)."""
+    z, t = _distributions(rng, 9, num_classes, np.float64, with_impossible=True)
+    assert np.isinf(z).any()
+    for need in NEEDS:
+        got = _call(need, z, t, reduction="none")
+        with _accel.disabled():
+            expected = _call(need, z, t, reduction="none")
+        for a, b in zip(got, expected):
+            assert np.all(np.isfinite(a))
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    assert kernel_runs == [True] * 4
+
+
+@pytest.mark.parametrize("row", [[np.nan, 0.0, 1.0], [0.0, np.inf, 1.0], [0.0, np.nan, 1.0]], ids=["nan-first", "plus-inf", "nan-below-max"])
+def test_probability_rows_left_to_the_reference_path(row, kernel_runs):
+    z = np.array([[0.0, 1.0, 2.0], row, [3.0, 0.0, 0.0]])
+    t = np.full((3, 3), 1 / 3)
+    for need in NEEDS:
+        got = _call(need, z, t, reduction="none")
+        with _accel.disabled():
+            expected = _call(need, z, t, reduction="none")
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+    assert kernel_runs == [False] * 4

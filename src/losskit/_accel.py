@@ -31,8 +31,9 @@ Numba (the optional ``accel`` extra: ``pip install losskit[accel]``) and cached 
   BCE and Poisson kernels ran at a quarter of the copy floor after it, half without it).
 
 * Losses over a class axis have row kernels (:data:`ROW_KERNELS`, NumPy only): NumPy
-  ``cross_entropy`` with integer ids (without label smoothing or z-loss; sample weights,
-  masks, ``ignore_index`` and ``class_weight`` included) runs one Numba pass per chunk of rows
+  ``cross_entropy`` with integer ids or probability targets (without label smoothing or
+  z-loss; sample weights, masks, ``ignore_index`` and ``class_weight`` included) runs one
+  Numba pass per chunk of rows
   that keeps the reference's precise split (max − z_y) + log1p(Σ_{k≠argmax} e^{z_k − max}).
   Rows it cannot take (a NaN or +inf logit, only −inf logits, a label out of range) send the
   whole call to the reference path. ``tests/test_accel_cross_entropy.py`` checks it against
@@ -251,8 +252,10 @@ def run_numpy(call, pred, target, c, valid, aux, need: str):
 def _numpy_plan(call, dtype):
     rows = ROW_KERNELS.get(call.spec.name)
     if rows is not None:
-        covered = dtype in (np.float32, np.float64) and rows.covers(dict(call.static)) and _numba() is not None
-        return _RowPlan(rows.build) if covered else None
+        kind = rows.covers(dict(call.static)) if dtype in (np.float32, np.float64) else None
+        if kind is None or _numba() is None:
+            return None
+        return _RowPlan(lambda: rows.build(kind), kind == "dense")
     entry = KERNELS.get(call.spec.name)
     if entry is None or _numba() is None:
         return None
@@ -428,9 +431,10 @@ def _split(chunks: int, work) -> None:
 
 @dataclass(frozen=True)
 class RowKernel:
-    """The fused kernel of a loss over a class axis (NumPy only). ``covers(static options)``
-    says whether the kernel computes the call (e.g. cross-entropy with integer ids and neither
-    label smoothing nor z-loss); ``build()`` returns the compiled driver."""
+    """The fused kernels of a loss over a class axis (NumPy only). ``covers(static options)``
+    names the driver that computes the call ("ids": integer targets, "dense": a target of the
+    logits' shape), or None (e.g. cross-entropy with label smoothing); ``build(kind)`` returns
+    the compiled driver."""
 
     covers: Callable
     build: Callable
@@ -440,11 +444,12 @@ ROW_KERNELS: dict[str, RowKernel] = {}
 
 
 class _RowPlan:
-    __slots__ = ("build", "kernel")
+    __slots__ = ("build", "kernel", "dense")
 
-    def __init__(self, build):
-        self.build = build
+    def __init__(self, build, dense):
+        self.build = build  # () -> the compiled driver
         self.kernel = None  # compiled on first use
+        self.dense = dense  # the target has the logits' shape (probabilities), not ids
 
 
 _MODES = {"value": 0, "value_and_grad": 1, "grad": 2, "grad_hess": 3}
@@ -464,7 +469,10 @@ def _run_rows(plan, call, pred, target, c, valid, aux, need):
     shape, dtype = pred.shape, pred.dtype
     sample_shape = shape[:-1]
     num_classes = shape[-1]
-    if target.shape != sample_shape or target.dtype not in _IDS or pred.size == 0:
+    if plan.dense:
+        if target.shape != shape or target.dtype != dtype or pred.size == 0:
+            return None
+    elif target.shape != sample_shape or target.dtype not in _IDS or pred.size == 0:
         return None
     cw = aux[0] if aux else None
     if cw is None:
@@ -484,7 +492,7 @@ def _run_rows(plan, call, pred, target, c, valid, aux, need):
         mask = valid.reshape(-1)
     else:
         return None
-    n = target.size
+    n = pred.size // num_classes  # rows
     z = pred.reshape(-1)
     bits = z.view(_FLOAT_BITS[dtype][0])
     per_row = call.reduction == "none"
@@ -522,8 +530,10 @@ def _run_rows(plan, call, pred, target, c, valid, aux, need):
 _NO_OUTPUT = {"f": np.empty(0, np.float32), "d": np.empty(0, np.float64)}
 
 
-def _ce_covers(o) -> bool:
-    return o.get("target_kind") == "ids" and not o.get("label_smoothing") and not o.get("z_loss")
+def _ce_covers(o):
+    if o.get("label_smoothing") or o.get("z_loss"):
+        return None
+    return {"ids": "ids", "probs": "dense"}.get(o.get("target_kind"))
 
 
 def _compiled_rows(name):
@@ -535,7 +545,9 @@ def _compiled_rows(name):
     return _state[key]
 
 
-ROW_KERNELS["cross_entropy"] = RowKernel(covers=_ce_covers, build=lambda: _compiled_rows("cross_entropy"))
+ROW_KERNELS["cross_entropy"] = RowKernel(
+    covers=_ce_covers, build=lambda kind: _compiled_rows("cross_entropy" if kind == "ids" else "cross_entropy_probs")
+)
 
 
 # --- the validation pass of large targets -------------------------------------------------

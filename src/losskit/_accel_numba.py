@@ -801,7 +801,105 @@ def ce_ids(z, bits, y, w, valid, cw, values, grad, hess, partial, scale, num_cla
             partial[j] = total
     return bad
 
-ROW_DRIVERS = {"cross_entropy": ce_ids}
+
+@njit(**_SERIAL)
+def ce_probs(z, bits, t, w, valid, cw, values, grad, hess, partial, scale, num_classes, rows_per_chunk, c0, c1, mode):
+    """``ce_ids`` for a target distribution per row (``t``, the shape of ``z``), as
+    ``_softmax.weighted_nll`` and its derivatives: with q = t (times ``cw`` per class),
+    ℓ = Σ_{q_k≠0} q_k·((m − z_k) + log1p(rest)), gradient (Σq)·p − q, Hessian diagonal
+    (Σq)·p(1 − p). Classes with q_k = 0 add nothing, even where z_k = −inf."""
+    n = z.shape[0] // num_classes
+    weighted, masked, class_weighted = w.shape[0] != 0, valid.shape[0] != 0, cw.shape[0] != 0
+    per_row = values.shape[0] != 0
+    want_grad = mode != 0
+    out = grad if want_grad else np.empty(rows_per_chunk * num_classes, z.dtype)
+    maxima = np.empty(rows_per_chunk, z.dtype)
+    long_rows = num_classes >= ROW_EXP_MIN
+    sign_shift = bits.itemsize * 8 - 1
+    low_bits = (np.int64(1) << sign_shift) - 1
+    zero = cast_like(0.0, scale)
+    one = cast_like(1.0, scale)
+    bad = 0
+    for j in range(c0, c1):
+        lo, hi = j * rows_per_chunk, min(n, (j + 1) * rows_per_chunk)
+        first = lo * num_classes if want_grad else 0
+        size = (hi - lo) * num_classes
+        for r in range(hi - lo):
+            i = lo + r
+            base, o = i * num_classes, first + r * num_classes
+            zr, e = z[base : base + num_classes], out[o : o + num_classes]
+            m = zero
+            if not (masked and not valid[i]):
+                m = bits_as_float(_row_max(bits[base : base + num_classes], num_classes, sign_shift, low_bits), scale)
+                if not (abs(m) < np.inf):
+                    bad += 1
+                    m = zero
+            maxima[r] = m
+            if long_rows:
+                for k in range(num_classes):
+                    e[k] = exp_for(zr[k] - m, zero)
+            else:
+                for k in range(num_classes):
+                    e[k] = zr[k] - m
+        if bad:
+            return bad
+        if not long_rows:
+            ec = out[first : first + size]
+            for k in range(size):
+                ec[k] = exp_for(ec[k], zero)
+        total = 0.0
+        for r in range(hi - lo):
+            i = lo + r
+            base, o = i * num_classes, first + r * num_classes
+            e, zr, tr = out[o : o + num_classes], z[base : base + num_classes], t[base : base + num_classes]
+            if masked and not valid[i]:
+                if per_row:
+                    values[i] = zero
+                if want_grad:
+                    for k in range(num_classes):
+                        e[k] = zero
+                    if mode == 3:
+                        h = hess[o : o + num_classes]
+                        for k in range(num_classes):
+                            h[k] = zero
+                continue
+            m = maxima[r]
+            rest = _rest(e, num_classes, one)
+            if rest != rest:
+                return bad + 1
+            c = w[i] if weighted else scale
+            if mode <= 1:
+                lse_rest = cast_like(math.log1p(rest), m)
+                v = zero
+                for k in range(num_classes):
+                    q = tr[k] * cw[k] if class_weighted else tr[k]
+                    v += q * ((m - zr[k]) + lse_rest) if q != zero else zero
+                if per_row:
+                    values[i] = v * c
+                elif weighted:
+                    total += v * c
+                else:
+                    total += v
+            if want_grad:
+                q_sum = zero
+                for k in range(num_classes):
+                    q_sum += tr[k] * cw[k] if class_weighted else tr[k]
+                inv = cast_like(1.0 / (1.0 + rest), m)
+                if mode == 3:
+                    h = hess[o : o + num_classes]
+                    for k in range(num_classes):
+                        p = e[k] * inv
+                        h[k] = (q_sum * p * (one - p)) * c
+                        e[k] = (q_sum * p - (tr[k] * cw[k] if class_weighted else tr[k])) * c
+                else:
+                    for k in range(num_classes):
+                        p = e[k] * inv
+                        e[k] = (q_sum * p - (tr[k] * cw[k] if class_weighted else tr[k])) * c
+        if not per_row and partial.shape[0] != 0:
+            partial[j] = total
+    return bad
+
+ROW_DRIVERS = {"cross_entropy": ce_ids, "cross_entropy_probs": ce_probs}
 
 
 def _as_bits(x):
