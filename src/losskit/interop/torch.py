@@ -216,9 +216,19 @@ class GradInForwardLossFunction(torch.autograd.Function):
             if valid is None and type(c) is not float and c.ndim == 0:
                 # a scalar multiplier (plain "mean"/"sum"): the sum times c, and the gradient
                 # unscaled; backward scales it by c·grad_out (as the generic bridge does), so
-                # the forward, whose ops count twice in a training step, has one op less
-                value, grad = evaluate_whole(call, pred, target, 1.0, None, aux, _xp(), "value_and_grad")
-                value = value * c
+                # the forward, whose ops count twice in a training step, has one op less.
+                # ``evaluate_whole`` with c = 1 and nothing masked, written out (its reduction
+                # rule is then Σℓ and ∂ℓ as they are; float32/64 need no up- or down-cast)
+                spec = call.spec
+                o = call.options(aux)
+                if spec.value_and_grad is not None:
+                    per_sample, grad = spec.value_and_grad(pred, target, o, _xp())
+                else:
+                    per_sample, grad = spec.value(pred, target, o, _xp()), spec.grad(pred, target, o, _xp())
+                value = per_sample.sum() * c
+                if grad.dtype != pred.dtype:  # ``evaluate_whole``'s dtype rule, for a kernel that widened
+                    value, grad = evaluate_whole(call, pred, target, 1.0, None, aux, _xp(), "value_and_grad")
+                    value = value * c
                 scale = c
             else:
                 value, grad = evaluate_whole(call, pred, target, c, valid, aux, _xp(), "value_and_grad")
