@@ -360,3 +360,19 @@ def test_probability_check_small_cpu_path_both_sides(size, case, monkeypatch):
         torch.testing.assert_close(out, per.sum() / kw["mask"].sum(), rtol=1e-12, atol=0)
     else:
         torch.testing.assert_close(out, per.mean(), rtol=1e-12, atol=0)
+
+
+def test_other_libraries_and_mixed_inputs_have_no_fast_call():
+    """NumPy, and JAX with NumPy targets (converted by the general path), keep working on every
+    call: only torch signatures get a fast call."""
+    import numpy as np
+
+    p, y = np.linspace(-1.0, 1.0, 6).reshape(3, 2), np.zeros((3, 2))
+    for _ in range(2):
+        np.testing.assert_allclose(lk.mse(p, y), np.mean(p**2), rtol=1e-12)
+    jnp = pytest.importorskip("jax.numpy")
+    for _ in range(2):
+        np.testing.assert_allclose(float(lk.mse(jnp.asarray(p), y)), np.mean(p**2), rtol=1e-6)
+    assert not any(callable(f) for key, f in lk.mse._fast.items() if key[0] is not torch.Tensor)
+    with pytest.raises(TypeError, match="pass arrays of one library"):
+        lk.mse(torch.tensor(p), y)

@@ -326,11 +326,12 @@ class Loss:
         NotImplemented: none yet, ask again next call (e.g. while torch.compile traces)."""
         if not (self._plain and self._n_positional == 2):
             return None
-        if type(pred).__module__.startswith("torch"):
-            import torch
+        if type(pred).__module__.partition(".")[0] != "torch" or type(target).__module__.partition(".")[0] != "torch":
+            return None  # only torch has one (and a JAX call may mix in NumPy arrays, which _run converts first)
+        import torch
 
-            if torch.compiler.is_compiling():  # nothing of the plan traced: Dynamo warns on its lru_caches
-                return NotImplemented
+        if torch.compiler.is_compiling():  # nothing of the plan traced: Dynamo warns on its lru_caches
+            return NotImplemented
         plan = self._plan("value", pred, target, None, None, reduction, None, validate, {})  # cached by the call
         if plan.kind != "torch":
             return None
