@@ -704,6 +704,56 @@ def _rest(e, num_classes, one):
 ROW_EXP_MIN = 64  # classes from which a row's exponentials are computed in the row's own pass
 
 
+@_inline
+def _chunk_exponentials(z, bits, y, out, maxima, valid, lo, hi, first, num_classes, scale):
+    """Steps 1 and 2 of a chunk of rows [lo, hi): each row's maximum into ``maxima`` and
+    e^{z − max} into ``out`` from offset ``first`` (rows where ``valid`` is False: max 0). Returns
+    how many rows the reference path must take: a NaN or ±inf maximum, or (``y`` not empty) a
+    label outside [0, C)."""
+    masked, labelled = valid.shape[0] != 0, y.shape[0] != 0
+    long_rows = num_classes >= ROW_EXP_MIN
+    sign_shift = bits.itemsize * 8 - 1
+    low_bits = (np.int64(1) << sign_shift) - 1
+    zero = cast_like(0.0, scale)
+    bad = 0
+    # 1. per row: the maximum, and z − max into ``out`` (or its exponentials, for long rows)
+    for r in range(hi - lo):
+        i = lo + r
+        base, o = i * num_classes, first + r * num_classes
+        zr, e = z[base : base + num_classes], out[o : o + num_classes]  # slices: no wraparound checks
+        m = zero
+        if not (masked and not valid[i]):
+            m = bits_as_float(_row_max(bits[base : base + num_classes], num_classes, sign_shift, low_bits), scale)
+            if not (abs(m) < np.inf) or (labelled and (y[i] < 0 or y[i] >= num_classes)):
+                bad += 1
+                m = zero
+        maxima[r] = m
+        if long_rows:
+            for k in range(num_classes):
+                e[k] = exp_for(zr[k] - m, zero)
+        else:
+            for k in range(num_classes):
+                e[k] = zr[k] - m
+    # 2. short rows: the exponentials of the whole chunk in one loop (a row of a few classes
+    # would end in a scalar remainder each)
+    if bad == 0 and not long_rows:
+        ec = out[first : first + (hi - lo) * num_classes]
+        for k in range(ec.shape[0]):
+            ec[k] = exp_for(ec[k], zero)
+    return bad
+
+
+@_inline
+def _zero_row(e, hess, o, num_classes, mode, zero):
+    """A row that is not valid: 0 in its gradient (and Hessian), whatever its logits hold."""
+    for k in range(num_classes):
+        e[k] = zero
+    if mode == 3:
+        h = hess[o : o + num_classes]
+        for k in range(num_classes):
+            h[k] = zero
+
+
 @njit(**_SERIAL)
 def ce_ids(z, bits, y, w, valid, cw, values, grad, hess, partial, scale, num_classes, rows_per_chunk, c0, c1, mode):
     n = y.shape[0]
@@ -713,43 +763,14 @@ def ce_ids(z, bits, y, w, valid, cw, values, grad, hess, partial, scale, num_cla
     # the exponentials, then p: in the gradient, or in a buffer of one chunk
     out = grad if want_grad else np.empty(rows_per_chunk * num_classes, z.dtype)
     maxima = np.empty(rows_per_chunk, z.dtype)
-    long_rows = num_classes >= ROW_EXP_MIN
-    sign_shift = bits.itemsize * 8 - 1
-    low_bits = (np.int64(1) << sign_shift) - 1
     zero = cast_like(0.0, scale)
     one = cast_like(1.0, scale)
-    bad = 0
     for j in range(c0, c1):
         lo, hi = j * rows_per_chunk, min(n, (j + 1) * rows_per_chunk)
         first = lo * num_classes if want_grad else 0  # the chunk's offset in ``out``
-        size = (hi - lo) * num_classes
-        # 1. per row: the maximum, and z − max into ``out`` (0 for the rows skipped)
-        for r in range(hi - lo):
-            i = lo + r
-            base, o = i * num_classes, first + r * num_classes
-            zr, e = z[base : base + num_classes], out[o : o + num_classes]  # slices: no wraparound checks
-            m = zero
-            if not (masked and not valid[i]):
-                m = bits_as_float(_row_max(bits[base : base + num_classes], num_classes, sign_shift, low_bits), scale)
-                label = y[i]
-                if not (abs(m) < np.inf) or label < 0 or label >= num_classes:
-                    bad += 1  # NaN, ±inf maximum or a label out of range: the reference path
-                    m = zero
-            maxima[r] = m
-            if long_rows:
-                for k in range(num_classes):
-                    e[k] = exp_for(zr[k] - m, zero)
-            else:
-                for k in range(num_classes):
-                    e[k] = zr[k] - m
+        bad = _chunk_exponentials(z, bits, y, out, maxima, valid, lo, hi, first, num_classes, scale)
         if bad:
             return bad
-        # 2. short rows: the exponentials of the whole chunk in one loop (a row of a few
-        # classes would end in a scalar remainder each)
-        if not long_rows:
-            ec = out[first : first + size]
-            for k in range(size):
-                ec[k] = exp_for(ec[k], zero)
         # 3. per row: the value, the gradient (and Hessian)
         total = 0.0
         for r in range(hi - lo):
@@ -760,18 +781,13 @@ def ce_ids(z, bits, y, w, valid, cw, values, grad, hess, partial, scale, num_cla
                 if per_row:
                     values[i] = zero
                 if want_grad:
-                    for k in range(num_classes):
-                        e[k] = zero
-                    if mode == 3:
-                        h = hess[o : o + num_classes]
-                        for k in range(num_classes):
-                            h[k] = zero
+                    _zero_row(e, hess, o, num_classes, mode, zero)
                 continue
             label = y[i]
             m = maxima[r]
             rest = _rest(e, num_classes, one)
             if rest != rest:
-                return bad + 1  # a NaN below the maximum
+                return 1  # a NaN below the maximum
             factor = cw[label] if class_weighted else one
             factor_c = factor * (w[i] if weighted else scale)
             if mode <= 1:
@@ -799,7 +815,7 @@ def ce_ids(z, bits, y, w, valid, cw, values, grad, hess, partial, scale, num_cla
                 e[label] = (p_label - one) * factor_c
         if not per_row and partial.shape[0] != 0:
             partial[j] = total
-    return bad
+    return 0
 
 
 @njit(**_SERIAL)
@@ -814,39 +830,15 @@ def ce_probs(z, bits, t, w, valid, cw, values, grad, hess, partial, scale, num_c
     want_grad = mode != 0
     out = grad if want_grad else np.empty(rows_per_chunk * num_classes, z.dtype)
     maxima = np.empty(rows_per_chunk, z.dtype)
-    long_rows = num_classes >= ROW_EXP_MIN
-    sign_shift = bits.itemsize * 8 - 1
-    low_bits = (np.int64(1) << sign_shift) - 1
+    no_labels = np.empty(0, np.int64)
     zero = cast_like(0.0, scale)
     one = cast_like(1.0, scale)
-    bad = 0
     for j in range(c0, c1):
         lo, hi = j * rows_per_chunk, min(n, (j + 1) * rows_per_chunk)
         first = lo * num_classes if want_grad else 0
-        size = (hi - lo) * num_classes
-        for r in range(hi - lo):
-            i = lo + r
-            base, o = i * num_classes, first + r * num_classes
-            zr, e = z[base : base + num_classes], out[o : o + num_classes]
-            m = zero
-            if not (masked and not valid[i]):
-                m = bits_as_float(_row_max(bits[base : base + num_classes], num_classes, sign_shift, low_bits), scale)
-                if not (abs(m) < np.inf):
-                    bad += 1
-                    m = zero
-            maxima[r] = m
-            if long_rows:
-                for k in range(num_classes):
-                    e[k] = exp_for(zr[k] - m, zero)
-            else:
-                for k in range(num_classes):
-                    e[k] = zr[k] - m
+        bad = _chunk_exponentials(z, bits, no_labels, out, maxima, valid, lo, hi, first, num_classes, scale)
         if bad:
             return bad
-        if not long_rows:
-            ec = out[first : first + size]
-            for k in range(size):
-                ec[k] = exp_for(ec[k], zero)
         total = 0.0
         for r in range(hi - lo):
             i = lo + r
@@ -856,17 +848,12 @@ def ce_probs(z, bits, t, w, valid, cw, values, grad, hess, partial, scale, num_c
                 if per_row:
                     values[i] = zero
                 if want_grad:
-                    for k in range(num_classes):
-                        e[k] = zero
-                    if mode == 3:
-                        h = hess[o : o + num_classes]
-                        for k in range(num_classes):
-                            h[k] = zero
+                    _zero_row(e, hess, o, num_classes, mode, zero)
                 continue
             m = maxima[r]
             rest = _rest(e, num_classes, one)
             if rest != rest:
-                return bad + 1
+                return 1
             c = w[i] if weighted else scale
             if mode <= 1:
                 lse_rest = cast_like(math.log1p(rest), m)
@@ -897,7 +884,8 @@ def ce_probs(z, bits, t, w, valid, cw, values, grad, hess, partial, scale, num_c
                         e[k] = (q_sum * p - (tr[k] * cw[k] if class_weighted else tr[k])) * c
         if not per_row and partial.shape[0] != 0:
             partial[j] = total
-    return bad
+    return 0
+
 
 ROW_DRIVERS = {"cross_entropy": ce_ids, "cross_entropy_probs": ce_probs}
 
