@@ -383,18 +383,17 @@ def fast_value(loss, plan, pred, target, reduction, validate):
         kernel_pred, kernel_target, valid, denom = prep.pred, prep.target, prep.valid, prep.denom
         if check_values is not None:
             check_values(kernel_pred, kernel_target, o, xp, name, valid)
-        # the per-sample shape as ``Loss._run`` derives it (the plan's class axis)
-        if class_axis is not None:
-            shape = tuple(pred.shape)
-            sample_shape = shape[:class_axis] + shape[class_axis + 1 :]
-        else:
-            sample_shape = pred.shape
-        if valid is None and denom is None:
-            n = 1
-            for s in sample_shape:
-                n *= int(s)
+        # the samples as ``Loss._run`` counts them (the plan's class axis)
+        classes = pred.shape[class_axis] if class_axis is not None else 1
+        if valid is None and denom is None and classes:
+            n = pred.numel() // classes  # the product of the per-sample shape
             c = (1.0 / n if n else 0.0) if mean else 1.0  # ``_reduce.multiplier`` without weights
         else:
+            if class_axis is not None:
+                shape = tuple(pred.shape)
+                sample_shape = shape[:class_axis] + shape[class_axis + 1 :]
+            else:
+                sample_shape = pred.shape
             c = multiplier(sample_shape, None, valid, denom, reduction, None, dtype, xp, check=validate and name)
         call = calls.get(tuple([(k, o[k]) for k in static_names] + list(prep.static.items())))
         if call is None:  # static options this signature has not met: the general path makes the Call
