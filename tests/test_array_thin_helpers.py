@@ -78,3 +78,14 @@ def test_zero_where_matches_the_plain_select(name, make, back, dtype):
     got = back(A.zero_where(make(cond), make(x), xp=A.namespace(make(x))))
     assert got.dtype == dtype
     np.testing.assert_array_equal(got, np.where(cond, dtype(0), x))
+
+
+@pytest.mark.parametrize("name,make,back", _backends(), ids=lambda v: v if isinstance(v, str) else "")
+def test_is_integral_is_isdtype_integral_per_dtype(name, make, back):
+    """The cached dtype test says what the array API's isdtype says: signed and unsigned ints
+    yes, bool and floats no, the same on a second (cached) call."""
+    for dtype in [np.int8, np.int16, np.int32, np.int64, np.uint8, np.bool_, np.float16, np.float32, np.float64]:
+        x = make(np.zeros(3, dtype=dtype))
+        xp = A.namespace(x)
+        want = np.issubdtype(dtype, np.integer)
+        assert A.is_integral(x, xp) is want and A.is_integral(x, xp) is want, dtype

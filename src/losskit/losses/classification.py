@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 
 from .. import _validate
-from .._array import backend, class_ids_onehot, compute_dtype, gather_classes, is_floating
+from .._array import backend, class_ids_onehot, compute_dtype, gather_classes, is_floating, is_integral
 from .._loss import CLASS_AXIS, Checks, Option, Peer, check_option, declare, Prepared
 from . import _softmax
 
@@ -26,7 +26,7 @@ def _ce_prepare(pred, target, o, xp, validate, loss, mask=None):
                 f"{loss}: `class_weight` must have shape ({num_classes},) (one weight per class), got {tuple(cw.shape)}."
             )
         cw = o["class_weight"] = xp.astype(cw, compute_dtype(pred.dtype, xp))
-    if o.get("smoothing_formula", "pytorch") == "megatron" and o["label_smoothing"]:
+    if o["label_smoothing"] and o.get("smoothing_formula", "pytorch") == "megatron":
         if num_classes < 2:
             raise ValueError(f"{loss}: smoothing_formula='megatron' needs at least 2 classes, got {num_classes}.")
         if o["label_smoothing"] * num_classes / (num_classes - 1) > 1.0:
@@ -34,28 +34,29 @@ def _ce_prepare(pred, target, o, xp, validate, loss, mask=None):
                 f"{loss}: with smoothing_formula='megatron', `label_smoothing` must be at most (C-1)/C = "
                 f"{(num_classes - 1) / num_classes!r}, got {o['label_smoothing']!r}."
             )
-    expected = tuple(pred.shape[:axis]) + tuple(pred.shape[axis + 1 :])
+    shape = tuple(pred.shape)
+    expected = shape[:axis] + shape[axis + 1 :]
     if is_floating(target, xp):
-        if tuple(target.shape) == expected and expected != tuple(pred.shape):
+        if tuple(target.shape) == expected and expected != shape:
             raise ValueError(
                 f"{loss}: `target` of shape {expected} has dtype {target.dtype}: class ids must be integers; "
-                f"probabilities need the logits' shape {tuple(pred.shape)}. Cast ids with target.astype(int64)."
+                f"probabilities need the logits' shape {shape}. Cast ids with target.astype(int64)."
             )
         if o["ignore_index"] is not None:
             raise ValueError(f"{loss}: `ignore_index` applies to integer class ids; with probability targets use `mask`.")
         prep = _softmax.prepare_dense_target(pred, target, o, xp, validate, loss, mask)
-        return replace(prep, static={"target_kind": "probs"})
-    if not xp.isdtype(target.dtype, "integral"):
+        return replace(prep, static=_PROBS)
+    if not is_integral(target, xp):
         raise TypeError(f"{loss}: `target` must hold integer class ids or float probabilities, got dtype {target.dtype}.")
     if tuple(target.shape) != expected:
         hint = ""
         if tuple(target.shape) == expected + (1,):
             hint = " It has a trailing axis of size 1: pass target[..., 0]."
-        elif tuple(target.shape) == tuple(pred.shape):
+        elif tuple(target.shape) == shape:
             hint = " Integer ids have the shape of the logits without the class axis; one-hot targets must be float."
         raise ValueError(
             f"{loss}: integer `target` must have the shape of the logits without axis {axis}, "
-            f"i.e. {expected}; got {tuple(target.shape)} for logits {tuple(pred.shape)}.{hint}"
+            f"i.e. {expected}; got {tuple(target.shape)} for logits {shape}.{hint}"
         )
     if backend(xp) == "torch" and target.dtype != xp.int64:
         target = xp.astype(target, xp.int64)  # torch indexes with int64 only (and uint8 != -100 would wrap)
@@ -73,9 +74,12 @@ def _ce_prepare(pred, target, o, xp, validate, loss, mask=None):
         expected,
         valid=valid,
         denom=None if cw is None else gather_classes(cw, ids, xp),
-        static={"target_kind": "ids"},
+        static=_IDS,
         axis=axis if moved else None,
     )
+
+
+_IDS, _PROBS = {"target_kind": "ids"}, {"target_kind": "probs"}  # Prepared.static: read only
 
 
 def _ce_alpha(o, num_classes):
