@@ -18,7 +18,9 @@ Variants (``--variants``): ``unfused`` / ``fused`` eager in float32, ``unfused_a
 ``fused_amp`` under autocast bfloat16, and the ``_compiled`` versions of the autocast ones
 (the whole step's model + loss compiled; the optimizer stays eager). A fused variant may name
 its rows per chunk after ``@`` (``fused_amp_compiled@512``; default: ``chunk_size=None``), to
-measure the memory / time trade-off of the chunk size side by side.
+measure the memory / time trade-off of the chunk size side by side; a compiled fused variant
+ending in ``_traced`` (``fused_amp_compiled_traced``) runs the traced chunk loop of
+``interop.torch_fused`` (``TRACED = True``) instead of the opaque operator.
 """
 
 from __future__ import annotations
@@ -90,6 +92,12 @@ def worker(variant: str, a) -> dict:
     x, y = idx[:, :-1], idx[:, 1:]
     variant, _, rows = variant.partition("@")
     chunk_size = int(rows) if rows else None
+    traced = variant.endswith("_traced")  # torch_fused's traced form (TRACED) instead of the operator
+    if traced:
+        from losskit.interop import torch_fused
+
+        torch_fused.TRACED = True
+        variant = variant[: -len("_traced")]
     fused = variant.startswith("fused")
     amp = "_amp" in variant
 
@@ -120,7 +128,7 @@ def worker(variant: str, a) -> dict:
         if i >= a.warmup:
             times.append(dt)
             peaks.append(_peak() - base)
-    return {"variant": variant + (f"@{rows}" if rows else ""), "times_s": times, "peak_bytes": max(peaks), "losses": losses}
+    return {"variant": variant + ("_traced" if traced else "") + (f"@{rows}" if rows else ""), "times_s": times, "peak_bytes": max(peaks), "losses": losses}
 
 
 def run_one(variant, a) -> dict:
@@ -182,7 +190,7 @@ def main(argv=None) -> dict:
         print(f"{v:<22} {r['median_s']:>9.3f} {r['peak_bytes'] / mib:>9.1f}   {r['losses'][0]:.4f} / {r['losses'][-1]:.4f}")
     print("ratios (fused / unfused, same settings):")
     for v in variants:
-        base = "un" + v.partition("@")[0]
+        base = "un" + v.partition("@")[0].removesuffix("_traced")
         if v.startswith("fused") and "median_s" in res.get(v, {}) and "median_s" in res.get(base, {}):
             f, u = res[v], res[base]
             print(f"  {(v[6:] if v.startswith('fused_') else 'eager float32' + v[5:]):<16} time {f['median_s'] / u['median_s']:.3f}   peak memory {f['peak_bytes'] / max(u['peak_bytes'], 1):.3f}")

@@ -620,6 +620,9 @@ def call_op(x, weight, target, bias, sample_weight, mask, reduction, normalizer,
                             (label_smoothing, z_loss), softcap, chunk_size, grad_in_forward, (reduction, smoothing_formula)):
         return NotImplemented
     x, weight, bias = autocast_inputs(x, weight, bias)
+    if not extras and traced_covers(x, weight, target, (bias, sample_weight, mask, class_weight, normalizer), reduction, ignore_index,
+                     label_smoothing, z_loss, softcap, chunk_size, grad_in_forward):
+        return traced_call(x, weight, target, reduction, bool(validate), ignore_index, chunk_size)
     need = 0
     if torch.is_grad_enabled():
         need = (_NEED_X if x.requires_grad else 0) | (_NEED_W if weight.requires_grad else 0) | (
@@ -635,3 +638,167 @@ def call_op(x, weight, target, bias, sample_weight, mask, reduction, normalizer,
     lead = x.shape[:-1]
     # only the loss is differentiable: the extras are constants for autograd
     return LinearCrossEntropyExtras(loss, lse.detach().reshape(lead), tlp.detach().reshape(lead), acc.detach())
+
+
+# --- the traced form for torch.compile (the plain case) -------------------------------------
+# The operator above runs the eager chunk kernel: under compile that is many separate eager
+# ops per chunk, each its own OpenMP region. For class ids with ``ignore_index`` only (no
+# bias, weights, mask, class weights, normalizer, smoothing, z-loss or softcap), a scalar
+# reduction and a gradient wanted, ``call_op`` instead hands Dynamo ``TracedLinearCrossEntropy``:
+# the same chunk loop (static chunk count, ``default_chunk_size``'s rule) written in torch ops,
+# so Inductor fuses each chunk's softmax statistics and G into one or two kernels around the
+# GEMMs, and the class-id check runs after it in a small operator (the eager message).
+
+# Off by default: in the compiled GPT step (benchmarks/gpt_step.py, load 4-6) the traced form
+# measured 1.05-1.35x unfused compiled time where the operator measured 0.87-1.19x, though its
+# head alone was faster (0.25 against 0.31-0.48 s) and leaner (25.7 against 38.5 MiB). True
+# routes the plain case here (tests and ``gpt_step.py``'s ``_traced`` variants set it)
+TRACED = False
+_TRACED_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+
+
+class TracedLinearCrossEntropy(torch.autograd.Function):
+    """forward(x2 (N, H), w (V, H), ids (N,) int64 (ignored rows at id 0), valid (N,) bool or
+    None, rows, reduction) -> the loss; the gradients for a unit incoming gradient are
+    computed in the forward pass (grad-in-forward) and backward scales them.
+
+    Per chunk: z = x_c Wᵀ in the inputs' dtype (bfloat16 under autocast), statistics in the
+    compute dtype (float32 for bfloat16): ℓ = (m − z_y) + r (``logsumexp_split``), G = s·(e^{z −
+    LSE} − onehot(y)), 0 on ignored rows; dx_c = G W and dW += Gᵀ x_c (the GEMMs in the inputs'
+    dtype, dW accumulated in the compute dtype), as the eager kernel does."""
+
+    @staticmethod
+    def forward(ctx, x2, w, ids, valid, rows, reduction):
+        from .torch_compiled import logsumexp_split
+
+        n, v = x2.shape[0], w.shape[0]
+        cd = torch.float32 if x2.dtype == torch.bfloat16 else x2.dtype
+        if reduction == "sum":
+            scale = 1.0
+        elif valid is None:
+            scale = 1.0 / n
+        else:
+            scale = 1.0 / valid.sum(dtype=cd).clamp(min=1.0)
+        classes = torch.arange(v, device=x2.device)
+        total = None
+        gxs = []
+        gw = None
+        for r0 in range(0, n, rows):
+            r1 = min(n, r0 + rows)
+            xc = x2[r0:r1]
+            z = torch.mm(xc, w.t()).to(cd)
+            m, r = logsumexp_split(z)
+            yc = ids[r0:r1, None]
+            per_row = ((m - z.gather(1, yc)) + r)[:, 0]
+            p = torch.exp(z - (m + r))
+            g = (p - (classes == yc).to(cd)) * scale
+            if valid is not None:
+                vc = valid[r0:r1]
+                per_row = torch.where(vc, per_row, 0.0)
+                g = torch.where(vc[:, None], g, 0.0)
+                # 0·NaN is NaN: a NaN hidden state of an ignored row must not reach dW
+                xc = torch.where(vc[:, None], xc, 0.0)
+            part = per_row.sum()
+            total = part if total is None else total + part
+            gl = g.to(x2.dtype)
+            gxs.append(torch.mm(gl, w))
+            pw = torch.mm(gl.t(), xc)
+            gw = pw.to(cd) if gw is None else gw + pw.to(cd)
+        value = total * scale
+        gx = gxs[0] if len(gxs) == 1 else torch.cat(gxs)
+        if len(gxs) == 1:
+            gw = pw  # one chunk: one GEMM accumulates all rows (in float32) and rounds once
+        ctx.save_for_backward(gx, gw)
+        ctx.dtypes = (x2.dtype, w.dtype)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad_value):
+        gx, gw = ctx.saved_tensors
+        dx = (gx * grad_value).to(ctx.dtypes[0])
+        dw = (gw * grad_value).to(ctx.dtypes[1])
+        return dx, dw, None, None, None, None
+
+
+@torch.library.custom_op("losskit::linear_cross_entropy_check_ids", mutates_args=())
+def _checked_value(value: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: Optional[int]) -> torch.Tensor:
+    """``value``, after the eager check of ``linear_cross_entropy`` that every id of
+    ``target`` not ignored is in [0, V) (its ValueError, naming the first bad id)."""
+    from .. import _validate
+    from .._array import namespace
+
+    valid = None if ignore_index is None else target != ignore_index
+    _validate.check_class_ids(target, num_classes, ignore_index, NAME, namespace(target), valid)
+    return value.clone()  # a custom op's output never aliases an input
+
+
+@_checked_value.register_fake
+def _(value, target, num_classes, ignore_index):
+    return torch.empty_like(value)
+
+
+def _check_setup(ctx, inputs, output):
+    pass
+
+
+def _check_backward(ctx, grad):
+    return grad, None, None, None
+
+
+_checked_value.register_autograd(_check_backward, setup_context=_check_setup)
+
+
+def traced_covers(x, weight, target, others, reduction, ignore_index, label_smoothing, z_loss, softcap, chunk_size,
+                  grad_in_forward) -> bool:
+    """Whether ``traced_call`` computes this call (under ``torch.compile``): float32/64 or
+    bfloat16 ``x`` and ``weight`` of one dtype and matching shapes, int class ids of x's
+    sample shape, ``"mean"``/``"sum"``, a gradient wanted for x or weight and none for
+    anything else, no other option (``others``: bias, sample weights, mask, class weights,
+    normalizer, all None). Everything the eager call would reject goes to the operator."""
+    from .torch_lean import _functorch_active, _is_compiling
+
+    if not (TRACED and _is_compiling()) or _functorch_active():
+        return False
+    if any(a is not None for a in others) or label_smoothing or z_loss or softcap is not None or grad_in_forward is False:
+        return False
+    if reduction not in ("mean", "sum") or not torch.is_grad_enabled():
+        return False
+    if not (x.requires_grad or weight.requires_grad) or target.requires_grad:
+        return False
+    return (
+        x.dtype in _TRACED_DTYPES
+        and weight.dtype == x.dtype
+        and x.ndim >= 1
+        and weight.ndim == 2
+        and x.shape[-1] == weight.shape[1]
+        and weight.shape[0] >= 1
+        and x.numel() > 0
+        and not target.is_floating_point()
+        and not target.is_complex()
+        and target.dtype != torch.bool
+        and tuple(target.shape) == tuple(x.shape[:-1])
+        and target.device == x.device == weight.device
+    )
+
+
+def traced_call(x, weight, target, reduction, validate, ignore_index, chunk_size):
+    """``lk.linear_cross_entropy`` through ``TracedLinearCrossEntropy`` (``traced_covers``)."""
+    from ..fused.linear_cross_entropy import default_chunk_size
+
+    v, h = int(weight.shape[0]), int(weight.shape[1])
+    x2 = x.reshape(-1, h)
+    n = int(x2.shape[0])
+    rows = chunk_size if chunk_size is not None else default_chunk_size(n, h, v, x.element_size())
+    rows = max(1, min(int(rows), n))
+    if n > rows > 2 * h:
+        # dW += Gᵀx_c is out of place here (a second V×H buffer, the size of h slab rows):
+        # h rows less per chunk keep the peak at the eager kernel's
+        rows -= h
+    t = target.reshape(-1)
+    t = t if t.dtype == torch.int64 else t.to(torch.int64)
+    valid = None if ignore_index is None else t != ignore_index
+    ids = t if valid is None else torch.where(valid, t, 0)
+    if validate:
+        ids = torch.where((ids >= 0) & (ids < v), ids, 0)  # bad ids read as 0; the check after raises
+    value = TracedLinearCrossEntropy.apply(x2, weight, ids, valid, rows, reduction)
+    return _checked_value(value, target, v, ignore_index) if validate else value
