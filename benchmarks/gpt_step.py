@@ -20,7 +20,9 @@ Variants (``--variants``): ``unfused`` / ``fused`` eager in float32, ``unfused_a
 its rows per chunk after ``@`` (``fused_amp_compiled@512``; default: ``chunk_size=None``), to
 measure the memory / time trade-off of the chunk size side by side; a compiled fused variant
 ending in ``_traced`` (``fused_amp_compiled_traced``) runs the traced chunk loop of
-``interop.torch_fused`` (``TRACED = True``) instead of the opaque operator.
+``interop.torch_fused`` (``TRACED = True``) instead of the opaque operator; a ``head_`` prefix
+(``head_fused_amp_compiled``) times the loss head alone on a fixed hidden state (the model's
+layers are skipped; the AdamW step updates the head's weight).
 """
 
 from __future__ import annotations
@@ -98,12 +100,16 @@ def worker(variant: str, a) -> dict:
 
         torch_fused.TRACED = True
         variant = variant[: -len("_traced")]
+    head_only = variant.startswith("head_")  # the loss head alone, on a fixed hidden state
+    if head_only:
+        variant = variant[len("head_"):]
+        hidden = torch.randn(a.batch, a.seq, a.d, requires_grad=True)
     fused = variant.startswith("fused")
     amp = "_amp" in variant
 
     def loss_fn(x, y):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            h = model.hidden(x)
+            h = hidden if head_only else model.hidden(x)
             if fused:
                 return lk.linear_cross_entropy(h, model.head.weight, y, chunk_size=chunk_size)
             return F.cross_entropy(model.head(h).float().flatten(0, 1), y.flatten())
@@ -128,7 +134,7 @@ def worker(variant: str, a) -> dict:
         if i >= a.warmup:
             times.append(dt)
             peaks.append(_peak() - base)
-    return {"variant": variant + ("_traced" if traced else "") + (f"@{rows}" if rows else ""), "times_s": times, "peak_bytes": max(peaks), "losses": losses}
+    return {"variant": ("head_" if head_only else "") + variant + ("_traced" if traced else "") + (f"@{rows}" if rows else ""), "times_s": times, "peak_bytes": max(peaks), "losses": losses}
 
 
 def run_one(variant, a) -> dict:
@@ -190,10 +196,11 @@ def main(argv=None) -> dict:
         print(f"{v:<22} {r['median_s']:>9.3f} {r['peak_bytes'] / mib:>9.1f}   {r['losses'][0]:.4f} / {r['losses'][-1]:.4f}")
     print("ratios (fused / unfused, same settings):")
     for v in variants:
-        base = "un" + v.partition("@")[0].removesuffix("_traced")
-        if v.startswith("fused") and "median_s" in res.get(v, {}) and "median_s" in res.get(base, {}):
+        head, core = ("head_", v[5:]) if v.startswith("head_") else ("", v)
+        base = head + "un" + core.partition("@")[0].removesuffix("_traced")
+        if core.startswith("fused") and "median_s" in res.get(v, {}) and "median_s" in res.get(base, {}):
             f, u = res[v], res[base]
-            print(f"  {(v[6:] if v.startswith('fused_') else 'eager float32' + v[5:]):<16} time {f['median_s'] / u['median_s']:.3f}   peak memory {f['peak_bytes'] / max(u['peak_bytes'], 1):.3f}")
+            print(f"  {head + (core[6:] if core.startswith('fused_') else 'eager float32' + core[5:]):<16} time {f['median_s'] / u['median_s']:.3f}   peak memory {f['peak_bytes'] / max(u['peak_bytes'], 1):.3f}")
     for r in res.values():
         if "losses" in r and not all(math.isfinite(l) for l in r["losses"]):
             raise SystemExit(f"{r['variant']}: non-finite loss {r['losses']}")
