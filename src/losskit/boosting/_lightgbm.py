@@ -25,7 +25,9 @@ def _unflatten(preds, n):
     """LightGBM < 4: multiclass scores come flat (K·n,), class-major."""
     preds = np.asarray(preds)
     if preds.ndim == 1 and n and preds.size != n and preds.size % n == 0:
-        return preds.reshape(preds.size // n, n).T, True
+        # row-major (n, K), as the kernels read it: the same numbers as the (n, K) layout
+        # (a strided view would take the reference path, rounded differently)
+        return np.ascontiguousarray(preds.reshape(preds.size // n, n).T), True
     return preds, False
 
 
