@@ -19,8 +19,9 @@ Variants (``--variants``): ``unfused`` / ``fused`` eager in float32, ``unfused_a
 (the whole step's model + loss compiled; the optimizer stays eager). A fused variant may name
 its rows per chunk after ``@`` (``fused_amp_compiled@512``; default: ``chunk_size=None``), to
 measure the memory / time trade-off of the chunk size side by side; a compiled fused variant
-ending in ``_traced`` (``fused_amp_compiled_traced``) runs the traced chunk loop of
-``interop.torch_fused`` (``TRACED = True``) instead of the opaque operator; a ``head_`` prefix
+ending in ``_operator`` (``fused_amp_compiled_operator``) runs the opaque operator instead of
+the traced chunk loop of ``interop.torch_fused`` (``TRACED``, the default; ``_traced`` names it
+explicitly); a ``head_`` prefix
 (``head_fused_amp_compiled``) times the loss head alone on a fixed hidden state (the model's
 layers are skipped; the AdamW step updates the head's weight).
 """
@@ -94,12 +95,13 @@ def worker(variant: str, a) -> dict:
     x, y = idx[:, :-1], idx[:, 1:]
     variant, _, rows = variant.partition("@")
     chunk_size = int(rows) if rows else None
-    traced = variant.endswith("_traced")  # torch_fused's traced form (TRACED) instead of the operator
-    if traced:
+    traced = variant.endswith("_traced")  # torch_fused's traced form (TRACED, the default)
+    operator = variant.endswith("_operator")  # the opaque operator instead
+    if traced or operator:
         from losskit.interop import torch_fused
 
-        torch_fused.TRACED = True
-        variant = variant[: -len("_traced")]
+        torch_fused.TRACED = traced
+        variant = variant.rpartition("_")[0]
     head_only = variant.startswith("head_")  # the loss head alone, on a fixed hidden state
     if head_only:
         variant = variant[len("head_"):]
@@ -197,7 +199,7 @@ def main(argv=None) -> dict:
     print("ratios (fused / unfused, same settings):")
     for v in variants:
         head, core = ("head_", v[5:]) if v.startswith("head_") else ("", v)
-        base = head + "un" + core.partition("@")[0].removesuffix("_traced")
+        base = head + "un" + core.partition("@")[0].removesuffix("_traced").removesuffix("_operator")
         if core.startswith("fused") and "median_s" in res.get(v, {}) and "median_s" in res.get(base, {}):
             f, u = res[v], res[base]
             print(f"  {head + (core[6:] if core.startswith('fused_') else 'eager float32' + core[5:]):<16} time {f['median_s'] / u['median_s']:.3f}   peak memory {f['peak_bytes'] / max(u['peak_bytes'], 1):.3f}")

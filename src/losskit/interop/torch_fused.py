@@ -649,11 +649,12 @@ def call_op(x, weight, target, bias, sample_weight, mask, reduction, normalizer,
 # so Inductor fuses each chunk's softmax statistics and G into one or two kernels around the
 # GEMMs, and the class-id check runs after it in a small operator (the eager message).
 
-# Off by default: in the compiled GPT step (benchmarks/gpt_step.py, load 4-6) the traced form
-# measured 1.05-1.35x unfused compiled time where the operator measured 0.87-1.19x, though its
-# head alone was faster (0.25 against 0.31-0.48 s) and leaner (25.7 against 38.5 MiB). True
-# routes the plain case here (tests and ``gpt_step.py``'s ``_traced`` variants set it)
-TRACED = False
+# On by default: in the compiled GPT step on an idle machine (benchmarks/gpt_step.py, three
+# runs, load 0.7-1.3) the traced form took 0.93-1.00x the unfused compiled step's time at
+# 0.81x its peak, the operator 1.01-1.07x at 0.95x (under load 4-6 the order flipped in some
+# runs: 1.05-1.35x against 0.87-1.19x). False sends every call to the operator
+# (``gpt_step.py``'s ``_operator`` variants).
+TRACED = True
 _TRACED_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 
 
