@@ -41,16 +41,17 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 @torch.library.custom_op("losskit::cross_entropy_check_ids", mutates_args=())
-def checked_value(value: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: Optional[int]) -> torch.Tensor:
+def checked_value(value: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: Optional[int], loss: str) -> torch.Tensor:
     """``value``, after the eager check that every id of ``target`` not ignored is in [0, C)
-    (the ValueError of ``lk.cross_entropy``, naming the first bad id and its position)."""
+    (the ValueError of ``loss``, naming the first bad id and its position). The traced
+    ``cross_entropy`` and ``linear_cross_entropy`` both run it after their fused kernels."""
     ids = target if ignore_index is None else torch.where(target != ignore_index, target, 0)
-    _validate.check_class_ids(ids, num_classes, ignore_index, "cross_entropy", namespace(ids))
+    _validate.check_class_ids(ids, num_classes, ignore_index, loss, namespace(ids))
     return value.clone()  # a custom op's output never aliases an input
 
 
 @checked_value.register_fake
-def _(value, target, num_classes, ignore_index):
+def _(value, target, num_classes, ignore_index, loss):
     return torch.empty_like(value)
 
 
@@ -59,7 +60,7 @@ def _check_setup(ctx, inputs, output):
 
 
 def _check_backward(ctx, grad):
-    return grad, None, None, None
+    return grad, None, None, None, None
 
 
 checked_value.register_autograd(_check_backward, setup_context=_check_setup)
@@ -192,4 +193,4 @@ def traced_cross_entropy(logits, target, reduction: str, validate: bool, ignore_
     if alpha and formula == "megatron":  # the PyTorch formula's α (as _ce_alpha)
         alpha = alpha * num_classes / (num_classes - 1)
     value = PreciseCrossEntropy.apply(logits, ids, valid, reduction, alpha, float(z_loss))
-    return checked_value(value, target, num_classes, ignore_index) if validate else value
+    return checked_value(value, target, num_classes, ignore_index, "cross_entropy") if validate else value

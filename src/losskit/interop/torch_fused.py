@@ -38,6 +38,7 @@ from torch.autograd.function import once_differentiable
 
 from .._array import compute_dtype
 from .._reduce import reduce_terms, scale_elementwise
+from .torch_compiled import checked_value, logsumexp_split
 from .torch_lean import _EMPTY_INT, stash, zero_rows_
 from ..fused.linear_cross_entropy import (
     NAME,
@@ -670,8 +671,6 @@ class TracedLinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x2, w, ids, valid, rows, reduction):
-        from .torch_compiled import logsumexp_split
-
         n, v = x2.shape[0], w.shape[0]
         cd = torch.float32 if x2.dtype == torch.bfloat16 else x2.dtype
         if reduction == "sum":
@@ -719,34 +718,6 @@ class TracedLinearCrossEntropy(torch.autograd.Function):
         dx = (gx * grad_value).to(ctx.dtypes[0])
         dw = (gw * grad_value).to(ctx.dtypes[1])
         return dx, dw, None, None, None, None
-
-
-@torch.library.custom_op("losskit::linear_cross_entropy_check_ids", mutates_args=())
-def _checked_value(value: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: Optional[int]) -> torch.Tensor:
-    """``value``, after the eager check of ``linear_cross_entropy`` that every id of
-    ``target`` not ignored is in [0, V) (its ValueError, naming the first bad id)."""
-    from .. import _validate
-    from .._array import namespace
-
-    valid = None if ignore_index is None else target != ignore_index
-    _validate.check_class_ids(target, num_classes, ignore_index, NAME, namespace(target), valid)
-    return value.clone()  # a custom op's output never aliases an input
-
-
-@_checked_value.register_fake
-def _(value, target, num_classes, ignore_index):
-    return torch.empty_like(value)
-
-
-def _check_setup(ctx, inputs, output):
-    pass
-
-
-def _check_backward(ctx, grad):
-    return grad, None, None, None
-
-
-_checked_value.register_autograd(_check_backward, setup_context=_check_setup)
 
 
 def traced_covers(x, weight, target, others, reduction, ignore_index, label_smoothing, z_loss, softcap, chunk_size,
@@ -802,4 +773,4 @@ def traced_call(x, weight, target, reduction, validate, ignore_index, chunk_size
     if validate:
         ids = torch.where((ids >= 0) & (ids < v), ids, 0)  # bad ids read as 0; the check after raises
     value = TracedLinearCrossEntropy.apply(x2, weight, ids, valid, rows, reduction)
-    return _checked_value(value, target, v, ignore_index) if validate else value
+    return checked_value(value, target, v, ignore_index, NAME) if validate else value
