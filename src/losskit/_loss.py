@@ -293,7 +293,7 @@ class Loss:
             except (AttributeError, TypeError):  # not arrays, or an unhashable argument
                 fast = None
             if fast is _NO_FAST_YET:
-                out = self._call(arrays, reduction, validate)
+                out = self._call(arrays, None, None, reduction, None, validate, options)
                 fast = self._make_fast(pred, target, reduction, validate)
                 if fast is not NotImplemented:
                     self._fast[key] = fast
@@ -302,7 +302,11 @@ class Loss:
                 out = fast(pred, target)
                 if out is not NotImplemented:
                     return out
-            return self._call(arrays, reduction, validate)
+            return self._call(arrays, None, None, reduction, None, validate, options)
+        return self._call(arrays, weight, mask, reduction, normalizer, validate, options)
+
+    def _call(self, arrays, weight, mask, reduction, normalizer, validate, options):
+        """``__call__`` on the general path."""
         if self._value_override is not None:
             out = self._value_override(arrays, weight, mask, reduction, normalizer, validate, options)
             if out is not NotImplemented:
@@ -310,16 +314,6 @@ class Loss:
         if self._plain and len(arrays) == self._n_positional == 2:  # _dispatch's common case, one frame less
             return self._run("value", arrays[0], arrays[1], weight, mask, reduction, normalizer, validate, options)
         return self._dispatch("value", arrays, weight, mask, reduction, normalizer, validate, options)
-
-    def _call(self, arrays, reduction, validate):
-        """``__call__`` without options, weight, mask or normalizer, on the general path."""
-        if self._value_override is not None:
-            out = self._value_override(arrays, None, None, reduction, None, validate, {})
-            if out is not NotImplemented:
-                return out
-        if self._plain and self._n_positional == 2:
-            return self._run("value", arrays[0], arrays[1], None, None, reduction, None, validate, {})
-        return self._dispatch("value", arrays, None, None, reduction, None, validate, {})
 
     def _make_fast(self, pred, target, reduction, validate):
         """The fast call for this signature (see ``__call__``), None where there is none, or

@@ -32,6 +32,14 @@ def is_scalar(c) -> bool:
     return isinstance(c, float) or getattr(c, "ndim", 1) == 0
 
 
+def count_multiplier(n: int, reduction: str) -> float:
+    """``multiplier`` of n samples with no weight, mask, denominator or normalizer: 1/n for
+    ``"mean"`` (0 for none), 1 otherwise."""
+    if reduction != "mean":
+        return 1.0
+    return 0.0 if n == 0 else 1.0 / n
+
+
 def multiplier(sample_shape, weight, valid, denom, reduction, normalizer, dtype, xp, check=None):
     """The per-sample multiplier ``c``: a Python float, or an array of ``sample_shape``
     (``weight``, ``valid`` and ``denom`` are arrays of that shape or None). ``check`` (the
@@ -57,7 +65,7 @@ def multiplier(sample_shape, weight, valid, denom, reduction, normalizer, dtype,
         n = 1
         for s in sample_shape:
             n *= int(s)
-        return 0.0 if n == 0 else 1.0 / n
+        return count_multiplier(n, reduction)
     # D = Σ over valid samples of w·d
     wd = w
     if denom is not None:

@@ -15,6 +15,7 @@ import torch
 
 from .._array import TORCH_SCALARS as _SCALARS, namespace, torch_scalar
 from .._loss import evaluate, evaluate_whole, multiplier
+from .._reduce import count_multiplier
 
 _xp_cache: list = []
 
@@ -282,24 +283,23 @@ def value(call, pred, target, c, valid, aux):
     plain = not (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active())
     if plain:
         # the common small training call, tested first (see ``_grad_in_forward``)
-        if (
+        small = (
             call.reduction != "none"
             and pred.dtype in _FULL_PRECISION
             and pred.numel() <= GRAD_IN_FORWARD_MAX
             and _records(pred, target, c, aux)
-        ):
+        )
+        if small:
             kernel = LEAN_KERNELS.get(call.spec.name)
             if kernel is not None and kernel.recorded is not None:
                 out = kernel.recorded(call, pred, target, c, valid, aux)
                 if out is not None:
                     return out
-            if type(c) is float:
-                cached = _SCALARS.get((c, pred.dtype, pred.device))  # torch_scalar, inlined
-                c = torch_scalar(c, pred) if cached is None else cached
-            return _RAW_GRAD_IN_FORWARD(call, pred, target, c, valid, *aux)
         if type(c) is float:
             cached = _SCALARS.get((c, pred.dtype, pred.device))  # torch_scalar, inlined
             c = torch_scalar(c, pred) if cached is None else cached
+        if small:
+            return _RAW_GRAD_IN_FORWARD(call, pred, target, c, valid, *aux)
     kernel = _lean_kernel(call, pred, target, c, valid, aux, plain)
     if _records(pred, target, c, aux):
         if kernel is not None:
@@ -339,7 +339,6 @@ def fast_value(loss, plan, pred, target, reduction, validate):
     name = spec.name
     xp, options = plan.xp, plan.options
     check_values = spec.check_values if validate else None
-    mean = reduction == "mean"
     dtype = plan.compute_dtype
     prepare = spec.prepare
     if prepare is None:
@@ -356,7 +355,7 @@ def fast_value(loss, plan, pred, target, reduction, validate):
                 return NotImplemented
             if check_values is not None:
                 check_values(pred, target, options, xp, name, None)
-            c = (1.0 / n if n else 0.0) if mean else 1.0  # ``_reduce.multiplier`` without weights
+            c = count_multiplier(n, reduction)
             scalar = _SCALARS.get((c, pred.dtype, pred.device))  # torch_scalar, inlined
             if scalar is None:
                 scalar = torch_scalar(c, pred)
@@ -387,7 +386,7 @@ def fast_value(loss, plan, pred, target, reduction, validate):
         classes = pred.shape[class_axis] if class_axis is not None else 1
         if valid is None and denom is None and classes:
             n = pred.numel() // classes  # the product of the per-sample shape
-            c = (1.0 / n if n else 0.0) if mean else 1.0  # ``_reduce.multiplier`` without weights
+            c = count_multiplier(n, reduction)
         else:
             if class_axis is not None:
                 shape = tuple(pred.shape)
