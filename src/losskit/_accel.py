@@ -224,10 +224,13 @@ def run_numpy(call, pred, target, c, valid, aux, need: str):
     else:
         return None
     (value_fn, value_grad_fn, grad_hess_fn), k = plan
-    if flat and need == "value_and_grad" and call.reduction != "none" and shape[0] <= _CHUNK:
+    if need == "value_and_grad" and call.reduction != "none" and pred.size <= _CHUNK:
         # the small training call, written out (one chunk): _launch's frame costs ~0.4 µs
-        grad, partial = np.empty(shape[0], dtype), np.empty(1)
-        value_grad_fn(pred, target, w, mask, _NO_OUTPUT[dtype.char], grad, partial, _scale(dtype, scalar_c), 0, 1, k)
+        grad, partial = np.empty(shape, dtype), np.empty(1)
+        if flat:
+            value_grad_fn(pred, target, w, mask, _NO_OUTPUT[dtype.char], grad, partial, _scale(dtype, scalar_c), 0, 1, k)
+        else:
+            value_grad_fn(pred.reshape(-1), target.reshape(-1), w, mask, _NO_OUTPUT[dtype.char], grad.reshape(-1), partial, _scale(dtype, scalar_c), 0, 1, k)
         total = float(partial[0])
         return dtype.type(total if scalar_c is None else total * scalar_c), grad
     if flat:
@@ -696,7 +699,7 @@ def _entry(name, constants, small_torch=False):
 
 
 KERNELS.update(
-    binary_cross_entropy=_entry("binary_cross_entropy", _bce_constants),
+    binary_cross_entropy=_entry("binary_cross_entropy", _bce_constants, small_torch=True),
     mse=_entry("mse", lambda o, dtype: (dtype(2.0),)),
     huber=_entry("huber", _huber_constants),
     poisson_nll=_entry("poisson_nll", _poisson_constants),

@@ -210,7 +210,10 @@ def check_denominator(total, arg: str, sample_shape, valid, loss: str, xp) -> No
     if not isinstance(total, float):
         if is_tracing(total):
             return
-        total = _host_read(lambda: float(total))
+        # detached: a weight being differentiated makes the sum part of the graph (torch warns
+        # on float() of such a tensor); the check reads its value only
+        detached = total.detach() if hasattr(total, "detach") else total
+        total = _host_read(lambda: float(detached))
         if total is None:
             return
     if total != 0:

@@ -211,7 +211,10 @@ class GradInForwardLossFunction(torch.autograd.Function):
         if kernel is not None and not kernel.applies(call, pred, target, c, valid, aux):
             kernel = None
         scale = None
-        if kernel is None:
+        accel = None if kernel is not None or call.spec.name not in _SMALL_ACCEL else _small_accel(call, pred, target, c, valid, aux)
+        if accel is not None:  # one jitted pass on the tensors' memory: value and c·gradient
+            value, grad = accel
+        elif kernel is None:
             # ``evaluate`` without its NumPy-kernel and block routes, which never take a
             # tensor of at most GRAD_IN_FORWARD_MAX (< 4 blocks) elements
             if valid is None and type(c) is not float and c.ndim == 0:
@@ -265,6 +268,59 @@ class GradInForwardLossFunction(torch.autograd.Function):
         if scale is None:
             return _grads(ctx.call, needs, pred, target, c, valid, aux, grad_out, lambda _c_up: grad * grad_out)
         return _grads(ctx.call, needs, pred, target, c, valid, aux, grad_out, lambda c_up: grad * c_up)
+
+
+def _accel_opt_ins() -> frozenset:
+    """The losses whose Numba kernel (``_accel``) opts in to small torch calls
+    (``small_torch``), when the kernels can run (Numba installed, not switched off at import)."""
+    from .. import _accel
+
+    if not (_accel.enabled() and _accel.available()):
+        return frozenset()
+    entries = {**_accel.KERNELS, **_accel.ROW_KERNELS}
+    return frozenset(name for name, entry in entries.items() if entry.small_torch)
+
+
+_SMALL_ACCEL = _accel_opt_ins()
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
+def _small_accel(call, pred, target, c, valid, aux):
+    """(value, c·∂ℓ/∂pred) of a small grad-in-forward call from the loss's Numba kernel, run by
+    ``_accel.run_numpy`` on NumPy views of the tensors' memory, or None (the torch ops run):
+    a device other than the CPU, tensor subclasses, array options, a multiplier being
+    differentiated, anything ``run_numpy`` declines (layouts, dtypes, option values, rows
+    its kernel leaves to the reference), and inside ``_accel.disabled()``. The NumPy
+    conversions cost ~5 µs, so only losses whose kernel opts in (``small_torch``) come here."""
+    from .. import _accel
+
+    if not pred.is_cpu or type(pred) not in _PLAIN_TYPES or type(target) not in _PLAIN_TYPES or not _accel.enabled():
+        return None
+    for a in aux:
+        if a is not None:
+            return None
+    if type(c) is float or not c.ndim:
+        multiplier = c if type(c) is float else c.item()
+    elif c.requires_grad or not c.is_cpu:
+        return None
+    else:
+        multiplier = c.numpy()
+    try:
+        out = _accel.run_numpy(
+            call,
+            pred.detach().numpy(),
+            target.detach().numpy() if target.requires_grad else target.numpy(),
+            multiplier,
+            None if valid is None else valid.numpy(),
+            (),
+            "value_and_grad",
+        )
+    except (RuntimeError, TypeError):  # .numpy() declined (e.g. a negative or conjugate view)
+        return None
+    if out is None:
+        return None
+    value, grad = out
+    return torch.scalar_tensor(float(value), dtype=pred.dtype), torch.from_numpy(grad)
 
 
 def _grad_in_forward(call, pred, plain) -> bool:
