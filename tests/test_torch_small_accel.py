@@ -226,3 +226,13 @@ def test_value_checks_still_run_first(routed):
     with pytest.raises(ValueError, match=r"must hold probabilities in \[0, 1\]; found 1.5 at target\[1, 2\]"):
         lk.binary_cross_entropy(z.requires_grad_(True), y)
     assert routed[0] == 0
+
+
+def test_without_numba_the_torch_ops_run(routed, monkeypatch):
+    monkeypatch.setitem(_accel._state, "numba", None)
+    z, y = _inputs((8, 3), torch.float32, seed=10)
+    v, g = _ours(z, y)
+    assert routed[0] == 0
+    pv, pg = _peer(z, y, "mean")
+    assert float(v) == pytest.approx(float(pv), rel=1e-6)
+    torch.testing.assert_close(g.double(), pg, rtol=1e-5, atol=1e-8)

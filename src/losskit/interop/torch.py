@@ -272,11 +272,9 @@ class GradInForwardLossFunction(torch.autograd.Function):
 
 def _accel_opt_ins() -> frozenset:
     """The losses whose Numba kernel (``_accel``) opts in to small torch calls
-    (``small_torch``), when the kernels can run (Numba installed, not switched off at import)."""
+    (``small_torch``); Numba itself is imported on the first such call, not here."""
     from .. import _accel
 
-    if not (_accel.enabled() and _accel.available()):
-        return frozenset()
     entries = {**_accel.KERNELS, **_accel.ROW_KERNELS}
     return frozenset(name for name, entry in entries.items() if entry.small_torch)
 
@@ -295,6 +293,8 @@ def _small_accel(call, pred, target, c, valid, aux):
     from .. import _accel
 
     if not pred.is_cpu or type(pred) not in _PLAIN_TYPES or type(target) not in _PLAIN_TYPES or not _accel.enabled():
+        return None
+    if not _accel.available():  # Numba absent: the conversions below would be wasted
         return None
     for a in aux:
         if a is not None:
