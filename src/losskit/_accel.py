@@ -35,8 +35,12 @@ Numba (the optional ``accel`` extra: ``pip install losskit[accel]``) and cached 
   z-loss; sample weights, masks, ``ignore_index`` and ``class_weight`` included) runs one
   Numba pass per chunk of rows
   that keeps the reference's precise split (max − z_y) + log1p(Σ_{k≠argmax} e^{z_k − max}).
-  Rows it cannot take (a NaN or +inf logit, only −inf logits, a label out of range) send the
-  whole call to the reference path. ``tests/test_accel_cross_entropy.py`` checks it against
+  Forward ``kl_divergence`` with probability targets (not ``log_target``, not ``reverse``;
+  weights and masks included) runs the probability-target driver with each row's
+  Σ_k t_k log t_k added (its derivatives are soft-target cross-entropy's; ``log`` is the
+  kernels' own few-ulp routine too). Rows it cannot take (a NaN or +inf logit, only −inf
+  logits, a label out of range) send the whole call to the reference path.
+  ``tests/test_accel_cross_entropy.py`` and ``tests/test_accel_kl.py`` check them against
   the reference path and float64 PyTorch.
 
 ``LOSSKIT_ACCEL=0`` (read at import) or :func:`disabled` (a context manager) switches the
@@ -557,6 +561,14 @@ def _compiled_rows(name):
 ROW_KERNELS["cross_entropy"] = RowKernel(
     covers=_ce_covers, build=lambda kind: _compiled_rows("cross_entropy" if kind == "ids" else "cross_entropy_probs")
 )
+
+
+def _kl_covers(o):
+    """Forward KL with probability targets: soft-target cross-entropy's kernel plus Σ t log t."""
+    return None if o.get("log_target") or o.get("reverse") else "dense"
+
+
+ROW_KERNELS["kl_divergence"] = RowKernel(covers=_kl_covers, build=lambda kind: _compiled_rows("kl_divergence"))
 
 
 # --- the validation pass of large targets -------------------------------------------------

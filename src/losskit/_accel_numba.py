@@ -4,7 +4,7 @@ Each loss has scalar element functions that mirror its reference arithmetic (in
 ``losses/binary.py``, ``regression.py``, ``counts.py``) step by step in the input dtype, and
 three drivers: value, value and gradient, gradient and Hessian. ``exp`` and ``log1p`` are
 :func:`exp32` / :func:`log1p_unit32` for float32 and :func:`exp64` / :func:`log1p_unit` for
-float64, written with arithmetic and a bit cast only so that the loops vectorise (libm calls
+float64 (``log``, for ``kl_divergence``'s t log t: :func:`log32` / :func:`log64`), written with arithmetic and a bit cast only so that the loops vectorise (libm calls
 would not), a few ulp like NumPy's and torch's own. The one fast-math flag is ``contract``: a
 multiply and an add may become one fused multiply-add (rounded once where the reference rounds
 twice; no change to NaN, infinities or signed zeros), which made the BCE value+gradient loop
@@ -120,6 +120,13 @@ def exp64(x):
 def log1p_unit(t):
     """log1p(t) for t in [0, 1] (or NaN) in float64: 2·atanh(s) with s = w/(2 + w), where
     1 + t = 2(1 + w) above √2 − 1 so that |s| ≤ 0.172 and eleven odd terms reach 1e-18."""
+    m, series = _log1p_split(t)
+    return m * _LN2_HI + (series + m * _LN2_LO)
+
+
+@_inline
+def _log1p_split(t):
+    """``log1p_unit``'s parts: (m, series) with log1p(t) = m·log 2 + series, m 0 or 1."""
     m = 1.0 if t > _SQRT2_M1 else 0.0  # arithmetic on m, not branches, so that the loop vectorises
     w = (t - m) * (1.0 - 0.5 * m)  # (t − 1)/2 or t, exactly
     s = w / (2.0 + w)
@@ -135,8 +142,33 @@ def log1p_unit(t):
     q = q * s2 + 1.0 / 7.0
     q = q * s2 + 1.0 / 5.0
     q = q * s2 + 1.0 / 3.0
-    series = 2.0 * s + 2.0 * s * s2 * q
-    return m * _LN2_HI + (series + m * _LN2_LO)
+    return m, 2.0 * s + 2.0 * s * s2 * q
+
+
+_EXPONENT64 = np.int64(0x7FF0000000000000)
+_MANTISSA64 = np.int64(0x000FFFFFFFFFFFFF)
+_ONE64_BITS = np.int64(0x3FF0000000000000)
+_TWO52 = 4503599627370496.0
+_TWO52_BITS = np.int64(0x4330000000000000)
+
+
+@_inline
+def log64(x):
+    """log(x) for x > 0 (+inf and NaN returned as they are) in float64, with arithmetic and bit
+    casts only so that loops vectorise: x = 2^e·(1 + t) with t in [0, 1) exact, and
+    log x = (e + m)·log 2 + series from ``_log1p_split(t)``, the exponent added to the split
+    of log 2 (so that log x near 1 keeps its relative precision). Subnormal x is scaled by
+    2^52 first. A few ulp, like libm's (``tests/test_accel_kl.py`` checks it)."""
+    tiny = x < 2.2250738585072014e-308
+    y = x * _TWO52 if tiny else x
+    b = _f64_as_i64(y)
+    # the biased exponent as a float (its bits below 2^52's), then unbiased
+    e = (_i64_as_f64(((b & _EXPONENT64) >> 52) | _TWO52_BITS) - _TWO52) - (1075.0 if tiny else 1023.0)
+    t = _i64_as_f64((b & _MANTISSA64) | _ONE64_BITS) - 1.0
+    m, series = _log1p_split(t)
+    k = e + m
+    out = k * _LN2_HI + (series + k * _LN2_LO)
+    return out if x < np.inf else x  # +inf stays +inf, NaN NaN
 
 
 @intrinsic
@@ -180,6 +212,13 @@ def exp32(x):
 @_inline
 def log1p_unit32(t):
     """log1p_unit in float32 arithmetic: five odd terms reach 2e-9 for |s| ≤ 0.172."""
+    m, series = _log1p_split32(t)
+    return m * _LN2_HI_F + (series + m * _LN2_LO_F)
+
+
+@_inline
+def _log1p_split32(t):
+    """``_log1p_split`` in float32 arithmetic."""
     m = _F(1.0) if t > _F(_SQRT2_M1) else _F(0.0)
     w = (t - m) * (_F(1.0) - _F(0.5) * m)
     s = w / (_F(2.0) + w)
@@ -189,8 +228,28 @@ def log1p_unit32(t):
     q = q * s2 + _F(1.0 / 7.0)
     q = q * s2 + _F(1.0 / 5.0)
     q = q * s2 + _F(1.0 / 3.0)
-    series = _F(2.0) * s + _F(2.0) * s * s2 * q
-    return m * _LN2_HI_F + (series + m * _LN2_LO_F)
+    return m, _F(2.0) * s + _F(2.0) * s * s2 * q
+
+
+_EXPONENT32 = np.int32(0x7F800000)
+_MANTISSA32 = np.int32(0x007FFFFF)
+_ONE32_BITS = np.int32(0x3F800000)
+_TWO23 = _F(8388608.0)
+_TWO23_BITS = np.int32(0x4B000000)
+
+
+@_inline
+def log32(x):
+    """``log64`` in float32 arithmetic (subnormal x scaled by 2^23)."""
+    tiny = x < _F(1.1754943508222875e-38)
+    y = x * _TWO23 if tiny else x
+    b = _f32_as_i32(y)
+    e = (_i32_as_f32(((b & _EXPONENT32) >> 23) | _TWO23_BITS) - _TWO23) - (_F(150.0) if tiny else _F(127.0))
+    t = _i32_as_f32((b & _MANTISSA32) | _ONE32_BITS) - _F(1.0)
+    m, series = _log1p_split32(t)
+    k = e + m
+    out = k * _LN2_HI_F + (series + k * _LN2_LO_F)
+    return out if x < _F(np.inf) else x
 
 
 def exp_for(x, like):
@@ -199,6 +258,17 @@ def exp_for(x, like):
 
 def log1p_unit_for(t, like):
     """log1p_unit(t) in the precision of ``like``'s type."""
+
+
+def log_for(x, like):
+    """log(x) in the precision of ``like``'s type."""
+
+
+@overload(log_for, jit_options=dict(error_model="numpy"))
+def _log_for(x, like):
+    if like == types.float32:
+        return lambda x, like: log32(np.float32(x))
+    return lambda x, like: log64(np.float64(x))
 
 
 @overload(exp_for, jit_options=dict(error_model="numpy"))
@@ -819,11 +889,13 @@ def ce_ids(z, bits, y, w, valid, cw, values, grad, hess, partial, scale, num_cla
 
 
 @njit(**_SERIAL)
-def ce_probs(z, bits, t, w, valid, cw, values, grad, hess, partial, scale, num_classes, rows_per_chunk, c0, c1, mode):
+def ce_probs(z, bits, t, w, valid, cw, values, grad, hess, partial, scale, num_classes, rows_per_chunk, c0, c1, mode, entropy=False):
     """``ce_ids`` for a target distribution per row (``t``, the shape of ``z``), as
     ``_softmax.weighted_nll`` and its derivatives: with q = t (times ``cw`` per class),
     ℓ = Σ_{q_k≠0} q_k·((m − z_k) + log1p(rest)), gradient (Σq)·p − q, Hessian diagonal
-    (Σq)·p(1 − p). Classes with q_k = 0 add nothing, even where z_k = −inf."""
+    (Σq)·p(1 − p). Classes with q_k = 0 add nothing, even where z_k = −inf. ``entropy``
+    (``kl_probs``) adds Σ_k t_k log t_k to each row's value first, as the reference adds
+    ``_kl_parts``'s negative entropy: KL(t ‖ softmax z), whose derivatives are these."""
     n = z.shape[0] // num_classes
     weighted, masked, class_weighted = w.shape[0] != 0, valid.shape[0] != 0, cw.shape[0] != 0
     per_row = values.shape[0] != 0
@@ -831,6 +903,11 @@ def ce_probs(z, bits, t, w, valid, cw, values, grad, hess, partial, scale, num_c
     out = grad if want_grad else np.empty(rows_per_chunk * num_classes, z.dtype)
     maxima = np.empty(rows_per_chunk, z.dtype)
     no_labels = np.empty(0, np.int64)
+    # Σ t log t (``entropy``): the chunk's terms t·log(t if t > 0 else 1), as ``_array.xlogx``
+    # on NumPy (0·log 0 = 0; an unvalidated negative t adds −0, NaN stays NaN), in one loop
+    # that vectorises, then summed per row in float64 beside the row's cross-entropy
+    with_entropy = entropy and mode <= 1
+    terms = np.empty(rows_per_chunk * num_classes if with_entropy else 0, z.dtype)
     zero = cast_like(0.0, scale)
     one = cast_like(1.0, scale)
     for j in range(c0, c1):
@@ -839,6 +916,11 @@ def ce_probs(z, bits, t, w, valid, cw, values, grad, hess, partial, scale, num_c
         bad = _chunk_exponentials(z, bits, no_labels, out, maxima, valid, lo, hi, first, num_classes, scale)
         if bad:
             return bad
+        if with_entropy:
+            tc = t[lo * num_classes : hi * num_classes]
+            for k in range(tc.shape[0]):
+                x = tc[k]
+                terms[k] = x * log_for(x if x > zero else one, zero)
         total = 0.0
         for r in range(hi - lo):
             i = lo + r
@@ -858,9 +940,15 @@ def ce_probs(z, bits, t, w, valid, cw, values, grad, hess, partial, scale, num_c
             if mode <= 1:
                 lse_rest = cast_like(math.log1p(rest), m)
                 v = zero
+                h = 0.0
+                hr = terms[r * num_classes : (r + 1) * num_classes]
                 for k in range(num_classes):
                     q = tr[k] * cw[k] if class_weighted else tr[k]
                     v += q * ((m - zr[k]) + lse_rest) if q != zero else zero
+                    if with_entropy:
+                        h += np.float64(hr[k])
+                if with_entropy:
+                    v = cast_like(h, zero) + v
                 if per_row:
                     values[i] = v * c
                 elif weighted:
@@ -887,7 +975,14 @@ def ce_probs(z, bits, t, w, valid, cw, values, grad, hess, partial, scale, num_c
     return 0
 
 
-ROW_DRIVERS = {"cross_entropy": ce_ids, "cross_entropy_probs": ce_probs}
+@njit(**_SERIAL)
+def kl_probs(z, bits, t, w, valid, cw, values, grad, hess, partial, scale, num_classes, rows_per_chunk, c0, c1, mode):
+    """Forward KL(t ‖ softmax z) with probability targets: ``ce_probs`` plus each row's
+    Σ_k t_k log t_k (the gradient and Hessian are soft-target cross-entropy's)."""
+    return ce_probs(z, bits, t, w, valid, cw, values, grad, hess, partial, scale, num_classes, rows_per_chunk, c0, c1, mode, True)
+
+
+ROW_DRIVERS = {"cross_entropy": ce_ids, "cross_entropy_probs": ce_probs, "kl_divergence": kl_probs}
 
 
 def _as_bits(x):

@@ -1,0 +1,447 @@
+"""The Numba kernel of NumPy ``kl_divergence`` (forward KL with probability targets,
+``_accel.ROW_KERNELS["kl_divergence"]``: soft-target cross-entropy's driver plus Σ t log t)
+computes what the reference path computes, and what an independent reference computes.
+
+For every output (``value``, ``grad``, ``value_and_grad``, ``grad_hess``) × reduction × dtype ×
+case (plain, sample weights, mask, both), on rows that include ties, confident predictions,
+±1e4 logits, targets with zeros and impossible classes (−inf logits of zero target), on both
+sides of every switch (one chunk of rows or several, one thread or two, short rows whose
+exponentials and t·log t are computed chunk-wide or rows of ``ROW_EXP_MIN`` classes and more,
+longer than a chunk), the kernel's result equals
+
+* the reference path's (the same call under ``_accel.disabled()``) within a few units in the
+  last place of the terms it adds, and
+* PyTorch's ``F.kl_div(F.log_softmax(z), t)`` in float64 (value, and gradient by autograd;
+  Hessian diagonal (Σt)·p(1 − p) from ``torch.softmax``), weighted, masked and reduced here.
+
+Confident right predictions of one-hot targets keep their tiny values to full relative
+precision (mpmath). The kernel's own ``log`` (``log32``/``log64``, written to vectorise) is
+checked against mpmath and float64. Rows the kernel leaves to the reference path (a NaN or
++inf logit, only −inf logits) and options it does not cover (``log_target``, ``reverse``,
+another class axis, float16) give the reference path's result. Without Numba these tests
+skip, and every call takes the reference path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+
+import losskit as lk
+from losskit import _accel
+
+pytest.importorskip("numba", reason="the accel extra (Numba) is not installed")
+torch = pytest.importorskip("torch")
+
+NEEDS = ("value", "grad", "value_and_grad", "grad_hess")
+REDUCTIONS = ("none", "sum", "mean")
+DTYPES = (np.float32, np.float64)
+# against the reference path: a few ulp of the terms (float32: the reference's own float32
+# sums, exp/log/log1p roundings); against float64 PyTorch: the rounding of float32 arithmetic
+TOL = {np.float32: 4e-6, np.float64: 2e-13}
+CASES = {"plain": {}, "weight": {"weight": True}, "mask": {"mask": True}, "all": {"weight": True, "mask": True}}
+OUTPUTS = {"value": ("value",), "grad": ("grad",), "value_and_grad": ("value", "grad"), "grad_hess": ("grad", "hess")}
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with np.errstate(all="ignore"):
+        yield
+
+
+@pytest.fixture
+def kernel_runs(monkeypatch):
+    """Records, per call, whether the row kernel gave the result (True) or left it (False)."""
+    runs = []
+    run_rows = _accel._run_rows
+
+    def recording(*args):
+        out = run_rows(*args)
+        runs.append(out is not None)
+        return out
+
+    monkeypatch.setattr(_accel, "_run_rows", recording)
+    return runs
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    monkeypatch.setitem(_accel._state, "threads", 2)
+
+
+def _distributions(rng, n, num_classes, dtype):
+    """Logits with edge rows first (a tie at the maximum, confident right and wrong
+    predictions of one-hot targets, impossible classes: −inf logits of zero target, large
+    logits, a target with zeros) and random target distributions (cubed: some tiny entries)."""
+    z = rng.standard_normal((n, num_classes)) * 3
+    t = rng.random((n, num_classes)) ** 3
+    big = 1e4 if dtype == np.float64 else 1e3
+    one_hot = lambda k: np.eye(num_classes)[k]  # noqa: E731
+    rest = np.zeros(num_classes - 3)
+    edges = [
+        (np.r_[2.0, 2.0, 0.0, rest], np.r_[0.5, 0.5, 0.0, rest]),
+        (np.r_[30.0, 0.0, 0.0, rest], one_hot(0)),
+        (np.r_[30.0, 0.0, 0.0, rest], one_hot(1)),
+        (np.r_[-np.inf, 1.0, -np.inf, rest], np.r_[0.0, 0.7, 0.0, np.full(num_classes - 3, 0.3 / (num_classes - 3))]),
+        (np.r_[big, -big, 0.0, rest], np.r_[0.9, 0.1, 0.0, rest]),
+        (np.r_[-big, big, -big, rest], np.r_[0.0, 0.6, 0.4, rest]),
+    ]
+    for i, (zr, tr) in enumerate(edges[: n - 1]):
+        z[i], t[i] = zr, tr
+    t /= t.sum(-1, keepdims=True)
+    return z.astype(dtype), t.astype(dtype)
+
+
+def _options(case, rng, n, dtype):
+    spec, kw = CASES[case], {}
+    if spec.get("weight"):
+        kw["weight"] = (rng.random(n) + 0.5).astype(dtype)
+    if spec.get("mask"):
+        mask = rng.random(n) < 0.7
+        mask[0] = True
+        kw["mask"] = mask
+    return kw
+
+
+def _call(need, z, t, **kw):
+    f = lk.kl_divergence if need == "value" else getattr(lk.kl_divergence, need)
+    out = f(z, t, **kw)
+    return out if isinstance(out, tuple) else (out,)
+
+
+def _independent(need, z, t, reduction, weight=None, mask=None):
+    """float64 PyTorch: per-sample F.kl_div(F.log_softmax(z), t) summed over classes, its
+    autograd gradient and (Σt)·p(1 − p), weighted, masked and reduced here ("mean": over the
+    valid samples' weights). −inf logits become −1e300 for torch (whose 0·(−inf) is NaN):
+    the same softmax, and t = 0 there adds 0."""
+    n, _ = z.shape
+    valid = np.ones(n, bool) if mask is None else mask.copy()
+    zt = torch.tensor(np.where(np.isneginf(z), -1e300, z), dtype=torch.float64, requires_grad=True)
+    tt = torch.tensor(t, dtype=torch.float64)
+    per_sample = torch.nn.functional.kl_div(torch.log_softmax(zt, -1), tt, reduction="none").sum(-1)
+    w = np.ones(n) if weight is None else weight.astype(np.float64)
+    c = np.where(valid, w, 0.0)
+    if reduction == "mean":
+        c = c / np.sum(c)
+    (g,) = torch.autograd.grad(per_sample, zt, torch.tensor(c))
+    p = torch.softmax(zt.detach(), -1).numpy()
+    terms = np.where(valid, c * per_sample.detach().numpy(), 0.0)
+    value = terms if reduction == "none" else np.sum(terms)
+    grad, hess = g.numpy(), (c * t.sum(-1))[:, None] * p * (1 - p)
+    return {"value": (value,), "grad": (grad,), "value_and_grad": (value, grad), "grad_hess": (grad, hess)}[need]
+
+
+def _assert_close(got, expected, dtype, scale, what):
+    g, e = np.asarray(got, np.float64), np.asarray(expected, np.float64)
+    assert g.shape == e.shape, what
+    assert np.array_equal(np.isnan(g), np.isnan(e)), what
+    inf = np.isinf(e)
+    assert np.array_equal(g[inf], e[inf]), f"{what}: infinities differ"
+    bound = TOL[dtype] * (np.abs(e) + scale) + 1e-300
+    bad = np.flatnonzero(np.isfinite(e) & ~(np.abs(g - e) <= bound))
+    assert bad.size == 0, f"{what}: {bad.size} differ, first at {bad[0]}: kernel {g.flat[bad[0]]!r} expected {e.flat[bad[0]]!r}"
+
+
+def _check_against_both(need, z, t, reduction, kw, dtype, kernel_runs):
+    """The kernel (it must run) against the reference path and float64 PyTorch."""
+    n, num_classes = z.shape
+    before = len(kernel_runs)
+    got = _call(need, z, t, reduction=reduction, **kw)
+    assert kernel_runs[before:] == [True], f"{need} {reduction}: the kernel did not run"
+    with _accel.disabled():
+        reference = _call(need, z, t, reduction=reduction, **kw)
+    independent = _independent(need, z.astype(np.float64), t.astype(np.float64), reduction, **kw)
+    # the magnitude of the terms each output adds: logits and log C (|Σ t log t| ≤ log C) for
+    # the value, the multiplier for derivatives (|(Σt)p − t| ≤ 1), summed over rows if reduced
+    row_scale = np.max(np.abs(np.where(np.isfinite(z), z, 0)), axis=-1).astype(np.float64) + math.log(num_classes) + 1.0
+    w = kw.get("weight", np.ones(n)).astype(np.float64)
+    c_max = float(np.max(w)) / (n * 0.05 if reduction == "mean" else 1.0)
+    for kind, a, b, e in zip(OUTPUTS[need], got, reference, independent):
+        assert type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape, f"{need} {reduction} {kind}"
+        if kind == "value":
+            scale = row_scale * w if reduction == "none" else np.sum(row_scale * w) * c_max / float(np.max(w))
+        else:
+            scale = c_max
+        _assert_close(a, b, dtype, scale, f"{need} {reduction} {kind} vs reference path")
+        _assert_close(a, e, dtype, scale, f"{need} {reduction} {kind} vs torch float64")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", CASES)
+def test_kernel_equals_reference_and_torch(case, dtype, rng, kernel_runs, monkeypatch, two_threads):
+    """Every output × reduction, on both sides of the switches: chunks of 9 rows of 7 classes
+    (_CHUNK = 64 elements), 3 chunks (one thread) and 5 chunks with a ragged last one (two
+    threads); and rows of 100 classes (``ROW_EXP_MIN`` and more), longer than a chunk."""
+    monkeypatch.setattr(_accel, "_CHUNK", 64)
+    for n, num_classes in ((27, 7), (41, 7), (6, 100)):
+        z, t = _distributions(rng, n, num_classes, dtype)
+        kw = _options(case, rng, n, dtype)
+        for need in NEEDS:
+            for reduction in REDUCTIONS:
+                _check_against_both(need, z, t, reduction, kw, dtype, kernel_runs)
+
+
+@pytest.mark.parametrize("below", [True, False], ids=["one-thread", "two-threads"])
+def test_the_real_thread_threshold(below, rng, kernel_runs, two_threads, monkeypatch):
+    """10 classes: 1638 rows per chunk; from ``_SPLIT_MIN_CHUNKS`` chunks on the rows are split
+    over two threads."""
+    per_chunk = _accel._CHUNK // 10
+    rows = (_accel._SPLIT_MIN_CHUNKS - 1) * per_chunk if below else _accel._SPLIT_MIN_CHUNKS * per_chunk + 5
+    splits = []
+    split = _accel._split
+    monkeypatch.setattr(_accel, "_split", lambda chunks, work: splits.append(chunks) or split(chunks, work))
+    z, t = _distributions(rng, rows, 10, np.float32)
+    kw = _options("all", rng, rows, np.float32)
+    for need in ("value_and_grad", "grad_hess"):
+        _check_against_both(need, z, t, "mean", kw, np.float32, kernel_runs)
+    assert (splits == []) if below else (len(splits) == 2)
+
+
+def test_sums_do_not_depend_on_the_thread_count(rng, monkeypatch):
+    monkeypatch.setattr(_accel, "_CHUNK", 64)
+    z, t = _distributions(rng, 300, 7, np.float32)
+    results = []
+    for threads in (1, 2, 3):
+        monkeypatch.setitem(_accel._state, "threads", threads)
+        value, grad = lk.kl_divergence.value_and_grad(z, t, reduction="sum")
+        results.append((float(value), grad))
+    assert results[0][0] == results[1][0] == results[2][0]
+    assert np.array_equal(results[0][1], results[1][1]) and np.array_equal(results[0][1], results[2][1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_confident_predictions_keep_tiny_values_precise(dtype, kernel_runs):
+    """One-hot target on a label far above the others: KL = log1p(Σ_{k≠y} e^{z_k − z_y}) to a
+    few ulp relative against mpmath, where LSE − z_y in the dtype would round to 0."""
+    gaps = [5.0, 20.0, 40.0, 80.0] if dtype == np.float64 else [5.0, 10.0, 16.0, 30.0]
+    z = np.array([[g, 0.0, -1.0, 0.5] for g in gaps], dtype=dtype)
+    t = np.zeros_like(z)
+    t[:, 0] = 1.0
+    got = lk.kl_divergence(z, t, reduction="none")
+    assert kernel_runs == [True]
+    mpmath.mp.dps = 50
+    for row, value in zip(z.astype(np.float64), got):
+        exact = mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(float(v)) - mpmath.mpf(float(row[0]))) for v in row))
+        assert 0 < float(exact) and abs(float(value) - float(exact)) <= 8 * np.finfo(dtype).eps * float(exact), (row, value, exact)
+
+
+@pytest.mark.parametrize("num_classes", [7, 100])
+def test_impossible_classes_of_zero_target(num_classes, rng, kernel_runs):
+    """−inf logits where the target is 0 add nothing: finite values and gradients, as on the
+    reference path (torch's own formula gives NaN there: 0·−inf)."""
+    z, t = _distributions(rng, 9, num_classes, np.float64)
+    z[:, 1], t[:, 1] = -np.inf, 0.0
+    t[2] = np.eye(num_classes)[0]  # was one-hot on class 1
+    t /= t.sum(-1, keepdims=True)
+    for need in NEEDS:
+        got = _call(need, z, t, reduction="none")
+        with _accel.disabled():
+            expected = _call(need, z, t, reduction="none")
+        for a, b in zip(got, expected):
+            assert np.all(np.isfinite(a))
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert kernel_runs == [True] * 4
+
+
+@pytest.mark.parametrize(
+    "row",
+    [[np.nan, 0.0, 1.0], [0.0, np.nan, 1.0], [np.inf, 0.0, 1.0], [-np.inf, -np.inf, -np.inf], [0.0, np.inf, np.nan]],
+    ids=["nan-first", "nan-below-max", "plus-inf", "all-minus-inf", "inf-and-nan"],
+)
+@pytest.mark.parametrize("need", NEEDS)
+def test_rows_left_to_the_reference_path(row, need, kernel_runs):
+    z = np.array([[0.0, 1.0, 2.0], row, [3.0, 0.0, 0.0]])
+    t = np.full((3, 3), 1 / 3)
+    for reduction in REDUCTIONS:
+        got = _call(need, z, t, reduction=reduction)
+        with _accel.disabled():
+            expected = _call(need, z, t, reduction=reduction)
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+    assert kernel_runs == [False] * 3
+
+
+def test_masked_rows_may_hold_anything(kernel_runs):
+    """A masked row of NaN logits counts nowhere and does not send the call to the reference
+    path."""
+    z = np.array([[0.0, 1.0, 2.0], [np.nan, np.inf, 0.0], [3.0, 0.0, 0.0]])
+    t = np.array([[0.2, 0.3, 0.5], [0.0, 1.0, 0.0], [0.6, 0.0, 0.4]])
+    mask = np.array([True, False, True])
+    value, grad = lk.kl_divergence.value_and_grad(z, t, mask=mask)
+    g, h = lk.kl_divergence.grad_hess(z, t, mask=mask, reduction="sum")
+    assert kernel_runs == [True, True]
+    with _accel.disabled():
+        ref_value, ref_grad = lk.kl_divergence.value_and_grad(z, t, mask=mask)
+        ref_g, ref_h = lk.kl_divergence.grad_hess(z, t, mask=mask, reduction="sum")
+    np.testing.assert_allclose(value, ref_value, rtol=1e-15)
+    for a, b in ((grad, ref_grad), (g, ref_g), (h, ref_h)):
+        np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-300)
+        assert np.all(a[1] == 0)
+
+
+def test_unvalidated_targets_as_the_reference_path(rng, kernel_runs):
+    """``validate=False`` passes targets that are not distributions: rows that do not sum to
+    1, negative entries (t·log t reads log 1 there, as ``_array.xlogx`` does), subnormal ones."""
+    for dtype, tiny in ((np.float32, 1e-40), (np.float64, 1e-310)):
+        z = (rng.standard_normal((8, 5)) * 2).astype(dtype)
+        t = rng.random((8, 5)) * 2
+        t[0, 1], t[1, 2], t[2, :] = -0.25, tiny, [tiny, 0.0, 1.0, tiny, 0.5]
+        t = t.astype(dtype)
+        for need in NEEDS:
+            for reduction in REDUCTIONS:
+                got = _call(need, z, t, reduction=reduction, validate=False)
+                with _accel.disabled():
+                    expected = _call(need, z, t, reduction=reduction, validate=False)
+                for a, b in zip(got, expected):
+                    assert type(a) is type(b) and a.dtype == b.dtype
+                    np.testing.assert_allclose(a, b, rtol=TOL[dtype] * 4, atol=TOL[dtype] * 10)
+    assert kernel_runs == [True] * 24
+
+
+@pytest.mark.parametrize(
+    "options, variant",
+    [
+        ({"log_target": True}, None),
+        ({"reverse": True}, None),
+        ({"reverse": True, "log_target": True}, None),
+        ({"axis": 0}, None),
+        ({}, "float16"),
+    ],
+    ids=["log_target", "reverse", "reverse-log_target", "axis0", "float16"],
+)
+def test_what_the_kernel_does_not_cover(options, variant, rng, kernel_runs):
+    z = rng.standard_normal((6, 5))
+    t = rng.random((6, 5))
+    t /= t.sum(-1, keepdims=True)
+    if options.get("log_target"):
+        t = np.log(t)
+    if variant == "float16":
+        z, t = z.astype(np.float16), t.astype(np.float16)
+    if options.get("axis") == 0:
+        z, t = np.ascontiguousarray(z.T), np.ascontiguousarray(t.T)
+    for need in NEEDS:
+        got = _call(need, z, t, **options)
+        with _accel.disabled():
+            expected = _call(need, z, t, **options)
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+    assert True not in kernel_runs
+
+
+def test_more_sample_axes_and_a_float64_target(rng, kernel_runs):
+    """(3, 4, 6) logits; a float64 target of float32 logits is cast to float32 first, as the
+    reference path casts it (distributions of powers of two: exact in float32, whose rounding
+    of other float64 distributions the check's float64 tolerance would reject)."""
+    z = rng.standard_normal((3, 4, 6)).astype(np.float32)
+    t = np.ascontiguousarray(rng.permuted(np.broadcast_to([0.5, 0.25, 0.125, 0.0625, 0.0625, 0.0], (3, 4, 6)), axis=-1))
+    for need in NEEDS:
+        got = _call(need, z, t, reduction="none")
+        with _accel.disabled():
+            expected = _call(need, z, t, reduction="none")
+        for a, b in zip(got, expected):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert kernel_runs == [True] * 4
+
+
+def test_inputs_are_not_mutated_and_without_numba(rng, monkeypatch, kernel_runs):
+    z, t = _distributions(rng, 50, 7, np.float64)
+    kw = _options("all", rng, 50, np.float64)
+    arrays = lambda: [z, t, *kw.values()]  # noqa: E731
+    copies = [a.copy() for a in arrays()]
+    for need in NEEDS:
+        _call(need, z, t, **kw)
+    for before, after in zip(copies, arrays()):
+        np.testing.assert_array_equal(before, after)
+    with _accel.disabled():
+        expected = lk.kl_divergence.value_and_grad(z, t, **kw)
+    monkeypatch.setitem(_accel._state, "numba", None)
+    monkeypatch.setattr(_accel, "_NUMPY_PLANS", {})
+    kernel_runs.clear()
+    got = lk.kl_divergence.value_and_grad(z, t, **kw)
+    assert kernel_runs == []
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"mask": np.zeros(4, bool)}, {"mask": np.zeros(4, bool), "reduction": "sum"}, {"normalizer": 7.0}, {"normalizer": np.array(3.0)}],
+    ids=["all-masked", "all-masked-sum", "normalizer", "normalizer-0d"],
+)
+def test_empty_selections_and_normalizers(kw, rng, kernel_runs):
+    """An empty selection gives 0 with zero gradient (never NaN); a normalizer divides the sum."""
+    z = rng.standard_normal((4, 3))
+    t = rng.random((4, 3))
+    t /= t.sum(-1, keepdims=True)
+    for need in ("value_and_grad", "grad_hess"):
+        got = _call(need, z, t, **kw)
+        with _accel.disabled():
+            expected = _call(need, z, t, **kw)
+        for a, b in zip(got, expected):
+            assert np.shape(a) == np.shape(b) and not np.isnan(a).any()
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-17)
+    assert kernel_runs == [True, True]
+
+
+# --- the kernel's own log -----------------------------------------------------------------
+
+
+def _log_loops():
+    from numba import njit
+
+    from losskit._accel_numba import log32, log64
+
+    @njit
+    def loop64(x, out):
+        for i in range(x.shape[0]):
+            out[i] = log64(x[i])
+
+    @njit
+    def loop32(x, out):
+        for i in range(x.shape[0]):
+            out[i] = log32(x[i])
+
+    return loop32, loop64
+
+
+def test_log_is_a_few_ulp(rng):
+    """``log64`` against mpmath and ``log32`` against the float64 log of float32 inputs: at
+    most 2 ulp over (0, 1] (probabilities, a fine grid near 1), subnormals, large values,
+    +inf and NaN passed through."""
+    loop32, loop64 = _log_loops()
+    x = np.concatenate([
+        rng.random(20000), rng.random(2000) ** 30, 1 + rng.uniform(-1e-3, 1e-3, 2000),
+        np.exp(rng.uniform(-740, 709, 2000)),
+        [5e-324, 1e-310, 2.2250738585072014e-308, 1.0, 0.5, 2.0, np.nextafter(1.0, 0), np.nextafter(1.0, 2), np.finfo(float).max],
+    ])
+    got = np.empty_like(x)
+    loop64(x, got)
+    mpmath.mp.dps = 40
+    for xi, gi in zip(x[::7].tolist() + x[-9:].tolist(), got[::7].tolist() + got[-9:].tolist()):
+        exact = mpmath.log(mpmath.mpf(xi))
+        ulp = np.spacing(abs(float(exact))) if exact != 0 else 5e-324
+        assert abs(mpmath.mpf(gi) - exact) <= 2 * ulp, (xi, gi)
+    x32 = np.concatenate([x.astype(np.float32), np.array([1e-45, 1e-40, 1.1754944e-38, 3e38], np.float32)])
+    x32 = x32[(x32 > 0) & np.isfinite(x32)]
+    got32 = np.empty_like(x32)
+    loop32(x32, got32)
+    exact32 = np.log(x32.astype(np.float64))
+    ulp32 = np.spacing(np.abs(exact32).astype(np.float32)).astype(np.float64)
+    assert np.all(np.abs(got32 - exact32) <= 2 * ulp32)
+    special = np.array([np.inf, np.nan])
+    for loop, a in ((loop64, special), (loop32, special.astype(np.float32))):
+        out = np.empty_like(a)
+        loop(a, out)
+        assert out[0] == np.inf and np.isnan(out[1])
