@@ -17,13 +17,20 @@ longer than a chunk), the kernel's result equals
 Confident right predictions of one-hot targets keep their tiny values to full relative
 precision (mpmath). The kernel's own ``log`` (``log32``/``log64``, written to vectorise) is
 checked against mpmath and float64. Rows the kernel leaves to the reference path (a NaN or
-+inf logit, only −inf logits) and options it does not cover (``log_target``, ``reverse``,
-another class axis, float16) give the reference path's result. Without Numba these tests
++inf logit, only −inf logits; for a value, a target entry outside [0, inf), possible with
+``validate=False`` only) and options it does not cover (``log_target``, ``reverse``, another
+class axis, float16) give the reference path's result.
+
+Small recorded torch calls (``small_torch``: ``interop.torch._small_accel`` runs the kernel
+on the tensors' memory) equal float64 PyTorch and the torch reference path, on both sides of
+the chunk and of ``GRAD_IN_FORWARD_MAX``; declined calls, double backward, the target's
+gradient and the value checks behave as on the reference path. Without Numba these tests
 skip, and every call takes the reference path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import mpmath
@@ -292,11 +299,11 @@ def test_masked_rows_may_hold_anything(kernel_runs):
 
 def test_unvalidated_targets_as_the_reference_path(rng, kernel_runs):
     """``validate=False`` passes targets that are not distributions: rows that do not sum to
-    1, negative entries (t·log t reads log 1 there, as ``_array.xlogx`` does), subnormal ones."""
+    1 and subnormal entries run in the kernel."""
     for dtype, tiny in ((np.float32, 1e-40), (np.float64, 1e-310)):
         z = (rng.standard_normal((8, 5)) * 2).astype(dtype)
         t = rng.random((8, 5)) * 2
-        t[0, 1], t[1, 2], t[2, :] = -0.25, tiny, [tiny, 0.0, 1.0, tiny, 0.5]
+        t[1, 2], t[2, :] = tiny, [tiny, 0.0, 1.0, tiny, 0.5]
         t = t.astype(dtype)
         for need in NEEDS:
             for reduction in REDUCTIONS:
@@ -307,6 +314,22 @@ def test_unvalidated_targets_as_the_reference_path(rng, kernel_runs):
                     assert type(a) is type(b) and a.dtype == b.dtype
                     np.testing.assert_allclose(a, b, rtol=TOL[dtype] * 4, atol=TOL[dtype] * 10)
     assert kernel_runs == [True] * 24
+
+
+@pytest.mark.parametrize("entry", [-0.25, np.nan, np.inf], ids=["negative", "nan", "inf"])
+def test_targets_outside_the_domain_are_left_to_the_reference_path(entry, kernel_runs):
+    """A target entry outside [0, inf) (only with ``validate=False``; x·log x is not defined
+    alike on every backend there) sends a value to the reference path; the derivatives,
+    (Σt)·p − t on every backend, stay in the kernel."""
+    z = np.array([[0.0, 1.0, 2.0], [1.0, -1.0, 0.5], [3.0, 0.0, 0.0]])
+    t = np.array([[0.2, 0.3, 0.5], [0.5, entry, 0.5], [0.6, 0.0, 0.4]])
+    for need in NEEDS:
+        got = _call(need, z, t, reduction="none", validate=False)
+        with _accel.disabled():
+            expected = _call(need, z, t, reduction="none", validate=False)
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15)
+    assert kernel_runs == [False, True, False, True]
 
 
 @pytest.mark.parametrize(
@@ -445,3 +468,148 @@ def test_log_is_a_few_ulp(rng):
         out = np.empty_like(a)
         loop(a, out)
         assert out[0] == np.inf and np.isnan(out[1])
+
+
+# --- small recorded torch calls through the kernel (``small_torch``) ------------------------
+
+
+@pytest.fixture
+def routed(monkeypatch):
+    """Counts the small torch calls that the kernel answered (``interop.torch._small_accel``)."""
+    from losskit.interop import torch as bridge
+
+    count = [0]
+    small = bridge._small_accel
+
+    def counting(*args):
+        out = small(*args)
+        count[0] += out is not None
+        return out
+
+    monkeypatch.setattr(bridge, "_small_accel", counting)
+    return count
+
+
+def _torch_ours(z, t, **kw):
+    zr = z.detach().clone().requires_grad_(True)
+    v = lk.kl_divergence(zr, t, **kw)
+    (g,) = torch.autograd.grad(v, zr)
+    return v.detach(), g
+
+
+def _torch_check(z, t, routed, expect_route, reduction="mean", weight=None, mask=None):
+    """losskit on small recorded tensors (the kernel route taken ``expect_route`` times)
+    against ``_independent`` (float64 PyTorch) and against the torch reference path."""
+    kw = {k: v for k, v in (("weight", weight), ("mask", mask)) if v is not None}
+    before = routed[0]
+    v, g = _torch_ours(z, t, reduction=reduction, **kw)
+    assert routed[0] == before + expect_route, f"kernel route taken {routed[0] - before} times, expected {expect_route}"
+    assert v.dtype == z.dtype and v.shape == () and g.dtype == z.dtype and g.shape == z.shape
+    with _accel.disabled():
+        rv, rg = _torch_ours(z, t, reduction=reduction, **kw)
+    z2, t2 = z.detach().double().reshape(-1, z.shape[-1]).numpy(), t.double().reshape(-1, z.shape[-1]).numpy()
+    flat = lambda a: None if a is None else a.double().reshape(-1).numpy()  # noqa: E731
+    pv, pg = _independent("value_and_grad", z2, t2, reduction, weight=flat(weight), mask=None if mask is None else mask.reshape(-1).numpy())
+    dtype = np.float32 if z.dtype == torch.float32 else np.float64
+    n = z2.shape[0]
+    w = np.ones(n) if weight is None else flat(weight)
+    c = w / (n * 0.05) if reduction == "mean" else w
+    row_scale = np.max(np.abs(z2), axis=-1) + math.log(z.shape[-1]) + 1.0
+    for got, expected, scale, what in (
+        (v, rv, np.sum(row_scale * c), "value vs reference"), (v, pv, np.sum(row_scale * c), "value vs torch float64"),
+        (g, rg, float(np.max(c)), "grad vs reference"), (g, pg.reshape(g.shape), float(np.max(c)), "grad vs torch float64"),
+    ):
+        _assert_close(np.asarray(got.double()), np.asarray(expected.double() if torch.is_tensor(expected) else expected), dtype, scale, f"{reduction} {what}")
+
+
+def _torch_inputs(shape, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = (torch.randn(shape, generator=g, dtype=torch.float64) * 3).to(dtype)
+    t = torch.rand(shape, generator=g, dtype=torch.float64) ** 3
+    return z, (t / t.sum(-1, keepdim=True)).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("reduction", ("mean", "sum"))
+@pytest.mark.parametrize("shape", [(32, 10), (2, 3, 4), (1, 1)])
+def test_small_torch_calls_take_the_kernel(shape, reduction, dtype, routed):
+    z, t = _torch_inputs(shape, dtype)
+    _torch_check(z, t, routed, 1, reduction)
+
+
+def test_small_torch_weights_masks_and_edge_rows(routed):
+    z, t = _distributions(np.random.default_rng(3), 16, 7, np.float32)
+    z, t = torch.from_numpy(z), torch.from_numpy(t)
+    w = torch.rand(16, generator=torch.Generator().manual_seed(4)) + 0.5
+    mask = torch.rand(16, generator=torch.Generator().manual_seed(5)) > 0.3
+    mask[0] = True
+    _torch_check(z, t, routed, 1, weight=w)
+    _torch_check(z, t, routed, 1, mask=mask, reduction="sum")
+    _torch_check(z, t, routed, 1, weight=w, mask=mask)
+
+
+@pytest.mark.parametrize("rows", [_accel._CHUNK // 8, _accel._CHUNK // 8 + 1, 8192, 8193])
+def test_small_torch_both_sides_of_the_chunk_and_of_grad_in_forward_max(rows, routed):
+    """8 classes: one chunk of rows and one more row; 8192 × 8 = ``GRAD_IN_FORWARD_MAX``
+    elements (the kernel) and one row more (the generic bridge, no kernel)."""
+    from losskit.interop import torch as bridge
+
+    assert 8192 * 8 == bridge.GRAD_IN_FORWARD_MAX
+    z, t = _torch_inputs((rows, 8), torch.float32, seed=rows)
+    _torch_check(z, t, routed, int(rows * 8 <= bridge.GRAD_IN_FORWARD_MAX))
+
+
+def test_small_torch_calls_the_kernel_declines(routed):
+    """A +inf logit (the row goes to the reference path), ``log_target``, ``reverse``, a
+    transposed (not contiguous) input, ``_accel.disabled()`` and a negative target entry
+    with ``validate=False`` (torch's own x·log x: NaN): the torch ops run."""
+    z, t = _torch_inputs((6, 5), torch.float32, seed=6)
+    z_inf = z.clone()
+    z_inf[2, 1] = float("inf")
+    _torch_check(z_inf, t, routed, 0)
+    zt, tt = z.t().contiguous().t(), t.t().contiguous().t()  # same values, transposed memory
+    _torch_check(zt, tt, routed, 0)
+    for kw in ({"log_target": True}, {"reverse": True}):
+        target = torch.log(t) if kw.get("log_target") else t
+        zr = z.clone().requires_grad_(True)
+        lk.kl_divergence(zr, target, **kw).backward()
+        assert torch.isfinite(zr.grad).all()
+    with _accel.disabled():
+        _torch_check(z, t, routed, 0)
+    t_neg = t.clone()
+    t_neg[0, 0] = -0.1  # validate=False: torch's own x·log x (NaN), not NumPy's
+    values = []
+    for off in (False, True):
+        zr = z.clone().requires_grad_(True)
+        with _accel.disabled() if off else contextlib.nullcontext():
+            values.append(lk.kl_divergence(zr, t_neg, validate=False).detach())
+    assert torch.isnan(values[0]) and torch.isnan(values[1])
+    assert routed[0] == 0
+
+
+def test_small_torch_double_backward_and_target_gradient(routed):
+    """create_graph differentiates the closed form, and the target's gradient is the
+    reference path's: the same results with the kernel route and without."""
+    z, t = _torch_inputs((6, 4), torch.float64, seed=7)
+    results = []
+    for off in (False, True):
+        zr, tr = z.clone().requires_grad_(True), t.clone().requires_grad_(True)
+        if off:
+            with _accel.disabled():
+                v = lk.kl_divergence(zr, tr)
+        else:
+            v = lk.kl_divergence(zr, tr)
+        g, gt = torch.autograd.grad(v, (zr, tr), create_graph=True)
+        (h,) = torch.autograd.grad((g * torch.arange(24.0, dtype=torch.float64).reshape(6, 4)).sum(), zr)
+        results.append((g.detach(), gt.detach(), h))
+    assert routed[0] == 1
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)
+
+
+def test_small_torch_value_checks_still_run_first(routed):
+    z, t = _torch_inputs((4, 3), torch.float32, seed=9)
+    t[1] = t[1] * 0.5
+    with pytest.raises(ValueError, match=r"must be a distribution along the class axis .* the row at target\[1\] sums to"):
+        lk.kl_divergence(z.requires_grad_(True), t)
+    assert routed[0] == 0

@@ -38,8 +38,10 @@ Numba (the optional ``accel`` extra: ``pip install losskit[accel]``) and cached 
   Forward ``kl_divergence`` with probability targets (not ``log_target``, not ``reverse``;
   weights and masks included) runs the probability-target driver with each row's
   Σ_k t_k log t_k added (its derivatives are soft-target cross-entropy's; ``log`` is the
-  kernels' own few-ulp routine too). Rows it cannot take (a NaN or +inf logit, only −inf
-  logits, a label out of range) send the whole call to the reference path.
+  kernels' own few-ulp routine too), also for small recorded torch calls (``small_torch``).
+  Rows it cannot take (a NaN or +inf logit, only −inf logits, a label out of range; for KL's
+  value a target outside [0, inf), which only ``validate=False`` lets through) send the
+  whole call to the reference path.
   ``tests/test_accel_cross_entropy.py`` and ``tests/test_accel_kl.py`` check them against
   the reference path and float64 PyTorch.
 
@@ -568,7 +570,9 @@ def _kl_covers(o):
     return None if o.get("log_target") or o.get("reverse") else "dense"
 
 
-ROW_KERNELS["kl_divergence"] = RowKernel(covers=_kl_covers, build=lambda kind: _compiled_rows("kl_divergence"))
+# small_torch: at (32, 10) the jitted call (~2 µs plus ~5 µs of conversions) replaces
+# ``_kl_torch``'s dozen ops (~46 µs of forward kernel in ``overhead.py --profile``)
+ROW_KERNELS["kl_divergence"] = RowKernel(covers=_kl_covers, build=lambda kind: _compiled_rows("kl_divergence"), small_torch=True)
 
 
 # --- the validation pass of large targets -------------------------------------------------

@@ -904,12 +904,15 @@ def ce_probs(z, bits, t, w, valid, cw, values, grad, hess, partial, scale, num_c
     maxima = np.empty(rows_per_chunk, z.dtype)
     no_labels = np.empty(0, np.int64)
     # Σ t log t (``entropy``): the chunk's terms t·log(t if t > 0 else 1), as ``_array.xlogx``
-    # on NumPy (0·log 0 = 0; an unvalidated negative t adds −0, NaN stays NaN), in one loop
-    # that vectorises, then summed per row in float64 beside the row's cross-entropy
+    # on NumPy (0·log 0 = 0), in one loop that vectorises, then summed per row in float64
+    # beside the row's cross-entropy. A target outside [0, inf) (only with validate=False:
+    # negative, NaN or +inf, where the backends' references disagree) sends the call to the
+    # reference path, so that this kernel does not define x·log x there.
     with_entropy = entropy and mode <= 1
     terms = np.empty(rows_per_chunk * num_classes if with_entropy else 0, z.dtype)
     zero = cast_like(0.0, scale)
     one = cast_like(1.0, scale)
+    inf = cast_like(np.inf, scale)
     for j in range(c0, c1):
         lo, hi = j * rows_per_chunk, min(n, (j + 1) * rows_per_chunk)
         first = lo * num_classes if want_grad else 0
@@ -918,9 +921,13 @@ def ce_probs(z, bits, t, w, valid, cw, values, grad, hess, partial, scale, num_c
             return bad
         if with_entropy:
             tc = t[lo * num_classes : hi * num_classes]
+            outside = 0
             for k in range(tc.shape[0]):
                 x = tc[k]
                 terms[k] = x * log_for(x if x > zero else one, zero)
+                outside += 0 if zero <= x < inf else 1
+            if outside:
+                return outside
         total = 0.0
         for r in range(hi - lo):
             i = lo + r
