@@ -260,3 +260,34 @@ def test_jax_first_input_with_numpy_inputs(name, rng):
     np.testing.assert_allclose(np.asarray(g), g_expected, rtol=1e-8, atol=1e-14)
     jitted = jax.jit(lambda z: loss(z, *rest, weight=w, mask=mask, **jo))(jnp.asarray(first))  # closes over NumPy
     np.testing.assert_allclose(np.asarray(jitted), expected, rtol=1e-10)
+
+
+# --- distribution targets in another float dtype than the logits ------------------------------
+
+
+def _distribution_target_losses():
+    """Losses that check a target distribution with ``prepare_dense_target`` (cross-entropy's
+    probability targets: tests/losses/test_cross_entropy.py)."""
+    from losskit.losses import _softmax
+
+    return [lk.registry[n] for n in NAMES if spec(n).prepare is _softmax.prepare_dense_target]
+
+
+@pytest.mark.parametrize("loss", _distribution_target_losses(), ids=lambda loss: loss.spec.name)
+@pytest.mark.parametrize("logits, given", [(np.float32, np.float64), (np.float64, np.float32)])
+def test_a_normalised_target_of_another_float_dtype_passes_the_check(loss, logits, given, rng):
+    """A distribution normalised in float64 and checked in the float32 of the logits sums to 1
+    within float32's rounding (it was rejected against float64's √ε), and the other way round;
+    a row 1 % off is still rejected in both."""
+    t = rng.random((64, 1000))
+    t = (t / t.sum(-1, keepdims=True)).astype(given)
+    if given == np.float32:
+        t = t / t.sum(-1, keepdims=True, dtype=np.float32)
+    z = rng.standard_normal((64, 1000)).astype(logits)
+    value = loss(z, t)
+    exact = loss(z.astype(np.float64), t.astype(np.float64), validate=False)
+    assert np.isfinite(value) and abs(float(value) - float(exact)) <= 1e-4 * abs(float(exact))
+    bad = t.copy()
+    bad[3] *= 1.01
+    with pytest.raises(ValueError, match=r"the row at target\[3\] sums to"):
+        loss(z, bad)

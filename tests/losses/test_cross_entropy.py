@@ -328,3 +328,21 @@ def test_option_messages():
         lk.cross_entropy(np.zeros((2, 3)), np.zeros(2, dtype=int), class_weight=np.ones(4))
     with pytest.raises(TypeError, match="`logits` must be a floating-point array"):
         lk.cross_entropy(np.zeros((2, 3), dtype=np.int32), np.zeros(2, dtype=int))
+
+
+@pytest.mark.parametrize("logits, given", [(np.float32, np.float64), (np.float64, np.float32)])
+def test_probability_target_of_another_float_dtype_passes_the_check(logits, given):
+    """A distribution normalised in float64 and checked in float32 (the logits' dtype) sums to
+    1 within float32's rounding: it was rejected against float64's √ε. A row 1 % off is still
+    rejected."""
+    rng = np.random.default_rng(5)
+    t = rng.random((64, 1000))
+    t = (t / t.sum(-1, keepdims=True)).astype(given)
+    z = rng.standard_normal((64, 1000)).astype(logits)
+    value = lk.cross_entropy(z, t)
+    exact = lk.cross_entropy(z.astype(np.float64), t.astype(np.float64), validate=False)
+    assert np.isfinite(value) and abs(float(value) - float(exact)) <= 1e-5 * abs(float(exact))
+    bad = t.copy()
+    bad[3] *= 1.01
+    with pytest.raises(ValueError, match=r"the row at target\[3\] sums to"):
+        lk.cross_entropy(z, bad)

@@ -234,13 +234,17 @@ def _sqrt_eps(dtype, xp) -> float:
 def prepare_dense_target(pred, target, o, xp, validate, loss, mask=None, target_name="target"):
     """Logits and a target distribution of the same shape, class axis moved last; with
     ``validate``, each valid row of the target must be a distribution (``log_target``: a
-    log-distribution), within a tolerance of √ε of the target's dtype."""
+    log-distribution), within √ε of the coarser of the target's given dtype and the logits'
+    compute dtype it is checked in."""
     axis = _validate.normalize_axis(o["axis"], pred.ndim, loss)
     _validate.check_classes(pred, axis, "logits", loss)
     _validate.check_same_shape(pred, target, "logits", target_name, loss)
     _validate.check_floating(target, target_name, loss, xp)
-    tol = _sqrt_eps(target.dtype, xp)
+    given = target.dtype
     target = upcast_target(target, pred, xp)
+    # √ε of the coarser of the given and the checked dtype: a float64 distribution rounded to
+    # float32 logits' dtype sums to 1 within float32's rounding, not float64's
+    tol = max(_sqrt_eps(given, xp), _sqrt_eps(target.dtype, xp))
     moved = axis != pred.ndim - 1
     if moved:
         pred, target = xp.moveaxis(pred, axis, -1), xp.moveaxis(target, axis, -1)
