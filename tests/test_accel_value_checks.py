@@ -38,6 +38,12 @@ def _lib(a, lib):
 def passes(monkeypatch):
     """Counts the Numba range passes (one thread, or chunks split over threads)."""
     count = [0]
+    # jitted callers of the patched passes resolve them when they compile: compile them first
+    # (on a cold cache the first compile would otherwise meet the counting wrapper)
+    # (the shared empty mask is read-only: a type of its own)
+    for dtype in DTYPES:
+        for mask in (_accel._EMPTY["?"], np.empty(0, np.bool_), np.ones(1, np.bool_)):
+            _accel_numba.float_range_serial(np.ones(1, dtype), mask)
     for name in ("bits_range", "bits_range_serial"):
         inner = getattr(_accel_numba, name)
 

@@ -645,6 +645,42 @@ def nonnegative_range(x, valid=None):
     return unpack.unpack(pack.pack(low, high))
 
 
+DISTRIBUTION_MAX = 1 << 14  # elements; above, the caller's own reductions run (vectorised)
+
+
+def distribution_ranges(t):
+    """``(min, max, min row sum, max row sum)`` as Python floats of a target distribution ``t``
+    (rows along the last axis; row sums in float64) in one Numba pass: a C-contiguous
+    float32/float64 NumPy array or plain CPU torch tensor (read through a NumPy view of its
+    memory) of 1 to ``DISTRIBUTION_MAX`` elements, with Numba installed and not switched off.
+    None elsewhere and where an entry is NaN. ``_validate.check_distribution`` reads it first on
+    its happy path: on a (32, 10) torch tensor it replaces three torch ops and a host read
+    (~8 µs) by ~3 µs."""
+    if not _enabled:
+        return None
+    if type(t) is np.ndarray:
+        if not 0 < t.size <= DISTRIBUTION_MAX or t.dtype not in _FLOAT_BITS or not _c_aligned(t) or not t.ndim:
+            return None
+        values = t
+    elif type(t).__module__.startswith("torch"):
+        import torch
+
+        if type(t) not in _plain_tensor_types(torch) or not t.is_cpu or t.dtype not in (torch.float32, torch.float64):
+            return None
+        if not 0 < t.numel() <= DISTRIBUTION_MAX or not t.ndim or not t.is_contiguous() or t.is_neg() or _functorch_wrapped(torch, t):
+            return None  # inside torch.func transforms a tensor has no storage of its own
+        values = t.detach().numpy()
+    else:
+        return None
+    kernels = _state.get("kernels") if _state.get("numba") is not None else None
+    if kernels is None:
+        kernels = _kernels()
+        if kernels is None:
+            return None
+    ok, low, high, sum_low, sum_high = kernels.distribution_ranges(values.reshape(-1), values.shape[-1])
+    return (low, high, sum_low, sum_high) if ok else None
+
+
 def id_range(ids):
     """``(min, max)`` of NumPy integer class ids (int32 or int64, C-contiguous, not empty) as
     Python ints, in one Numba pass (~0.6 µs for 10 ids, where ``min`` and ``max`` cost ~2.5 µs);

@@ -1024,3 +1024,27 @@ def float_range_serial(x, valid):
     low, high = bits_range_serial(bits, valid)
     ok = low >= 0 and high <= _inf_bits(x[0]) and low <= high
     return ok, bits_as_float(low, x[0]), bits_as_float(high, x[0])
+
+
+@njit(**_SERIAL)
+def distribution_ranges(t, num_classes):
+    """(ok, min, max, min row sum, max row sum) of ``t`` read as rows of ``num_classes``
+    entries, row sums in float64, in one pass: the value check of a small target distribution.
+    ok is False where an entry is NaN (the caller's exact check decides there)."""
+    lo = hi = np.float64(t[0])
+    sum_lo = sum_hi = 0.0
+    nan = False
+    for i in range(t.shape[0] // num_classes):
+        s = 0.0
+        base = i * num_classes
+        for k in range(num_classes):
+            v = np.float64(t[base + k])
+            s += v
+            lo = v if v < lo else lo
+            hi = v if v > hi else hi
+        nan = nan or s != s
+        if i == 0 or s < sum_lo:
+            sum_lo = s
+        if i == 0 or s > sum_hi:
+            sum_hi = s
+    return not nan, lo, hi, sum_lo, sum_hi

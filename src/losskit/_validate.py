@@ -398,7 +398,11 @@ def check_distribution(t, arg: str, loss: str, xp, valid=None, *, log: bool, tol
     option that switches between the two forms, for the hint."""
     if is_tracing(t) or 0 in t.shape:
         return
-    if valid is None:
+    fast = None if valid is not None or log else _accel.distribution_ranges(t)  # small: one Numba pass
+    if fast is not None:
+        if fast[0] >= 0 and fast[1] <= 1 and fast[2] >= 1.0 - tol and fast[3] <= 1.0 + tol:
+            return
+    elif valid is None:
         # happy path in two reductions and one host read each: the range of the entries and
         # of the row sums (NaN bounds fall through to the exact check below); torch: three
         # of its own ops and one host read for all four bounds
