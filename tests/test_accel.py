@@ -600,3 +600,137 @@ def test_exp_and_log1p_against_numpy():
         np.testing.assert_allclose(got[normal], ref[normal], rtol=rtol, atol=0)
         sub = np.isfinite(rounded) & ~normal  # subnormal results: a few of their (absolute) ulps
         assert np.all(np.abs(got[sub] - ref[sub]) <= 4 * np.finfo(dtype).smallest_subnormal)
+
+
+# --- the one acceptance rule of the multiplier and the mask (_accept_multiplier_and_mask) ----
+
+
+def _unaligned(shape, dtype):
+    """An array of ``shape`` and ``dtype`` whose data starts one byte off its alignment."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape))
+    a = np.frombuffer(bytearray(size * dtype.itemsize + 1), dtype=dtype, count=size, offset=1).reshape(shape)
+    assert not a.flags.aligned
+    return a
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(7,), (4, 3), (2, 3, 2)], ids=["1d", "2d", "3d"])
+def test_accept_multiplier_and_mask_decisions(shape, dtype):
+    """Every form of ``c`` and ``valid`` the kernels take, and every form they leave to the
+    reference path, for an elementwise shape and (the same call) a row kernel's sample shape."""
+    import torch
+
+    accept = _accel._accept_multiplier_and_mask
+    dtype = np.dtype(dtype)
+    other = np.dtype(np.float64 if dtype == np.float32 else np.float32)
+    weights = np.arange(1, np.prod(shape) + 1, dtype=dtype).reshape(shape)
+    mask = (np.arange(np.prod(shape)) % 3 != 0).reshape(shape)
+
+    numbers = {
+        "float": 0.25,
+        "0-d array": np.array(0.25, dtype),
+        "0-d array of the other dtype": np.array(0.25, other),
+        "NumPy scalar": dtype.type(0.25),
+        "0-d torch tensor": torch.tensor(0.25),
+    }
+    for name, c in numbers.items():
+        got = accept(c, None, shape, dtype)
+        assert got is not None, name
+        scalar_c, w, m = got
+        assert type(scalar_c) is float and scalar_c == 0.25, name
+        assert w.shape == (0,) and w.dtype == dtype and m.shape == (0,) and m.dtype == np.bool_, name
+
+    scalar_c, w, m = accept(weights, mask, shape, dtype)
+    assert scalar_c is None and w.ndim == 1 and m.ndim == 1
+    np.testing.assert_array_equal(w, weights.reshape(-1))
+    np.testing.assert_array_equal(m, mask.reshape(-1))
+    assert np.shares_memory(w, weights) and np.shares_memory(m, mask)  # views, no copies
+
+    rows = shape + (5,)  # the row kernels' check: c and valid of the sample shape, not pred's
+    assert accept(np.ones(rows, dtype), None, shape, dtype) is None
+    assert accept(1.0, np.ones(rows, np.bool_), shape, dtype) is None
+
+    declined_c = {
+        "int": 1,
+        "0-d tensor being differentiated": torch.tensor(0.25, requires_grad=True),
+        "other dtype": weights.astype(other),
+        "float16": weights.astype(np.float16),
+        "wrong shape": np.ones(shape[:-1] + (shape[-1] + 1,), dtype),
+        "flat of a multi-dim shape" if len(shape) > 1 else "2-d of a 1-d shape": weights.reshape(-1) if len(shape) > 1 else weights.reshape(1, -1),
+        "empty": np.empty(0, dtype),
+        "strided": np.ones(shape[:-1] + (2 * shape[-1],), dtype)[..., ::2],
+        "unaligned": _unaligned(shape, dtype),
+        "a list": weights.tolist(),
+        "a tensor": torch.from_numpy(weights),
+        "an ndarray subclass": np.ma.masked_array(weights),
+    }
+    if len(shape) > 1:
+        declined_c["Fortran order"] = np.asfortranarray(weights)
+    for name, c in declined_c.items():
+        assert accept(c, None, shape, dtype) is None, name
+        assert accept(c, mask, shape, dtype) is None, name
+
+    declined_valid = {
+        "int8": mask.astype(np.int8),
+        "float": mask.astype(dtype),
+        "wrong shape": np.ones(shape[:-1] + (shape[-1] + 1,), np.bool_),
+        "empty": np.empty(0, np.bool_),
+        "strided": np.ones(shape[:-1] + (2 * shape[-1],), np.bool_)[..., ::2],
+        "a list": mask.tolist(),
+        "a tensor": torch.from_numpy(mask),
+        "a Python bool": True,
+    }
+    if len(shape) > 1:
+        declined_valid["Fortran order"] = np.asfortranarray(mask)
+    for name, v in declined_valid.items():
+        assert accept(0.5, v, shape, dtype) is None, name
+        assert accept(weights, v, shape, dtype) is None, name
+
+
+def test_every_kernel_route_asks_accept_multiplier_and_mask(monkeypatch):
+    """``run_numpy`` (elementwise: pred's shape), ``_run_rows`` (the sample shape) and ``run``
+    (large torch inputs: pred's shape) take their multiplier and mask through the one helper,
+    and decline where it declines."""
+    import torch
+
+    asked = []
+    real = _accel._accept_multiplier_and_mask
+
+    def spy(c, valid, shape, dtype):
+        asked.append(tuple(shape))
+        return real(c, valid, shape, dtype)
+
+    monkeypatch.setattr(_accel, "_accept_multiplier_and_mask", spy)
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((6, 4)).astype(np.float32)
+    y = (rng.random((6, 4)) < 0.5).astype(np.float32)
+    ids = rng.integers(0, 4, 6)
+    n = 4 * _loss._BLOCK["torch"]
+    zt, yt = torch.randn(n), torch.rand(n)
+    calls = {
+        (6, 4): lambda **kw: lk.binary_cross_entropy.value_and_grad(z, y, **kw),
+        (6,): lambda **kw: lk.cross_entropy.value_and_grad(z, ids, **kw),
+        (n,): lambda **kw: lk.binary_cross_entropy(zt, yt, **kw),
+    }
+    weights = {(6, 4): rng.random((6, 4)).astype(np.float32), (6,): rng.random(6).astype(np.float32), (n,): torch.rand(n)}
+    for shape, f in calls.items():
+        for kw in ({}, {"weight": weights[shape]}):
+            asked.clear()
+            with torch.no_grad():
+                f(**kw)
+            assert asked == [shape], (shape, kw)
+    monkeypatch.setattr(_accel, "_accept_multiplier_and_mask", lambda *a: None)
+    results = []
+    for route in ("run_numpy", "run"):
+        inner = getattr(_accel, route)
+        monkeypatch.setattr(_accel, route, lambda *a, _inner=inner: results.append(_inner(*a)) or results[-1])
+    for shape, f in calls.items():
+        results.clear()
+        with torch.no_grad():
+            got = f()
+            with _accel.disabled():
+                ref = f()
+        assert results and all(r is None for r in results), shape  # every route declined
+        for g, r in zip(got if isinstance(got, tuple) else (got,), ref if isinstance(ref, tuple) else (ref,)):
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(r))  # the reference path's result

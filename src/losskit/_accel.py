@@ -148,18 +148,18 @@ def run(call, pred, target, c, valid, aux, xp, need: str):
     dtype = p.dtype
     if dtype not in (np.float32, np.float64) or t.dtype != dtype:
         return None
-    w = np.empty(0, dtype) if scalar_c is not None else host[2]
-    mask = host[-1] if valid is not None else np.empty(0, np.bool_)
+    if scalar_c is None and not host[2].ndim:
+        return None  # a 0-d multiplier _host_number declined (being differentiated): its detached host view must not pass as a number
     shape = tuple(pred.shape)
-    if w.shape != (0,) and (w.dtype != dtype or w.shape != shape):
-        return None  # a multiplier of another dtype or shape: the reference path
-    if mask.shape != (0,) and (mask.dtype != np.bool_ or mask.shape != shape):
+    accepted = _accept_multiplier_and_mask(scalar_c if scalar_c is not None else host[2], host[-1] if valid is not None else None, shape, dtype)
+    if accepted is None:
         return None
+    scalar_c, w, mask = accepted
     k = entry.constants(dict(call.static), dtype.type)
     if k is None or _numba() is None:
         return None
     value_fn, value_grad_fn, grad_hess_fn = _drivers(call.spec.name)
-    flat = (p.reshape(-1), t.reshape(-1), w.reshape(-1), mask.reshape(-1))
+    flat = (p.reshape(-1), t.reshape(-1), w, mask)
     out = _launch(value_fn, value_grad_fn, grad_hess_fn, *flat, dtype, scalar_c, call.reduction, k, need)
     if kind == "torch":
         import torch
@@ -216,19 +216,10 @@ def run_numpy(call, pred, target, c, valid, aux, need: str):
         return None
     shape, dtype = pred.shape, pred.dtype
     flat = pred.ndim == 1  # the common case: no reshapes
-    scalar_c = c if type(c) is float else _host_number(c)
-    if scalar_c is not None:
-        w = _EMPTY[dtype.char]
-    elif type(c) is np.ndarray and c.dtype == dtype and c.shape == shape and _c_aligned(c):
-        w = c if flat else c.reshape(-1)
-    else:
+    accepted = _accept_multiplier_and_mask(c, valid, shape, dtype)
+    if accepted is None:
         return None
-    if valid is None:
-        mask = _EMPTY["?"]
-    elif type(valid) is np.ndarray and valid.dtype == np.bool_ and valid.shape == shape and _c_aligned(valid):
-        mask = valid if flat else valid.reshape(-1)
-    else:
-        return None
+    scalar_c, w, mask = accepted
     (value_fn, value_grad_fn, grad_hess_fn), k = plan
     if need == "value_and_grad" and call.reduction != "none" and pred.size <= _CHUNK:
         # the small training call, written out (one chunk): _launch's frame costs ~0.4 µs
@@ -257,6 +248,30 @@ def run_numpy(call, pred, target, c, valid, aux, need: str):
     if need == "grad":
         return grad
     return value, grad
+
+
+def _accept_multiplier_and_mask(c, valid, shape, dtype):
+    """The reduction's multiplier ``c`` and the mask ``valid`` as a kernel takes them, or None
+    (the reference path runs): ``(scalar_c, w, mask)`` with ``scalar_c`` the number ``c``
+    (:func:`_host_number`) and ``w`` empty, or ``scalar_c`` None and ``w`` the flat ``c``, a
+    C-contiguous aligned NumPy array of ``dtype`` and of ``shape``; ``mask`` empty where
+    ``valid`` is None, else the flat ``valid``, a C-contiguous aligned boolean NumPy array of
+    ``shape``. ``shape`` is the elementwise kernels' pred.shape, the row kernels' sample shape
+    pred.shape[:-1]. The one acceptance rule of ``run``, ``run_numpy`` and ``_run_rows``."""
+    scalar_c = c if type(c) is float else _host_number(c)
+    if scalar_c is not None:
+        w = _EMPTY[dtype.char]
+    elif type(c) is np.ndarray and c.dtype == dtype and c.shape == shape and _c_aligned(c):
+        w = c if c.ndim == 1 else c.reshape(-1)
+    else:
+        return None
+    if valid is None:
+        mask = _EMPTY["?"]
+    elif type(valid) is np.ndarray and valid.dtype == np.bool_ and valid.shape == shape and _c_aligned(valid):
+        mask = valid if valid.ndim == 1 else valid.reshape(-1)
+    else:
+        return None
+    return scalar_c, w, mask
 
 
 def _numpy_plan(call, dtype):
@@ -494,19 +509,10 @@ def _run_rows(plan, call, pred, target, c, valid, aux, need):
         cw = _EMPTY[dtype.char]
     elif not (type(cw) is np.ndarray and cw.dtype == dtype and cw.shape == (num_classes,) and _c_aligned(cw)):
         return None
-    scalar_c = c if type(c) is float else _host_number(c)
-    if scalar_c is not None:
-        w = _EMPTY[dtype.char]
-    elif type(c) is np.ndarray and c.dtype == dtype and c.shape == sample_shape and _c_aligned(c):
-        w = c.reshape(-1)
-    else:
+    accepted = _accept_multiplier_and_mask(c, valid, sample_shape, dtype)
+    if accepted is None:
         return None
-    if valid is None:
-        mask = _EMPTY["?"]
-    elif type(valid) is np.ndarray and valid.dtype == np.bool_ and valid.shape == sample_shape and _c_aligned(valid):
-        mask = valid.reshape(-1)
-    else:
-        return None
+    scalar_c, w, mask = accepted
     n = pred.size // num_classes  # rows
     z = pred.reshape(-1)
     bits = z.view(_FLOAT_BITS[dtype][0])
