@@ -8,8 +8,11 @@ Numba (the optional ``accel`` extra: ``pip install losskit[accel]``) and cached 
 
 * The array-API path stays the reference. On NumPy a kernel runs at every size
   (:func:`run_numpy`: one jitted call, ~2 µs at 100 elements, where the reference path's dozen
-  ufunc calls cost ~10 µs), on torch only where ``_loss.evaluate`` would take its block path
-  (large, CPU, not recorded by autograd, not under ``torch.compile``); in both cases for
+  ufunc calls cost ~10 µs), on torch where ``_loss.evaluate`` would take its block path
+  (large, CPU, not recorded by autograd, not under ``torch.compile``) and, for the entries that
+  declare ``small_torch``, in the small recorded calls of ``interop.torch`` (grad in the forward,
+  at most ``GRAD_IN_FORWARD_MAX`` elements: ``run_numpy`` on NumPy views of the tensors, where
+  one jitted call beats the loss's torch ops); in all cases for
   same-shape float32/float64 C-contiguous inputs (plain tensors, not functorch wrappers; not
   0-d) and the option values its entry covers. Per-sample ``weight`` (the reduction's
   multiplier as an array of pred's dtype) and ``mask`` run in the kernel too (gradient-boosting
@@ -29,8 +32,11 @@ Numba (the optional ``accel`` extra: ``pip install losskit[accel]``) and cached 
   with :func:`nonnegative_range`, one Numba pass, on NumPy and on large torch CPU tensors: on
   torch, ``torch.aminmax`` left its OpenMP workers spinning against the kernels' threads (the
   BCE and Poisson kernels ran at a quarter of the copy floor after it, half without it).
+  The check of a small target distribution (``kl_divergence``, cross-entropy's probability
+  targets) reads its entry and row-sum ranges with :func:`distribution_ranges`, one Numba pass.
 
-* Losses over a class axis have row kernels (:data:`ROW_KERNELS`, NumPy only): NumPy
+* Losses over a class axis have row kernels (:data:`ROW_KERNELS`; NumPy, and small recorded
+  torch calls for ``small_torch`` entries): NumPy
   ``cross_entropy`` with integer ids or probability targets (without label smoothing or
   z-loss; sample weights, masks, ``ignore_index`` and ``class_weight`` included) runs one
   Numba pass per chunk of rows
@@ -456,7 +462,8 @@ def _split(chunks: int, work) -> None:
 
 @dataclass(frozen=True)
 class RowKernel:
-    """The fused kernels of a loss over a class axis (NumPy only). ``covers(static options)``
+    """The fused kernels of a loss over a class axis (NumPy; small torch calls with
+    ``small_torch``). ``covers(static options)``
     names the driver that computes the call ("ids": integer targets, "dense": a target of the
     logits' shape), or None (e.g. cross-entropy with label smoothing); ``build(kind)`` returns
     the compiled driver."""
