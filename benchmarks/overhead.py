@@ -21,7 +21,9 @@ lookup, ``prepare`` (shape checks, layout), the value checks (``validate=True``)
 reduction multiplier, the loss's kernel (``value_and_grad`` of its declaration), the
 reduction, and what the autograd bridge adds around its kernel call. (A (32, 10) call runs
 the bridge's small-input path: value and gradient in the forward, one multiply in backward;
-for ``cross_entropy`` 'kernel' is its recorded call, torch's own log_softmax and nll_loss.)
+for ``cross_entropy`` 'kernel' is its recorded call, torch's own log_softmax and nll_loss;
+for a loss whose Numba kernel opts in to small torch calls, ``_accel``'s ``small_torch``, it
+is that kernel's call on the tensors' memory.)
 """
 
 from __future__ import annotations
@@ -150,6 +152,9 @@ def profile(cases, z, targets, args, timer) -> None:
         if recorded is not None and recorded(call, z, prep.target, 1.0 / n_samples, prep.valid, aux) is not None:
             # the small recorded call: torch's own ops recorded by autograd (no Python node)
             row["kernel"] = us(lambda: recorded(call, z, prep.target, 1.0 / n_samples, prep.valid, aux))
+        elif lean is None and name in bridge._SMALL_ACCEL and bridge._small_accel(call, prep.pred, prep.target, c, prep.valid, aux) is not None:
+            # the loss's Numba kernel on the tensors' memory (its entry declares small_torch)
+            row["kernel"] = us(lambda: bridge._small_accel(call, prep.pred, prep.target, c, prep.valid, aux))
         elif lean is None:
             row["kernel"] = us(lambda: _loss.evaluate(call, prep.pred, prep.target, c, prep.valid, aux, xp, "value_and_grad"))
         elif getattr(lean, "value_and_grad", None) is not None:  # the bridge's small-input path: one pass
