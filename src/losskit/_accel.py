@@ -613,9 +613,7 @@ def nonnegative_range(x, valid=None):
         if x.size == 0 or not _c_aligned(x):
             return None
         if valid is None and x.ndim == 1 and x.size <= _CHUNK:  # the small call: one pass, nothing else
-            kernels = _state.get("kernels") if _state.get("numba") is not None else None
-            if kernels is None:
-                kernels = _kernels()
+            kernels = _loaded_kernels()
             if kernels is None or x.dtype not in _FLOAT_BITS:
                 return None
             ok, low, high = kernels.float_range_serial(x, _EMPTY["?"])
@@ -685,11 +683,9 @@ def distribution_ranges(t):
         values = t.detach().numpy()
     else:
         return None
-    kernels = _state.get("kernels") if _state.get("numba") is not None else None
+    kernels = _loaded_kernels()
     if kernels is None:
-        kernels = _kernels()
-        if kernels is None:
-            return None
+        return None
     ok, low, high, sum_low, sum_high = kernels.distribution_ranges(values.reshape(-1), values.shape[-1])
     return (low, high, sum_low, sum_high) if ok else None
 
@@ -701,13 +697,18 @@ def id_range(ids):
     it first on its happy path."""
     if not _enabled or type(ids) is not np.ndarray or ids.dtype not in _IDS or ids.size == 0 or not _c_aligned(ids):
         return None
-    kernels = _state.get("kernels") if _state.get("numba") is not None else None
+    kernels = _loaded_kernels()
     if kernels is None:
-        kernels = _kernels()
-        if kernels is None:
-            return None
+        return None
     low, high = kernels.bits_range_serial(ids if ids.ndim == 1 else ids.reshape(-1), _EMPTY["?"])
     return int(low), int(high)
+
+
+def _loaded_kernels():
+    """``_kernels()``, read from the state in one step once loaded (the small checks call it on
+    every call)."""
+    kernels = _state.get("kernels") if _state.get("numba") is not None else None
+    return kernels if kernels is not None else _kernels()
 
 
 def _kernels():
