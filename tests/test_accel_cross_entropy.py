@@ -24,6 +24,7 @@ Without Numba these tests skip, and every call takes the reference path.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import mpmath
@@ -36,13 +37,19 @@ from losskit import _accel
 pytest.importorskip("numba", reason="the accel extra (Numba) is not installed")
 torch = pytest.importorskip("torch")
 
-NEEDS = ("value", "grad", "value_and_grad", "grad_hess")
-REDUCTIONS = ("none", "sum", "mean")
-DTYPES = (np.float32, np.float64)
-# against the reference path: a few ulp of the terms (float32: the reference's own float32
-# sums and exp/log1p roundings); against float64 PyTorch: the rounding of the float32 inputs'
-# arithmetic only
-TOL = {np.float32: 4e-6, np.float64: 2e-13}
+# the fixtures imported here are used by name (kernel_runs, two_threads) or autouse
+from accel_cases import (  # noqa: E402
+    DTYPES,
+    NEEDS,
+    REDUCTIONS,
+    call,
+    check_against_both,
+    kernel_runs,  # noqa: F401
+    one_torch_thread,  # noqa: F401
+    quiet_numpy,  # noqa: F401
+    two_threads,  # noqa: F401
+)
+
 CASES = {
     "plain": {},
     "weight": {"weight": True},
@@ -51,41 +58,7 @@ CASES = {
     "class_weight": {"class_weight": True},
     "all": {"weight": True, "mask": True, "ignore_index": 3, "class_weight": True},
 }
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with np.errstate(all="ignore"):
-        yield
-
-
-@pytest.fixture
-def kernel_runs(monkeypatch):
-    """Records, per call, whether the row kernel gave the result (True) or left it (False)."""
-    runs = []
-    run_rows = _accel._run_rows
-
-    def recording(*args):
-        out = run_rows(*args)
-        runs.append(out is not None)
-        return out
-
-    monkeypatch.setattr(_accel, "_run_rows", recording)
-    return runs
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny float64 references: torch's thread pool would only spin against the kernels'."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def two_threads(monkeypatch):
-    monkeypatch.setitem(_accel._state, "threads", 2)
+_call = functools.partial(call, lk.cross_entropy)
 
 
 def _rows(rng, n, num_classes, dtype):
@@ -125,12 +98,6 @@ def _options(case, rng, n, num_classes, dtype, y):
     return kw
 
 
-def _call(need, z, y, **kw):
-    f = lk.cross_entropy if need == "value" else getattr(lk.cross_entropy, need)
-    out = f(z, y, **kw)
-    return out if isinstance(out, tuple) else (out,)
-
-
 def _independent(need, z, y, reduction, weight=None, mask=None, ignore_index=None, class_weight=None):
     """float64 PyTorch: per-sample F.cross_entropy, its autograd gradient and p(1 − p),
     weighted, masked and reduced here by the rule of docs/conventions.md."""
@@ -156,41 +123,14 @@ def _independent(need, z, y, reduction, weight=None, mask=None, ignore_index=Non
     return {"value": (value,), "grad": (grad,), "value_and_grad": (value, grad), "grad_hess": (grad, hess)}[need]
 
 
-def _assert_close(got, expected, dtype, scale, what):
-    g, e = np.asarray(got, np.float64), np.asarray(expected, np.float64)
-    assert g.shape == e.shape, what
-    assert np.array_equal(np.isnan(g), np.isnan(e)), what
-    inf = np.isinf(e)
-    assert np.array_equal(g[inf], e[inf]), f"{what}: infinities differ"
-    ok = np.isfinite(e)
-    bound = TOL[dtype] * (np.abs(e) + scale) + 1e-300
-    bad = np.flatnonzero(ok & ~(np.abs(g - e) <= bound))
-    assert bad.size == 0, f"{what}: {bad.size} differ, first at {bad[0]}: kernel {g.flat[bad[0]]!r} expected {e.flat[bad[0]]!r}"
-
-
 def _check_against_both(need, z, y, reduction, kw, dtype, kernel_runs):
     """The kernel (it must run) against the reference path and against float64 PyTorch."""
-    before = len(kernel_runs)
-    got = _call(need, z, y, reduction=reduction, **kw)
-    assert kernel_runs[before:] == [True], f"{need} {reduction}: the kernel did not run"
-    with _accel.disabled():
-        reference = _call(need, z, y, reduction=reduction, **kw)
-    independent = _independent(need, z.astype(np.float64), y, reduction, **kw)
     # the magnitude of the terms each output adds: logits for the value, the multiplier for
     # derivatives (|p − onehot| ≤ 1), summed over rows for reduced values
     row_scale = np.max(np.abs(np.where(np.isfinite(z), z, 0)), axis=-1).astype(np.float64) + 1.0
     w = kw.get("weight", np.ones(len(y))).astype(np.float64)
     cw = kw["class_weight"].astype(np.float64)[np.clip(y, 0, z.shape[1] - 1)] if "class_weight" in kw else np.ones(len(y))
-    c_max = float(np.max(w * cw)) / (len(y) * 0.05 if reduction == "mean" else 1.0)
-    outputs = {"value": ("value",), "grad": ("grad",), "value_and_grad": ("value", "grad"), "grad_hess": ("grad", "hess")}[need]
-    for kind, a, b, e in zip(outputs, got, reference, independent):
-        assert type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape, f"{need} {reduction} {kind}"
-        if kind == "value":
-            scale = row_scale * w * cw if reduction == "none" else np.sum(row_scale * w * cw) * c_max / max(float(np.max(w * cw)), 1e-300)
-        else:
-            scale = c_max
-        _assert_close(a, b, dtype, scale, f"{need} {reduction} {kind} vs reference path")
-        _assert_close(a, e, dtype, scale, f"{need} {reduction} {kind} vs torch float64")
+    check_against_both(lk.cross_entropy, _independent, need, z, y, reduction, kw, dtype, kernel_runs, term_scale=row_scale * w * cw, row_weight=w * cw)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -479,27 +419,16 @@ def test_probability_targets_equal_reference_and_torch(case, dtype, rng, kernel_
         z, t = _distributions(rng, n, num_classes, dtype)
         kw = _options(case, rng, n, num_classes, dtype, np.zeros(n, dtype=np.int64))
         kw.pop("ignore_index", None)  # integer ids only
+        # the largest class weight bounds each row's multiplier of its terms
+        w = kw.get("weight", np.ones(n)).astype(np.float64)
+        cw = float(np.max(kw["class_weight"])) if "class_weight" in kw else 1.0
+        row_scale = np.max(np.abs(z), axis=-1).astype(np.float64) + 1.0
         for need in NEEDS:
             for reduction in REDUCTIONS:
-                before = len(kernel_runs)
-                got = _call(need, z, t, reduction=reduction, **kw)
-                assert kernel_runs[before:] == [True], f"{need} {reduction}: the kernel did not run"
-                with _accel.disabled():
-                    reference = _call(need, z, t, reduction=reduction, **kw)
-                independent = _independent_probs(need, z.astype(np.float64), t.astype(np.float64), reduction, **kw)
-                w = kw.get("weight", np.ones(n)).astype(np.float64)
-                cw = float(np.max(kw["class_weight"])) if "class_weight" in kw else 1.0
-                row_scale = np.max(np.abs(z), axis=-1).astype(np.float64) + 1.0
-                c_max = float(np.max(w)) * cw / (n * 0.05 if reduction == "mean" else 1.0)
-                outputs = {"value": ("value",), "grad": ("grad",), "value_and_grad": ("value", "grad"), "grad_hess": ("grad", "hess")}[need]
-                for kind, a, b, e in zip(outputs, got, reference, independent):
-                    assert type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape
-                    if kind == "value":
-                        scale = row_scale * w * cw if reduction == "none" else np.sum(row_scale * w * cw) * c_max / (float(np.max(w)) * cw)
-                    else:
-                        scale = c_max
-                    _assert_close(a, b, dtype, scale, f"probs {need} {reduction} {kind} vs reference path")
-                    _assert_close(a, e, dtype, scale, f"probs {need} {reduction} {kind} vs torch float64")
+                check_against_both(
+                    lk.cross_entropy, _independent_probs, need, z, t, reduction, kw, dtype, kernel_runs,
+                    term_scale=row_scale * w * cw, row_weight=w * cw, label="probs ",
+                )
 
 
 @pytest.mark.parametrize("num_classes", [7, 100])

@@ -31,6 +31,7 @@ skip, and every call takes the reference path.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import mpmath
@@ -43,48 +44,26 @@ from losskit import _accel
 pytest.importorskip("numba", reason="the accel extra (Numba) is not installed")
 torch = pytest.importorskip("torch")
 
-NEEDS = ("value", "grad", "value_and_grad", "grad_hess")
-REDUCTIONS = ("none", "sum", "mean")
-DTYPES = (np.float32, np.float64)
-# against the reference path: a few ulp of the terms (float32: the reference's own float32
-# sums, exp/log/log1p roundings); against float64 PyTorch: the rounding of float32 arithmetic
-TOL = {np.float32: 4e-6, np.float64: 2e-13}
+# the fixtures imported here are used by name (kernel_runs, routed, two_threads) or autouse
+from accel_cases import (  # noqa: E402
+    DTYPES,
+    NEEDS,
+    REDUCTIONS,
+    TOL,
+    assert_close,
+    call,
+    check_against_both,
+    kernel_runs,  # noqa: F401
+    one_torch_thread,  # noqa: F401
+    quiet_numpy,  # noqa: F401
+    routed,  # noqa: F401
+    torch_value_and_grad,
+    two_threads,  # noqa: F401
+)
+
 CASES = {"plain": {}, "weight": {"weight": True}, "mask": {"mask": True}, "all": {"weight": True, "mask": True}}
-OUTPUTS = {"value": ("value",), "grad": ("grad",), "value_and_grad": ("value", "grad"), "grad_hess": ("grad", "hess")}
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with np.errstate(all="ignore"):
-        yield
-
-
-@pytest.fixture
-def kernel_runs(monkeypatch):
-    """Records, per call, whether the row kernel gave the result (True) or left it (False)."""
-    runs = []
-    run_rows = _accel._run_rows
-
-    def recording(*args):
-        out = run_rows(*args)
-        runs.append(out is not None)
-        return out
-
-    monkeypatch.setattr(_accel, "_run_rows", recording)
-    return runs
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def two_threads(monkeypatch):
-    monkeypatch.setitem(_accel._state, "threads", 2)
+_call = functools.partial(call, lk.kl_divergence)
+_torch_ours = functools.partial(torch_value_and_grad, lk.kl_divergence)
 
 
 def _distributions(rng, n, num_classes, dtype):
@@ -121,12 +100,6 @@ def _options(case, rng, n, dtype):
     return kw
 
 
-def _call(need, z, t, **kw):
-    f = lk.kl_divergence if need == "value" else getattr(lk.kl_divergence, need)
-    out = f(z, t, **kw)
-    return out if isinstance(out, tuple) else (out,)
-
-
 def _independent(need, z, t, reduction, weight=None, mask=None):
     """float64 PyTorch: per-sample F.kl_div(F.log_softmax(z), t) summed over classes, its
     autograd gradient and (Σt)·p(1 − p), weighted, masked and reduced here ("mean": over the
@@ -149,39 +122,14 @@ def _independent(need, z, t, reduction, weight=None, mask=None):
     return {"value": (value,), "grad": (grad,), "value_and_grad": (value, grad), "grad_hess": (grad, hess)}[need]
 
 
-def _assert_close(got, expected, dtype, scale, what):
-    g, e = np.asarray(got, np.float64), np.asarray(expected, np.float64)
-    assert g.shape == e.shape, what
-    assert np.array_equal(np.isnan(g), np.isnan(e)), what
-    inf = np.isinf(e)
-    assert np.array_equal(g[inf], e[inf]), f"{what}: infinities differ"
-    bound = TOL[dtype] * (np.abs(e) + scale) + 1e-300
-    bad = np.flatnonzero(np.isfinite(e) & ~(np.abs(g - e) <= bound))
-    assert bad.size == 0, f"{what}: {bad.size} differ, first at {bad[0]}: kernel {g.flat[bad[0]]!r} expected {e.flat[bad[0]]!r}"
-
-
 def _check_against_both(need, z, t, reduction, kw, dtype, kernel_runs):
     """The kernel (it must run) against the reference path and float64 PyTorch."""
     n, num_classes = z.shape
-    before = len(kernel_runs)
-    got = _call(need, z, t, reduction=reduction, **kw)
-    assert kernel_runs[before:] == [True], f"{need} {reduction}: the kernel did not run"
-    with _accel.disabled():
-        reference = _call(need, z, t, reduction=reduction, **kw)
-    independent = _independent(need, z.astype(np.float64), t.astype(np.float64), reduction, **kw)
     # the magnitude of the terms each output adds: logits and log C (|Σ t log t| ≤ log C) for
     # the value, the multiplier for derivatives (|(Σt)p − t| ≤ 1), summed over rows if reduced
     row_scale = np.max(np.abs(np.where(np.isfinite(z), z, 0)), axis=-1).astype(np.float64) + math.log(num_classes) + 1.0
     w = kw.get("weight", np.ones(n)).astype(np.float64)
-    c_max = float(np.max(w)) / (n * 0.05 if reduction == "mean" else 1.0)
-    for kind, a, b, e in zip(OUTPUTS[need], got, reference, independent):
-        assert type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape, f"{need} {reduction} {kind}"
-        if kind == "value":
-            scale = row_scale * w if reduction == "none" else np.sum(row_scale * w) * c_max / float(np.max(w))
-        else:
-            scale = c_max
-        _assert_close(a, b, dtype, scale, f"{need} {reduction} {kind} vs reference path")
-        _assert_close(a, e, dtype, scale, f"{need} {reduction} {kind} vs torch float64")
+    check_against_both(lk.kl_divergence, _independent, need, z, t, reduction, kw, dtype, kernel_runs, term_scale=row_scale * w, row_weight=w)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -473,30 +421,6 @@ def test_log_is_a_few_ulp(rng):
 # --- small recorded torch calls through the kernel (``small_torch``) ------------------------
 
 
-@pytest.fixture
-def routed(monkeypatch):
-    """Counts the small torch calls that the kernel answered (``interop.torch._small_accel``)."""
-    from losskit.interop import torch as bridge
-
-    count = [0]
-    small = bridge._small_accel
-
-    def counting(*args):
-        out = small(*args)
-        count[0] += out is not None
-        return out
-
-    monkeypatch.setattr(bridge, "_small_accel", counting)
-    return count
-
-
-def _torch_ours(z, t, **kw):
-    zr = z.detach().clone().requires_grad_(True)
-    v = lk.kl_divergence(zr, t, **kw)
-    (g,) = torch.autograd.grad(v, zr)
-    return v.detach(), g
-
-
 def _torch_check(z, t, routed, expect_route, reduction="mean", weight=None, mask=None):
     """losskit on small recorded tensors (the kernel route taken ``expect_route`` times)
     against ``_independent`` (float64 PyTorch) and against the torch reference path."""
@@ -519,7 +443,7 @@ def _torch_check(z, t, routed, expect_route, reduction="mean", weight=None, mask
         (v, rv, np.sum(row_scale * c), "value vs reference"), (v, pv, np.sum(row_scale * c), "value vs torch float64"),
         (g, rg, float(np.max(c)), "grad vs reference"), (g, pg.reshape(g.shape), float(np.max(c)), "grad vs torch float64"),
     ):
-        _assert_close(np.asarray(got.double()), np.asarray(expected.double() if torch.is_tensor(expected) else expected), dtype, scale, f"{reduction} {what}")
+        assert_close(np.asarray(got.double()), np.asarray(expected.double() if torch.is_tensor(expected) else expected), dtype, scale, f"{reduction} {what}")
 
 
 def _torch_inputs(shape, dtype, seed=0):

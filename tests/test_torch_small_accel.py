@@ -12,6 +12,8 @@ accumulation and the value checks behave as on the reference path.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -22,25 +24,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("numba", reason="the accel extra (Numba) is not installed")
 F = torch.nn.functional
 
+from accel_cases import routed, torch_value_and_grad  # noqa: E402, F401  (routed: a fixture)
 from losskit.interop import torch as bridge  # noqa: E402
 
 DTYPES = (torch.float32, torch.float64)
 RTOL = {torch.float32: 2e-6, torch.float64: 1e-13}
-
-
-@pytest.fixture
-def routed(monkeypatch):
-    """Counts the small calls that the kernel answered."""
-    count = [0]
-    small = bridge._small_accel
-
-    def counting(*args):
-        out = small(*args)
-        count[0] += out is not None
-        return out
-
-    monkeypatch.setattr(bridge, "_small_accel", counting)
-    return count
+_ours = functools.partial(torch_value_and_grad, lk.binary_cross_entropy)
 
 
 def _inputs(shape, dtype, seed=0):
@@ -58,13 +47,6 @@ def _peer(z, y, reduction, weight=None):
     if reduction == "mean":
         v = v / (z.numel() if weight is None else w.sum())
     (g,) = torch.autograd.grad(v, z64)
-    return v.detach(), g
-
-
-def _ours(z, y, **kw):
-    zr = z.detach().clone().requires_grad_(True)
-    v = lk.binary_cross_entropy(zr, y, **kw)
-    (g,) = torch.autograd.grad(v, zr)
     return v.detach(), g
 
 
