@@ -89,3 +89,19 @@ def test_is_integral_is_isdtype_integral_per_dtype(name, make, back):
         xp = A.namespace(x)
         want = np.issubdtype(dtype, np.integer)
         assert A.is_integral(x, xp) is want and A.is_integral(x, xp) is want, dtype
+
+
+def test_xlogx_agrees_with_xlogy_on_every_backend():
+    """x·log x with 0·log 0 = 0 and NaN for negative x or NaN: NumPy (a select around log)
+    equals torch's and JAX's xlogy(x, x) on the special values, and the float64 formula."""
+    torch = pytest.importorskip("torch")
+    x = np.array(SPECIAL + [1e-30, 1e-300, 5e-324])
+    got_np = A.xlogx(x, xp=A.namespace(x))
+    got_torch = A.xlogx(torch.from_numpy(x), xp=A.namespace(torch.from_numpy(x))).numpy()
+    with np.errstate(all="ignore"):
+        expected = np.where(x == 0, 0.0, x * np.log(x))
+    for got in (got_np, got_torch):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+        ok = ~np.isnan(expected)
+        np.testing.assert_allclose(got[ok], expected[ok], rtol=1e-15, atol=0)
+    assert np.isnan(got_np[x < 0]).all()

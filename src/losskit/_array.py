@@ -321,7 +321,10 @@ def xlogx(x, *, xp):
         import jax
 
         return jax.scipy.special.xlogy(x, x)
-    return x * xp.log(xp.where(x > 0, x, xp.ones_like(x)))
+    pos = x > 0
+    out = xp.where(pos, x, xp.zeros_like(x)) * xp.log(xp.where(pos, x, xp.ones_like(x)))
+    # as xlogy: NaN for a negative x (not x·log 1 = −0) and for NaN, without a warning at −inf
+    return xp.where(pos | (x == 0), out, xp.full_like(x, xp.nan))
 
 
 def softmax(x, *, xp):
