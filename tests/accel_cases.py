@@ -8,6 +8,7 @@ included. The test modules skip without Numba or torch before they import this o
 
 from __future__ import annotations
 
+import mpmath
 import numpy as np
 import pytest
 import torch
@@ -130,3 +131,53 @@ def check_against_both(loss, independent, need, z, target, reduction, kw, dtype,
             scale = c_max
         assert_close(a, b, dtype, scale, f"{what} vs reference path")
         assert_close(a, e, dtype, scale, f"{what} vs torch float64")
+
+
+def with_reference_path(loss, need, z, target, **kw):
+    """(kernel's output, reference path's output) pairs of one call: first as it runs, then
+    under ``_accel.disabled()``."""
+    got = call(loss, need, z, target, **kw)
+    with _accel.disabled():
+        expected = call(loss, need, z, target, **kw)
+    return list(zip(got, expected))
+
+
+# rows that send a call to the reference path: a NaN or +inf logit, only −inf logits
+rows_left_to_the_reference_path = pytest.mark.parametrize(
+    "row",
+    [[np.nan, 0.0, 1.0], [0.0, np.nan, 1.0], [np.inf, 0.0, 1.0], [-np.inf, -np.inf, -np.inf], [0.0, np.inf, np.nan]],
+    ids=["nan-first", "nan-below-max", "plus-inf", "all-minus-inf", "inf-and-nan"],
+)
+
+
+def rows_at_the_thread_threshold(below, num_classes):
+    """Rows of ``num_classes`` that fill ``_SPLIT_MIN_CHUNKS`` − 1 whole chunks (``below``: one
+    thread) or ``_SPLIT_MIN_CHUNKS`` chunks and 5 rows more (split over two threads)."""
+    per_chunk = _accel._CHUNK // num_classes
+    return (_accel._SPLIT_MIN_CHUNKS - 1) * per_chunk if below else _accel._SPLIT_MIN_CHUNKS * per_chunk + 5
+
+
+def record_splits(monkeypatch):
+    """The chunk counts of every call that splits rows over threads (``_accel._split``)."""
+    splits = []
+    split = _accel._split
+    monkeypatch.setattr(_accel, "_split", lambda chunks, work: splits.append(chunks) or split(chunks, work))
+    return splits
+
+
+def assert_sums_do_not_depend_on_the_thread_count(loss, z, target, monkeypatch):
+    """``loss.value_and_grad(reduction="sum")`` with 1, 2 and 3 threads: bit for bit equal."""
+    results = []
+    for threads in (1, 2, 3):
+        monkeypatch.setitem(_accel._state, "threads", threads)
+        value, grad = loss.value_and_grad(z, target, reduction="sum")
+        results.append((float(value), grad))
+    assert results[0][0] == results[1][0] == results[2][0]
+    assert np.array_equal(results[0][1], results[1][1]) and np.array_equal(results[0][1], results[2][1])
+
+
+def exact_log1p_of_the_others(row):
+    """log Σ_k e^{z_k − z_0} (= log1p(Σ_{k≠0} e^{z_k − z_0})) of a float64 row, by mpmath at 50
+    digits: cross-entropy of class 0, and KL of a one-hot target on it."""
+    mpmath.mp.dps = 50
+    return mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(float(v)) - mpmath.mpf(float(row[0]))) for v in row))

@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import re
 
-import mpmath
 import numpy as np
 import pytest
 
@@ -42,12 +41,18 @@ from accel_cases import (  # noqa: E402
     DTYPES,
     NEEDS,
     REDUCTIONS,
+    assert_sums_do_not_depend_on_the_thread_count,
     call,
     check_against_both,
+    exact_log1p_of_the_others,
     kernel_runs,  # noqa: F401
     one_torch_thread,  # noqa: F401
     quiet_numpy,  # noqa: F401
+    record_splits,
+    rows_at_the_thread_threshold,
+    rows_left_to_the_reference_path,
     two_threads,  # noqa: F401
+    with_reference_path,
 )
 
 CASES = {
@@ -59,6 +64,7 @@ CASES = {
     "all": {"weight": True, "mask": True, "ignore_index": 3, "class_weight": True},
 }
 _call = functools.partial(call, lk.cross_entropy)
+_with_reference = functools.partial(with_reference_path, lk.cross_entropy)
 
 
 def _rows(rng, n, num_classes, dtype):
@@ -152,11 +158,8 @@ def test_kernel_equals_reference_and_torch(case, dtype, rng, kernel_runs, monkey
 def test_the_real_thread_threshold(below, rng, kernel_runs, two_threads, monkeypatch):
     """10 classes: 1638 rows per chunk; from ``_SPLIT_MIN_CHUNKS`` chunks on the rows are split
     over two threads."""
-    per_chunk = _accel._CHUNK // 10
-    rows = (_accel._SPLIT_MIN_CHUNKS - 1) * per_chunk if below else _accel._SPLIT_MIN_CHUNKS * per_chunk + 5
-    splits = []
-    split = _accel._split
-    monkeypatch.setattr(_accel, "_split", lambda chunks, work: splits.append(chunks) or split(chunks, work))
+    rows = rows_at_the_thread_threshold(below, 10)
+    splits = record_splits(monkeypatch)
     z, y = _rows(rng, rows, 10, np.float32)
     kw = _options("all", rng, rows, 10, np.float32, y)
     for need in ("value_and_grad", "grad_hess"):
@@ -167,13 +170,7 @@ def test_the_real_thread_threshold(below, rng, kernel_runs, two_threads, monkeyp
 def test_sums_do_not_depend_on_the_thread_count(rng, monkeypatch):
     monkeypatch.setattr(_accel, "_CHUNK", 64)
     z, y = _rows(rng, 300, 7, np.float32)
-    results = []
-    for threads in (1, 2, 3):
-        monkeypatch.setitem(_accel._state, "threads", threads)
-        value, grad = lk.cross_entropy.value_and_grad(z, y, reduction="sum")
-        results.append((float(value), grad))
-    assert results[0][0] == results[1][0] == results[2][0]
-    assert np.array_equal(results[0][1], results[1][1]) and np.array_equal(results[0][1], results[2][1])
+    assert_sums_do_not_depend_on_the_thread_count(lk.cross_entropy, z, y, monkeypatch)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -185,9 +182,8 @@ def test_confident_predictions_keep_tiny_losses_precise(dtype, kernel_runs):
     y = np.zeros(len(gaps), dtype=np.int64)
     got = lk.cross_entropy(z, y, reduction="none")
     assert kernel_runs == [True]
-    mpmath.mp.dps = 50
     for row, value in zip(z.astype(np.float64), got):
-        exact = mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(float(v)) - mpmath.mpf(float(row[0]))) for v in row))
+        exact = exact_log1p_of_the_others(row)
         assert abs(float(value) - float(exact)) <= 8 * np.finfo(dtype).eps * float(exact), (row, value, exact)
 
 
@@ -202,20 +198,13 @@ def test_infinite_loss_of_an_impossible_label(kernel_runs):
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-14, atol=1e-300)
 
 
-@pytest.mark.parametrize(
-    "row",
-    [[np.nan, 0.0, 1.0], [0.0, np.nan, 1.0], [np.inf, 0.0, 1.0], [-np.inf, -np.inf, -np.inf], [0.0, np.inf, np.nan]],
-    ids=["nan-first", "nan-below-max", "plus-inf", "all-minus-inf", "inf-and-nan"],
-)
+@rows_left_to_the_reference_path
 @pytest.mark.parametrize("need", NEEDS)
 def test_rows_left_to_the_reference_path(row, need, kernel_runs):
     z = np.array([[0.0, 1.0, 2.0], row, [3.0, 0.0, 0.0]])
     y = np.array([0, 1, 2])
     for reduction in REDUCTIONS:
-        got = _call(need, z, y, reduction=reduction)
-        with _accel.disabled():
-            expected = _call(need, z, y, reduction=reduction)
-        for a, b in zip(got, expected):
+        for a, b in _with_reference(need, z, y, reduction=reduction):
             np.testing.assert_array_equal(a, b)
     assert kernel_runs == [False] * 3
 
@@ -276,10 +265,7 @@ def test_what_the_kernel_does_not_cover(options, target, rng, kernel_runs):
     if options.get("axis") == 0:
         z = np.ascontiguousarray(z.T)
     for need in NEEDS:
-        got = _call(need, z, y, **options)
-        with _accel.disabled():
-            expected = _call(need, z, y, **options)
-        for a, b in zip(got, expected):
+        for a, b in _with_reference(need, z, y, **options):
             np.testing.assert_array_equal(a, b)
     assert True not in kernel_runs
 
@@ -288,10 +274,7 @@ def test_int32_ids_and_more_sample_axes(rng, kernel_runs):
     z = rng.standard_normal((3, 4, 6)).astype(np.float32)
     y = rng.integers(0, 6, (3, 4)).astype(np.int32)
     for need in NEEDS:
-        got = _call(need, z, y, reduction="none")
-        with _accel.disabled():
-            expected = _call(need, z, y, reduction="none")
-        for a, b in zip(got, expected):
+        for a, b in _with_reference(need, z, y, reduction="none"):
             assert a.shape == b.shape and a.dtype == b.dtype
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert kernel_runs == [True] * 4
@@ -349,10 +332,7 @@ def test_empty_selections_and_normalizers(kw, rng, kernel_runs):
     """An empty selection gives 0 with zero gradient (never NaN); a normalizer divides the sum."""
     z, y = rng.standard_normal((4, 3)), np.array([0, 1, 2, 1])
     for need in ("value_and_grad", "grad_hess"):
-        got = _call(need, z, y, **kw)
-        with _accel.disabled():
-            expected = _call(need, z, y, **kw)
-        for a, b in zip(got, expected):
+        for a, b in _with_reference(need, z, y, **kw):
             assert np.shape(a) == np.shape(b) and not np.isnan(a).any()
             np.testing.assert_allclose(a, b, rtol=1e-13, atol=0)
     assert kernel_runs == [True, True]
@@ -437,10 +417,7 @@ def test_probability_targets_with_impossible_classes(num_classes, rng, kernel_ru
     z, t = _distributions(rng, 9, num_classes, np.float64, with_impossible=True)
     assert np.isinf(z).any()
     for need in NEEDS:
-        got = _call(need, z, t, reduction="none")
-        with _accel.disabled():
-            expected = _call(need, z, t, reduction="none")
-        for a, b in zip(got, expected):
+        for a, b in _with_reference(need, z, t, reduction="none"):
             assert np.all(np.isfinite(a))
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
     assert kernel_runs == [True] * 4
@@ -451,9 +428,6 @@ def test_probability_rows_left_to_the_reference_path(row, kernel_runs):
     z = np.array([[0.0, 1.0, 2.0], row, [3.0, 0.0, 0.0]])
     t = np.full((3, 3), 1 / 3)
     for need in NEEDS:
-        got = _call(need, z, t, reduction="none")
-        with _accel.disabled():
-            expected = _call(need, z, t, reduction="none")
-        for a, b in zip(got, expected):
+        for a, b in _with_reference(need, z, t, reduction="none"):
             np.testing.assert_array_equal(a, b)
     assert kernel_runs == [False] * 4

@@ -51,18 +51,25 @@ from accel_cases import (  # noqa: E402
     REDUCTIONS,
     TOL,
     assert_close,
+    assert_sums_do_not_depend_on_the_thread_count,
     call,
     check_against_both,
+    exact_log1p_of_the_others,
     kernel_runs,  # noqa: F401
     one_torch_thread,  # noqa: F401
     quiet_numpy,  # noqa: F401
+    record_splits,
     routed,  # noqa: F401
+    rows_at_the_thread_threshold,
+    rows_left_to_the_reference_path,
     torch_value_and_grad,
     two_threads,  # noqa: F401
+    with_reference_path,
 )
 
 CASES = {"plain": {}, "weight": {"weight": True}, "mask": {"mask": True}, "all": {"weight": True, "mask": True}}
 _call = functools.partial(call, lk.kl_divergence)
+_with_reference = functools.partial(with_reference_path, lk.kl_divergence)
 _torch_ours = functools.partial(torch_value_and_grad, lk.kl_divergence)
 
 
@@ -151,11 +158,8 @@ def test_kernel_equals_reference_and_torch(case, dtype, rng, kernel_runs, monkey
 def test_the_real_thread_threshold(below, rng, kernel_runs, two_threads, monkeypatch):
     """10 classes: 1638 rows per chunk; from ``_SPLIT_MIN_CHUNKS`` chunks on the rows are split
     over two threads."""
-    per_chunk = _accel._CHUNK // 10
-    rows = (_accel._SPLIT_MIN_CHUNKS - 1) * per_chunk if below else _accel._SPLIT_MIN_CHUNKS * per_chunk + 5
-    splits = []
-    split = _accel._split
-    monkeypatch.setattr(_accel, "_split", lambda chunks, work: splits.append(chunks) or split(chunks, work))
+    rows = rows_at_the_thread_threshold(below, 10)
+    splits = record_splits(monkeypatch)
     z, t = _distributions(rng, rows, 10, np.float32)
     kw = _options("all", rng, rows, np.float32)
     for need in ("value_and_grad", "grad_hess"):
@@ -166,13 +170,7 @@ def test_the_real_thread_threshold(below, rng, kernel_runs, two_threads, monkeyp
 def test_sums_do_not_depend_on_the_thread_count(rng, monkeypatch):
     monkeypatch.setattr(_accel, "_CHUNK", 64)
     z, t = _distributions(rng, 300, 7, np.float32)
-    results = []
-    for threads in (1, 2, 3):
-        monkeypatch.setitem(_accel._state, "threads", threads)
-        value, grad = lk.kl_divergence.value_and_grad(z, t, reduction="sum")
-        results.append((float(value), grad))
-    assert results[0][0] == results[1][0] == results[2][0]
-    assert np.array_equal(results[0][1], results[1][1]) and np.array_equal(results[0][1], results[2][1])
+    assert_sums_do_not_depend_on_the_thread_count(lk.kl_divergence, z, t, monkeypatch)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -185,9 +183,8 @@ def test_confident_predictions_keep_tiny_values_precise(dtype, kernel_runs):
     t[:, 0] = 1.0
     got = lk.kl_divergence(z, t, reduction="none")
     assert kernel_runs == [True]
-    mpmath.mp.dps = 50
     for row, value in zip(z.astype(np.float64), got):
-        exact = mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(float(v)) - mpmath.mpf(float(row[0]))) for v in row))
+        exact = exact_log1p_of_the_others(row)
         assert 0 < float(exact) and abs(float(value) - float(exact)) <= 8 * np.finfo(dtype).eps * float(exact), (row, value, exact)
 
 
@@ -200,29 +197,19 @@ def test_impossible_classes_of_zero_target(num_classes, rng, kernel_runs):
     t[2] = np.eye(num_classes)[0]  # was one-hot on class 1
     t /= t.sum(-1, keepdims=True)
     for need in NEEDS:
-        got = _call(need, z, t, reduction="none")
-        with _accel.disabled():
-            expected = _call(need, z, t, reduction="none")
-        for a, b in zip(got, expected):
+        for a, b in _with_reference(need, z, t, reduction="none"):
             assert np.all(np.isfinite(a))
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
     assert kernel_runs == [True] * 4
 
 
-@pytest.mark.parametrize(
-    "row",
-    [[np.nan, 0.0, 1.0], [0.0, np.nan, 1.0], [np.inf, 0.0, 1.0], [-np.inf, -np.inf, -np.inf], [0.0, np.inf, np.nan]],
-    ids=["nan-first", "nan-below-max", "plus-inf", "all-minus-inf", "inf-and-nan"],
-)
+@rows_left_to_the_reference_path
 @pytest.mark.parametrize("need", NEEDS)
 def test_rows_left_to_the_reference_path(row, need, kernel_runs):
     z = np.array([[0.0, 1.0, 2.0], row, [3.0, 0.0, 0.0]])
     t = np.full((3, 3), 1 / 3)
     for reduction in REDUCTIONS:
-        got = _call(need, z, t, reduction=reduction)
-        with _accel.disabled():
-            expected = _call(need, z, t, reduction=reduction)
-        for a, b in zip(got, expected):
+        for a, b in _with_reference(need, z, t, reduction=reduction):
             np.testing.assert_array_equal(a, b)
     assert kernel_runs == [False] * 3
 
@@ -255,10 +242,7 @@ def test_unvalidated_targets_as_the_reference_path(rng, kernel_runs):
         t = t.astype(dtype)
         for need in NEEDS:
             for reduction in REDUCTIONS:
-                got = _call(need, z, t, reduction=reduction, validate=False)
-                with _accel.disabled():
-                    expected = _call(need, z, t, reduction=reduction, validate=False)
-                for a, b in zip(got, expected):
+                for a, b in _with_reference(need, z, t, reduction=reduction, validate=False):
                     assert type(a) is type(b) and a.dtype == b.dtype
                     np.testing.assert_allclose(a, b, rtol=TOL[dtype] * 4, atol=TOL[dtype] * 10)
     assert kernel_runs == [True] * 24
@@ -272,10 +256,7 @@ def test_targets_outside_the_domain_are_left_to_the_reference_path(entry, kernel
     z = np.array([[0.0, 1.0, 2.0], [1.0, -1.0, 0.5], [3.0, 0.0, 0.0]])
     t = np.array([[0.2, 0.3, 0.5], [0.5, entry, 0.5], [0.6, 0.0, 0.4]])
     for need in NEEDS:
-        got = _call(need, z, t, reduction="none", validate=False)
-        with _accel.disabled():
-            expected = _call(need, z, t, reduction="none", validate=False)
-        for a, b in zip(got, expected):
+        for a, b in _with_reference(need, z, t, reduction="none", validate=False):
             np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15)
     assert kernel_runs == [False, True, False, True]
 
@@ -302,10 +283,7 @@ def test_what_the_kernel_does_not_cover(options, variant, rng, kernel_runs):
     if options.get("axis") == 0:
         z, t = np.ascontiguousarray(z.T), np.ascontiguousarray(t.T)
     for need in NEEDS:
-        got = _call(need, z, t, **options)
-        with _accel.disabled():
-            expected = _call(need, z, t, **options)
-        for a, b in zip(got, expected):
+        for a, b in _with_reference(need, z, t, **options):
             np.testing.assert_array_equal(a, b)
     assert True not in kernel_runs
 
@@ -317,10 +295,7 @@ def test_more_sample_axes_and_a_float64_target(rng, kernel_runs):
     z = rng.standard_normal((3, 4, 6)).astype(np.float32)
     t = np.ascontiguousarray(rng.permuted(np.broadcast_to([0.5, 0.25, 0.125, 0.0625, 0.0625, 0.0], (3, 4, 6)), axis=-1))
     for need in NEEDS:
-        got = _call(need, z, t, reduction="none")
-        with _accel.disabled():
-            expected = _call(need, z, t, reduction="none")
-        for a, b in zip(got, expected):
+        for a, b in _with_reference(need, z, t, reduction="none"):
             assert a.shape == b.shape and a.dtype == b.dtype
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert kernel_runs == [True] * 4
@@ -357,10 +332,7 @@ def test_empty_selections_and_normalizers(kw, rng, kernel_runs):
     t = rng.random((4, 3))
     t /= t.sum(-1, keepdims=True)
     for need in ("value_and_grad", "grad_hess"):
-        got = _call(need, z, t, **kw)
-        with _accel.disabled():
-            expected = _call(need, z, t, **kw)
-        for a, b in zip(got, expected):
+        for a, b in _with_reference(need, z, t, **kw):
             assert np.shape(a) == np.shape(b) and not np.isnan(a).any()
             np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-17)
     assert kernel_runs == [True, True]
