@@ -44,27 +44,12 @@ from losskit import _accel
 pytest.importorskip("numba", reason="the accel extra (Numba) is not installed")
 torch = pytest.importorskip("torch")
 
-# the fixtures imported here are used by name (kernel_runs, routed, two_threads) or autouse
+# fixtures: used by name, or autouse (quiet_numpy, one_torch_thread)
+from accel_cases import kernel_runs, one_torch_thread, quiet_numpy, routed, two_threads  # noqa: E402, F401
 from accel_cases import (  # noqa: E402
-    DTYPES,
-    NEEDS,
-    REDUCTIONS,
-    TOL,
-    assert_close,
-    assert_sums_do_not_depend_on_the_thread_count,
-    call,
-    check_against_both,
-    exact_log1p_of_the_others,
-    kernel_runs,  # noqa: F401
-    one_torch_thread,  # noqa: F401
-    quiet_numpy,  # noqa: F401
-    record_splits,
-    routed,  # noqa: F401
-    rows_at_the_thread_threshold,
-    rows_left_to_the_reference_path,
-    torch_value_and_grad,
-    two_threads,  # noqa: F401
-    with_reference_path,
+    DTYPES, NEEDS, REDUCTIONS, TOL, assert_close, assert_sums_do_not_depend_on_the_thread_count, call,
+    check_against_both, exact_log1p_of_the_others, record_splits, rows_at_the_thread_threshold,
+    rows_left_to_the_reference_path, torch_value_and_grad, with_reference_path,
 )
 
 CASES = {"plain": {}, "weight": {"weight": True}, "mask": {"mask": True}, "all": {"weight": True, "mask": True}}
