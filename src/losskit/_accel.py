@@ -204,6 +204,8 @@ def run_numpy(call, pred, target, c, valid, aux, need: str):
     key = (call.spec.name, call.static, pred.dtype)
     plan = _NUMPY_PLANS.get(key, False)
     if plan is False:
+        if _numba() is None:
+            return None  # not cached: a plan made without Numba would outlive its return (tests switch it off and on)
         plan = _NUMPY_PLANS[key] = _numpy_plan(call, pred.dtype)
     if plan is None or _state["numba"] is None:
         return None
@@ -281,14 +283,16 @@ def _accept_multiplier_and_mask(c, valid, shape, dtype):
 
 
 def _numpy_plan(call, dtype):
+    """``run_numpy``'s cached plan of a (loss, options, dtype), made with Numba present: the
+    compiled drivers and constants, a row plan, or None (not covered)."""
     rows = ROW_KERNELS.get(call.spec.name)
     if rows is not None:
         kind = rows.covers(dict(call.static)) if dtype in (np.float32, np.float64) else None
-        if kind is None or _numba() is None:
+        if kind is None:
             return None
         return _RowPlan(lambda: rows.build(kind), kind == "dense")
     entry = KERNELS.get(call.spec.name)
-    if entry is None or _numba() is None:
+    if entry is None:
         return None
     k = entry.constants(dict(call.static), dtype.type) if dtype in (np.float32, np.float64) else None
     return None if k is None else (_drivers(call.spec.name), k)
@@ -305,43 +309,44 @@ for _a in _EMPTY.values():
 
 
 def _host_arrays(kind, arrays):
-    """The arrays as C-contiguous NumPy arrays sharing their memory (NumPy arrays, or torch
-    CPU tensors outside autograd), or None where one of them is anything else."""
+    """The arrays as C-contiguous NumPy arrays sharing their memory (NumPy arrays, or plain
+    torch CPU tensors: not a subclass, not inside torch.func transforms, not a negative or
+    conjugate view, none but the first being differentiated), or None where one of them is
+    anything else. The one rule for reading a tensor's memory (``run``, the small checks, the
+    small torch calls of ``interop.torch``); ~1 µs a tensor."""
     if kind == "numpy":
-        import numpy as np
-
         for a in arrays:
             if type(a) is not np.ndarray or not (a.flags.c_contiguous and a.flags.aligned):
                 return None
         return arrays
     if kind != "torch":
         return None
-    import torch
-
+    plain, grad_enabled = _torch_probes()
     host = []
     for a in arrays:
-        if a.layout != torch.strided or a.device.type != "cpu" or type(a) not in _plain_tensor_types(torch):
+        if type(a) not in plain or not a.is_cpu or not a.is_contiguous():
             return None  # subclasses may mean something else by their data
-        if _functorch_wrapped(torch, a):
-            return None  # inside torch.func.vmap / grad: no storage of its own
-        if not a.is_contiguous() or a.is_neg() or a.is_conj() or (a.requires_grad and torch.is_grad_enabled() and a is not arrays[0]):
-            return None  # a weight being differentiated: the reference path records it
+        if a.requires_grad:
+            if a is not arrays[0] and grad_enabled():
+                return None  # a weight being differentiated: the reference path records it
+            a = a.detach()
         try:
-            host.append(a.detach().numpy())
-        except RuntimeError:
+            # .numpy() itself refuses what has no plain memory of its own: functorch wrappers
+            # (torch.func transforms), negative and conjugate views, sparse layouts
+            host.append(a.numpy())
+        except (RuntimeError, TypeError):
             return None
     return tuple(host)
 
 
-def _plain_tensor_types(torch):
-    return (torch.Tensor, torch.nn.Parameter)
+def _torch_probes():
+    """(plain tensor types, torch.is_grad_enabled), looked up once."""
+    probes = _state.get("torch_probes")
+    if probes is None:
+        import torch
 
-
-def _functorch_wrapped(torch, x) -> bool:
-    try:
-        return bool(torch._C._functorch.is_functorch_wrapped_tensor(x))
-    except AttributeError:  # an older or newer torch without this hook: let .numpy() decide
-        return False
+        probes = _state["torch_probes"] = ((torch.Tensor, torch.nn.Parameter), torch.is_grad_enabled)
+    return probes
 
 
 def _host_number(c):
@@ -674,13 +679,12 @@ def distribution_ranges(t):
             return None
         values = t
     elif type(t).__module__.startswith("torch"):
-        import torch
-
-        if type(t) not in _plain_tensor_types(torch) or not t.is_cpu or t.dtype not in (torch.float32, torch.float64):
+        if not 0 < t.numel() <= DISTRIBUTION_MAX or not t.ndim:
             return None
-        if not 0 < t.numel() <= DISTRIBUTION_MAX or not t.ndim or not t.is_contiguous() or t.is_neg() or _functorch_wrapped(torch, t):
-            return None  # inside torch.func transforms a tensor has no storage of its own
-        values = t.detach().numpy()
+        host = _host_arrays("torch", (t,))
+        if host is None or host[0].dtype not in _FLOAT_BITS:
+            return None
+        values = host[0]
     else:
         return None
     kernels = _loaded_kernels()

@@ -280,43 +280,32 @@ def _accel_opt_ins() -> frozenset:
 
 
 _SMALL_ACCEL = _accel_opt_ins()
-_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
 def _small_accel(call, pred, target, c, valid, aux):
     """(value, c·∂ℓ/∂pred) of a small grad-in-forward call from the loss's Numba kernel, run by
-    ``_accel.run_numpy`` on NumPy views of the tensors' memory, or None (the torch ops run):
-    a device other than the CPU, tensor subclasses, array options, a multiplier being
-    differentiated, anything ``run_numpy`` declines (layouts, dtypes, option values, rows
-    its kernel leaves to the reference), and inside ``_accel.disabled()``. The NumPy
-    conversions cost ~5 µs, so only losses whose kernel opts in (``small_torch``) come here."""
+    ``_accel.run_numpy`` on NumPy views of the tensors' memory (``_accel._host_arrays``'s
+    rule), or None (the torch ops run): a device other than the CPU, tensor subclasses, array
+    options, a multiplier being differentiated, anything ``run_numpy`` declines (layouts,
+    dtypes, option values, rows its kernel leaves to the reference), and inside
+    ``_accel.disabled()``. The NumPy conversions cost ~5 µs, so only losses whose kernel opts
+    in (``small_torch``) come here."""
     from .. import _accel
 
-    if not pred.is_cpu or type(pred) not in _PLAIN_TYPES or type(target) not in _PLAIN_TYPES or not _accel.enabled():
-        return None
-    if not _accel.available():  # Numba absent: the conversions below would be wasted
+    if not _accel.enabled() or not _accel.available():  # Numba absent: the conversions would be wasted
         return None
     for a in aux:
         if a is not None:
             return None
-    if type(c) is float or not c.ndim:
-        multiplier = c if type(c) is float else c.item()
-    elif c.requires_grad or not c.is_cpu:
+    scalar = type(c) is float or not c.ndim
+    if not scalar and c.requires_grad:
         return None
-    else:
-        multiplier = c.numpy()
-    try:
-        out = _accel.run_numpy(
-            call,
-            pred.detach().numpy(),
-            target.detach().numpy() if target.requires_grad else target.numpy(),
-            multiplier,
-            None if valid is None else valid.numpy(),
-            (),
-            "value_and_grad",
-        )
-    except (RuntimeError, TypeError):  # .numpy() declined (e.g. a negative or conjugate view)
+    arrays = (pred, target) if scalar else (pred, target, c)
+    host = _accel._host_arrays("torch", arrays if valid is None else arrays + (valid,))
+    if host is None:
         return None
+    multiplier = (c if type(c) is float else c.item()) if scalar else host[2]
+    out = _accel.run_numpy(call, host[0], host[1], multiplier, None if valid is None else host[-1], (), "value_and_grad")
     if out is None:
         return None
     value, grad = out
