@@ -181,3 +181,25 @@ def exact_log1p_of_the_others(row):
     digits: cross-entropy of class 0, and KL of a one-hot target on it."""
     mpmath.mp.dps = 50
     return mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(float(v)) - mpmath.mpf(float(row[0]))) for v in row))
+
+
+def torch_reduced_outputs(need, zt, per_sample, weight, valid, reduction, row_factor=1.0, hess_scale=1.0):
+    """The outputs ``need`` of a float64 torch per-sample loss ``per_sample`` of logits ``zt``,
+    weighted, masked (``valid``) and reduced by the rule of docs/conventions.md, as the row
+    kernels apply it: each valid row's multiplier is its weight times ``row_factor`` (a class
+    weight per row, or 1), divided for "mean" by the sum of those; the gradient is torch's
+    autograd one, the Hessian diagonal the multiplier times ``hess_scale`` (Σq per row) times
+    p(1 − p), p = softmax(zt)."""
+    n = per_sample.shape[0]
+    w = np.ones(n) if weight is None else weight.astype(np.float64)
+    c = np.where(valid, w, 0.0)
+    if reduction == "mean":
+        c = c / np.sum(c * row_factor)
+    factor = c * row_factor
+    (g,) = torch.autograd.grad(per_sample, zt, torch.tensor(factor))
+    p = torch.softmax(zt.detach(), -1).numpy()
+    terms = np.where(valid, factor * per_sample.detach().numpy(), 0.0)
+    value = terms if reduction == "none" else np.sum(terms)
+    grad, hess = g.numpy(), (factor * hess_scale)[:, None] * p * (1 - p)
+    return {"value": (value,), "grad": (grad,), "value_and_grad": (value, grad), "grad_hess": (grad, hess)}[need]
+

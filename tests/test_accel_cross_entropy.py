@@ -41,7 +41,7 @@ from accel_cases import kernel_runs, one_torch_thread, quiet_numpy, two_threads 
 from accel_cases import (  # noqa: E402
     DTYPES, NEEDS, REDUCTIONS, assert_sums_do_not_depend_on_the_thread_count, call, check_against_both,
     exact_log1p_of_the_others, record_splits, rows_at_the_thread_threshold, rows_left_to_the_reference_path,
-    with_reference_path,
+    torch_reduced_outputs, with_reference_path,
 )
 
 CASES = {
@@ -104,18 +104,7 @@ def _independent(need, z, y, reduction, weight=None, mask=None, ignore_index=Non
     zt = torch.tensor(z, dtype=torch.float64, requires_grad=True)
     per_sample = torch.nn.functional.cross_entropy(zt, torch.tensor(ids), reduction="none")
     cw = np.ones(num_classes) if class_weight is None else class_weight.astype(np.float64)
-    w = np.ones(n) if weight is None else weight.astype(np.float64)
-    d = cw[ids]
-    c = np.where(valid, w, 0.0)
-    if reduction == "mean":
-        c = c / np.sum(c * d)
-    (g,) = torch.autograd.grad(per_sample, zt, torch.tensor(c * d))
-    p = torch.softmax(zt.detach(), -1).numpy()
-    loss = per_sample.detach().numpy()
-    terms = np.where(valid, c * d * loss, 0.0)
-    value = terms if reduction == "none" else np.sum(terms)
-    grad, hess = g.numpy(), (c * d)[:, None] * p * (1 - p)
-    return {"value": (value,), "grad": (grad,), "value_and_grad": (value, grad), "grad_hess": (grad, hess)}[need]
+    return torch_reduced_outputs(need, zt, per_sample, weight, valid, reduction, row_factor=cw[ids])
 
 
 def _check_against_both(need, z, y, reduction, kw, dtype, kernel_runs):
@@ -364,17 +353,8 @@ def _independent_probs(need, z, t, reduction, weight=None, mask=None, class_weig
     zt = torch.tensor(z, dtype=torch.float64, requires_grad=True)
     cw = np.ones(num_classes) if class_weight is None else class_weight.astype(np.float64)
     per_sample = torch.nn.functional.cross_entropy(zt, torch.tensor(t, dtype=torch.float64), weight=torch.tensor(cw), reduction="none")
-    w = np.ones(n) if weight is None else weight.astype(np.float64)
-    c = np.where(valid, w, 0.0)
-    if reduction == "mean":
-        c = c / np.sum(c)
-    (g,) = torch.autograd.grad(per_sample, zt, torch.tensor(c))
-    p = torch.softmax(zt.detach(), -1).numpy()
     q_sum = (t.astype(np.float64) * cw).sum(-1)
-    terms = np.where(valid, c * per_sample.detach().numpy(), 0.0)
-    value = terms if reduction == "none" else np.sum(terms)
-    grad, hess = g.numpy(), (c * q_sum)[:, None] * p * (1 - p)
-    return {"value": (value,), "grad": (grad,), "value_and_grad": (value, grad), "grad_hess": (grad, hess)}[need]
+    return torch_reduced_outputs(need, zt, per_sample, weight, valid, reduction, hess_scale=q_sum)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)

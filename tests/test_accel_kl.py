@@ -49,7 +49,7 @@ from accel_cases import kernel_runs, one_torch_thread, quiet_numpy, routed, two_
 from accel_cases import (  # noqa: E402
     DTYPES, NEEDS, REDUCTIONS, TOL, assert_close, assert_sums_do_not_depend_on_the_thread_count, call,
     check_against_both, exact_log1p_of_the_others, record_splits, rows_at_the_thread_threshold,
-    rows_left_to_the_reference_path, torch_value_and_grad, with_reference_path,
+    rows_left_to_the_reference_path, torch_reduced_outputs, torch_value_and_grad, with_reference_path,
 )
 
 CASES = {"plain": {}, "weight": {"weight": True}, "mask": {"mask": True}, "all": {"weight": True, "mask": True}}
@@ -102,16 +102,7 @@ def _independent(need, z, t, reduction, weight=None, mask=None):
     zt = torch.tensor(np.where(np.isneginf(z), -1e300, z), dtype=torch.float64, requires_grad=True)
     tt = torch.tensor(t, dtype=torch.float64)
     per_sample = torch.nn.functional.kl_div(torch.log_softmax(zt, -1), tt, reduction="none").sum(-1)
-    w = np.ones(n) if weight is None else weight.astype(np.float64)
-    c = np.where(valid, w, 0.0)
-    if reduction == "mean":
-        c = c / np.sum(c)
-    (g,) = torch.autograd.grad(per_sample, zt, torch.tensor(c))
-    p = torch.softmax(zt.detach(), -1).numpy()
-    terms = np.where(valid, c * per_sample.detach().numpy(), 0.0)
-    value = terms if reduction == "none" else np.sum(terms)
-    grad, hess = g.numpy(), (c * t.sum(-1))[:, None] * p * (1 - p)
-    return {"value": (value,), "grad": (grad,), "value_and_grad": (value, grad), "grad_hess": (grad, hess)}[need]
+    return torch_reduced_outputs(need, zt, per_sample, weight, valid, reduction, hess_scale=t.sum(-1))
 
 
 def _check_against_both(need, z, t, reduction, kw, dtype, kernel_runs):
